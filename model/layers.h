@@ -1,0 +1,26 @@
+// The small building blocks both transformers share.
+#ifndef MOONDREAM_MODEL_LAYERS_H_
+#define MOONDREAM_MODEL_LAYERS_H_
+
+#include <ATen/ATen.h>
+
+#include "model/weights.h"
+
+namespace md {
+
+inline at::Tensor Linear(const at::Tensor& x, const LinearWeights& w) {
+  return at::linear(x, w.weight, w.bias);
+}
+
+inline at::Tensor LayerNorm(const at::Tensor& x, const LayerNormWeights& w) {
+  return at::layer_norm(x, {w.weight.size(0)}, w.weight, w.bias, 1e-5);
+}
+
+// fc1 → GELU (tanh approximation) → fc2.
+inline at::Tensor Mlp(const at::Tensor& x, const MlpWeights& w) {
+  return Linear(at::gelu(Linear(x, w.fc1), "tanh"), w.fc2);
+}
+
+}  // namespace md
+
+#endif  // MOONDREAM_MODEL_LAYERS_H_

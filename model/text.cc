@@ -1,0 +1,181 @@
+#include "model/text.h"
+
+#include <cmath>
+#include <set>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "model/layers.h"
+
+namespace md {
+namespace {
+
+constexpr int kRotaryDims = 32;  // of each head; 16 frequencies
+constexpr double kRotaryTheta = 10000.0;
+
+// Rotates the first 32 dims of each head, read as [real | imag] halves and
+// written back interleaved (real, imag, real, imag, ...) as the reference
+// does; x is [N, H, D], cos/sin [N, 16].
+at::Tensor ApplyRotary(const at::Tensor& x_NHD, const at::Tensor& cos_NF,
+                       const at::Tensor& sin_NF) {
+  const int64_t half = kRotaryDims / 2;
+  at::Tensor rot = x_NHD.narrow(-1, 0, kRotaryDims).to(at::kFloat);
+  at::Tensor re = rot.narrow(-1, 0, half), im = rot.narrow(-1, half, half);
+  at::Tensor c = cos_NF.unsqueeze(1), s = sin_NF.unsqueeze(1);
+  at::Tensor out_re = re * c - im * s;
+  at::Tensor out_im = re * s + im * c;
+  at::Tensor rotated = at::stack({out_re, out_im}, -1).flatten(-2);
+  return at::cat({rotated.to(x_NHD.scalar_type()),
+                  x_NHD.narrow(-1, kRotaryDims, x_NHD.size(-1) - kRotaryDims)},
+                 -1);
+}
+
+// Which keys each query of a chunk may see, or an undefined tensor when it
+// may see all of them (a single token, or a kFull chunk).
+at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
+                      at::Device device) {
+  if (chunk.mask == AttentionMask::kFull || chunk.n_tokens == 1) return {};
+  const int64_t end = chunk.start_pos + chunk.n_tokens;
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor q_T1 = at::arange(chunk.start_pos, end, opts).unsqueeze(1);
+  at::Tensor k_1K = at::arange(end, opts).unsqueeze(0);
+  at::Tensor visible = (k_1K <= q_T1).logical_or((q_T1 < prefix_len).logical_and(k_1K < prefix_len));
+  return visible.logical_not();
+}
+
+// Attention of one chunk against its slot (K/V for the chunk already
+// written). q [T, H, D] → [T, H·D].
+at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
+                          const at::Tensor& v_HPD, const SequenceChunk& chunk,
+                          int prefix_len) {
+  const int64_t end = chunk.start_pos + chunk.n_tokens;
+  const int64_t head_dim = q_THD.size(2);
+  at::Tensor keys_HKD = k_HPD.narrow(1, 0, end);
+  at::Tensor values_HKD = v_HPD.narrow(1, 0, end);
+  at::Tensor scores_HTK = at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2)) *
+                          (1.0 / std::sqrt(static_cast<double>(head_dim)));
+  at::Tensor hidden = HiddenKeys(chunk, prefix_len, q_THD.device());
+  if (hidden.defined()) {
+    scores_HTK = scores_HTK.masked_fill(hidden.unsqueeze(0),
+                                        -std::numeric_limits<double>::infinity());
+  }
+  // Softmax in float32 whatever the compute dtype, then back.
+  at::Tensor probs_HTK = at::softmax(scores_HTK, -1, at::kFloat).to(q_THD.scalar_type());
+  at::Tensor out_HTD = at::matmul(probs_HTK, values_HKD);
+  return out_HTD.transpose(0, 1).reshape({chunk.n_tokens, -1});
+}
+
+at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
+                     absl::Span<const SequenceChunk> chunks, at::Tensor& k_SHPD,
+                     at::Tensor& v_SHPD, const at::Tensor& cos_NF,
+                     const at::Tensor& sin_NF, int n_heads, int prefix_len) {
+  const int64_t n = x_NC.size(0), c = x_NC.size(1), d = c / n_heads;
+  std::vector<at::Tensor> qkv = Linear(x_NC, w.qkv).chunk(3, -1);
+  at::Tensor q_NHD = ApplyRotary(qkv[0].view({n, n_heads, d}), cos_NF, sin_NF);
+  at::Tensor k_NHD = ApplyRotary(qkv[1].view({n, n_heads, d}), cos_NF, sin_NF);
+  at::Tensor v_NHD = qkv[2].view({n, n_heads, d});
+
+  at::Tensor out_NC = at::empty({n, c}, x_NC.options());
+  int64_t row = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    const int64_t t = chunk.n_tokens;
+    at::Tensor k_HPD = k_SHPD[chunk.slot];
+    at::Tensor v_HPD = v_SHPD[chunk.slot];
+    k_HPD.narrow(1, chunk.start_pos, t).copy_(k_NHD.narrow(0, row, t).transpose(0, 1));
+    v_HPD.narrow(1, chunk.start_pos, t).copy_(v_NHD.narrow(0, row, t).transpose(0, 1));
+    out_NC.narrow(0, row, t)
+        .copy_(ChunkAttention(q_NHD.narrow(0, row, t), k_HPD, v_HPD, chunk, prefix_len));
+    row += t;
+  }
+  return Linear(out_NC, w.proj);
+}
+
+}  // namespace
+
+RotaryTable MakeRotaryTable(const TextConfig& config, at::Device device) {
+  // As the reference: float32 frequencies, angles t·f in float32, then
+  // exp(i·angle) in complex64.
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor exponents = at::arange(0, kRotaryDims, 2, f32) / kRotaryDims;
+  at::Tensor freqs_F = 1.0 / at::pow(kRotaryTheta, exponents);
+  at::Tensor t_P1 = at::arange(config.max_context, f32).unsqueeze(1);
+  at::Tensor angles_PF = t_P1 * freqs_F.unsqueeze(0);
+  at::Tensor unit = at::exp(at::complex(at::zeros_like(angles_PF), angles_PF));
+  return {at::real(unit).contiguous().to(device), at::imag(unit).contiguous().to(device)};
+}
+
+at::Tensor EmbedTokens(const at::Tensor& ids_N, const TextWeights& w) {
+  return w.wte.index_select(0, ids_N.to(w.wte.device()));
+}
+
+absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
+                            int64_t n_rows, const KvCache& cache) {
+  int64_t total = 0;
+  std::set<int> slots;
+  for (const SequenceChunk& chunk : chunks) {
+    if (chunk.slot < 0 || chunk.slot >= cache.n_slots) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "decoder: slot ", chunk.slot, " outside 0..", cache.n_slots - 1));
+    }
+    if (!slots.insert(chunk.slot).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("decoder: slot ", chunk.slot, " appears twice in one batch"));
+    }
+    if (chunk.n_tokens <= 0 || chunk.start_pos < 0 ||
+        chunk.start_pos + chunk.n_tokens > cache.n_positions) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "decoder: slot ", chunk.slot, " positions ", chunk.start_pos, "..",
+          chunk.start_pos + chunk.n_tokens - 1, " do not fit its ",
+          cache.n_positions, " positions"));
+    }
+    total += chunk.n_tokens;
+  }
+  if (total != n_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decoder: chunks cover ", total, " tokens but the batch has ", n_rows));
+  }
+  return absl::OkStatus();
+}
+
+at::Tensor DecoderForward(const at::Tensor& embeds_NC,
+                          absl::Span<const SequenceChunk> chunks, KvCache& cache,
+                          const TextWeights& w, const TextConfig& config,
+                          const RotaryTable& rotary, int prefix_len) {
+  std::vector<int64_t> positions;
+  positions.reserve(embeds_NC.size(0));
+  for (const SequenceChunk& chunk : chunks) {
+    for (int i = 0; i < chunk.n_tokens; ++i) positions.push_back(chunk.start_pos + i);
+  }
+  at::Tensor pos_N = at::tensor(positions, at::kLong).to(embeds_NC.device());
+  at::Tensor cos_NF = rotary.cos_PF.index_select(0, pos_N);
+  at::Tensor sin_NF = rotary.sin_PF.index_select(0, pos_N);
+
+  at::Tensor hidden_NC = embeds_NC;
+  for (size_t l = 0; l < w.blocks.size(); ++l) {
+    const TextBlockWeights& block = w.blocks[l];
+    // Parallel residual: attention and MLP both read the same LN output.
+    at::Tensor ln_NC = LayerNorm(hidden_NC, block.ln);
+    at::Tensor attn_NC = Attention(ln_NC, block.attn, chunks, cache.k_SHPD[l],
+                                   cache.v_SHPD[l], cos_NF, sin_NF, config.n_heads,
+                                   prefix_len);
+    hidden_NC = hidden_NC + attn_NC + Mlp(ln_NC, block.mlp);
+  }
+  return hidden_NC;
+}
+
+at::Tensor LmHead(const at::Tensor& hidden_BC, const TextWeights& w) {
+  return Linear(LayerNorm(hidden_BC, w.post_ln), w.lm_head);
+}
+
+std::vector<int64_t> LastRowOfEachChunk(absl::Span<const SequenceChunk> chunks) {
+  std::vector<int64_t> rows;
+  int64_t row = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    row += chunk.n_tokens;
+    rows.push_back(row - 1);
+  }
+  return rows;
+}
+
+}  // namespace md

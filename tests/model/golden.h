@@ -1,0 +1,76 @@
+// Access to a golden set (../shared/golden format): the directory comes from
+// MD_GOLDEN_DIR when set, else the project's own copy in tests/data/golden.
+#ifndef MOONDREAM_TESTS_MODEL_GOLDEN_H_
+#define MOONDREAM_TESTS_MODEL_GOLDEN_H_
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "model/safetensors.h"
+#include "model/tensor_io.h"
+
+namespace md::testing {
+
+inline std::string GoldenDir() {
+  if (const char* dir = std::getenv("MD_GOLDEN_DIR"); dir != nullptr && *dir) {
+    return dir;
+  }
+  return std::string(MD_SOURCE_DIR) + "/tests/data/golden";
+}
+
+inline nlohmann::json ReadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return nlohmann::json::parse(buffer.str());
+}
+
+inline const nlohmann::json& Cases() {
+  static const nlohmann::json* cases =
+      new nlohmann::json(ReadJsonFile(GoldenDir() + "/cases.json"));
+  return *cases;
+}
+
+inline const SafetensorsFile& CaseTensors() {
+  static const SafetensorsFile* file = [] {
+    auto opened = SafetensorsFile::Open(GoldenDir() + "/cases.safetensors");
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    return opened.ok() ? opened->release() : nullptr;
+  }();
+  return *file;
+}
+
+// A tensor from cases.safetensors, in its stored dtype.
+inline at::Tensor CaseTensor(const std::string& name) {
+  auto view = CaseTensors().Get(name);
+  EXPECT_TRUE(view.ok()) << view.status();
+  if (!view.ok()) return {};
+  auto tensor = ToTensor(*view);
+  EXPECT_TRUE(tensor.ok()) << tensor.status();
+  return tensor.ok() ? *tensor : at::Tensor();
+}
+
+inline double Tolerance(const std::string& kind) {
+  return Cases()["tolerances"][kind]["atol"].get<double>();
+}
+
+// Largest |actual − expected| (both moved to CPU float32).
+inline double MaxAbsDiff(const at::Tensor& actual, const at::Tensor& expected) {
+  at::Tensor a = actual.to(at::kCPU, at::kFloat);
+  at::Tensor e = expected.to(at::kCPU, at::kFloat);
+  EXPECT_EQ(a.sizes(), e.sizes());
+  if (a.sizes() != e.sizes()) return INFINITY;
+  return (a - e).abs().max().item<double>();
+}
+
+}  // namespace md::testing
+
+#endif  // MOONDREAM_TESTS_MODEL_GOLDEN_H_
