@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -19,6 +20,14 @@ absl::Status ReadInt(const Json& value, absl::string_view where, int* out) {
   if (!value.is_number_integer()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: ", where, " must be an integer"));
+  }
+  constexpr int64_t kMin = std::numeric_limits<int>::min();
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  const bool in_range = value.is_number_unsigned()
+                            ? value.get<uint64_t>() <= static_cast<uint64_t>(kMax)
+                            : value.get<int64_t>() >= kMin && value.get<int64_t>() <= kMax;
+  if (!in_range) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", where, " is out of range"));
   }
   *out = value.get<int>();
   return absl::OkStatus();
@@ -51,11 +60,12 @@ absl::StatusOr<std::vector<int>> ReadIds(const Json& value,
   }
   std::vector<int> ids;
   for (const Json& id : value) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0) {
+    int v = -1;
+    if (!ReadInt(id, where, &v).ok() || v < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "config: ", where, " must hold non-negative integer token ids"));
     }
-    ids.push_back(id.get<int>());
+    ids.push_back(v);
   }
   return ids;
 }
@@ -115,6 +125,13 @@ absl::Status ReadTokenizer(const Json& section, TokenizerConfig* tok) {
         return absl::InvalidArgumentError(
             "config: tokenizer.templates must be an object");
       }
+      // As the reference's from_dict: a templates object replaces the whole
+      // set; a skill it leaves out is unsupported.
+      tok->caption_short.reset();
+      tok->caption_normal.reset();
+      tok->query.reset();
+      tok->detect.reset();
+      tok->point.reset();
       for (const auto& [skill, tmpl] : value.items()) {
         std::string where = absl::StrCat("tokenizer.templates.", skill);
         if (skill == "caption") {
@@ -311,6 +328,25 @@ absl::Status ValidateConfig(const MoondreamConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config: the image prefix (", c.prefix_len(),
         " positions) must fit in text.max_context (", c.text.max_context, ")"));
+  }
+  std::vector<int> template_ids;
+  const TokenizerConfig& tok = c.tokenizer;
+  for (const auto* ids : {tok.caption_short ? &*tok.caption_short : nullptr,
+                          tok.caption_normal ? &*tok.caption_normal : nullptr}) {
+    if (ids) template_ids.insert(template_ids.end(), ids->begin(), ids->end());
+  }
+  for (const auto* t : {tok.query ? &*tok.query : nullptr, tok.detect ? &*tok.detect : nullptr,
+                        tok.point ? &*tok.point : nullptr}) {
+    if (!t) continue;
+    template_ids.insert(template_ids.end(), t->prefix.begin(), t->prefix.end());
+    template_ids.insert(template_ids.end(), t->suffix.begin(), t->suffix.end());
+  }
+  for (int id : template_ids) {
+    if (id >= c.text.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: template token id ", id, " is outside the vocabulary (",
+          c.text.vocab_size, ")"));
+    }
   }
   for (int id : {c.tokenizer.bos_id, c.tokenizer.eos_id}) {
     if (id < 0 || id >= c.text.vocab_size) {
