@@ -8,6 +8,8 @@ PACKAGES=(
   libtorch-dev            # LibTorch 1.13 (CPU)
   libopenblas0-pthread    # fast fp32 GEMM for LibTorch (else ~100x slower)
   libabsl-dev nlohmann-json3-dev
+  libicu-dev              # Unicode classes for the tokenizer
+  libvips-dev             # image decoding + vips_resize (bit-exact crops)
   libgtest-dev libgmock-dev
   clang-format
 )
