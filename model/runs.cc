@@ -32,11 +32,12 @@ int GreedyToken(const at::Tensor& logits_V) { return ArgmaxBin(logits_V); }
 // ---- TextRun ----
 
 TextRun::TextRun(std::vector<int> prompt_ids, int max_tokens, int eos_id,
-                 TokenChooser choose)
+                 TokenChooser choose, TokenSink on_token)
     : prompt_ids_(std::move(prompt_ids)),
       max_tokens_(max_tokens),
       eos_id_(eos_id),
-      choose_(std::move(choose)) {}
+      choose_(std::move(choose)),
+      on_token_(std::move(on_token)) {}
 
 absl::StatusOr<StepInput> TextRun::Next(const Model& model) {
   StepInput in;
@@ -57,6 +58,7 @@ void TextRun::Accept(const StepOutput& out) {
     return Finish(StopReason::kMaxTokens);
   }
   tokens_.push_back(token);
+  if (on_token_) on_token_(token);
   if (static_cast<int>(tokens_.size()) == max_tokens_) Finish(StopReason::kMaxTokens);
 }
 

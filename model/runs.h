@@ -64,6 +64,8 @@ class SkillRun {
 
 // Picks the next token from logits [V]. Greedy (first maximum) when empty.
 using TokenChooser = std::function<int(const at::Tensor& logits_V)>;
+// Sees each emitted token as soon as it is decided (for streaming).
+using TokenSink = std::function<void(int token)>;
 int GreedyToken(const at::Tensor& logits_V);
 
 // Query and caption: prefill the prompt, then emit tokens until eos or
@@ -72,7 +74,7 @@ int GreedyToken(const at::Tensor& logits_V);
 class TextRun final : public SkillRun {
  public:
   TextRun(std::vector<int> prompt_ids, int max_tokens, int eos_id,
-          TokenChooser choose = {});
+          TokenChooser choose = {}, TokenSink on_token = {});
 
   absl::StatusOr<StepInput> Next(const Model& model) override;
   void Accept(const StepOutput& out) override;
@@ -84,6 +86,7 @@ class TextRun final : public SkillRun {
   int max_tokens_;
   int eos_id_;
   TokenChooser choose_;
+  TokenSink on_token_;
   bool prompt_fed_ = false;
   std::vector<int> tokens_;
 };

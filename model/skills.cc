@@ -142,12 +142,13 @@ absl::StatusOr<at::Tensor> GazePromptEmbeddings(const Model& model,
 
 absl::StatusOr<TextResult> GenerateText(const Model& model, const EncodedImage& image,
                                         std::vector<int> prompt_ids, int max_tokens,
-                                        TokenChooser choose, const StepObserver& observe) {
+                                        TokenChooser choose, const StepObserver& observe,
+                                        TokenSink on_token) {
   RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
   if (max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 0");
   const int extra = static_cast<int>(prompt_ids.size()) + max_tokens;
   TextRun run(std::move(prompt_ids), max_tokens, model.config().tokenizer.eos_id,
-              std::move(choose));
+              std::move(choose), std::move(on_token));
   RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
   return TextResult{run.tokens(), run.stop_reason()};
 }

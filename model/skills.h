@@ -83,7 +83,8 @@ struct GazeResult {
 absl::StatusOr<TextResult> GenerateText(const Model& model, const EncodedImage& image,
                                         std::vector<int> prompt_ids, int max_tokens,
                                         TokenChooser choose = {},
-                                        const StepObserver& observe = {});
+                                        const StepObserver& observe = {},
+                                        TokenSink on_token = {});
 absl::StatusOr<DetectResult> Detect(const Model& model, const EncodedImage& image,
                                     std::vector<int> prompt_ids,
                                     int max_objects = kMaxObjects,

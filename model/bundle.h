@@ -1,0 +1,43 @@
+// A model directory as users hand it to the tools and the server:
+// model.safetensors (either layout), optional config.json, tokenizer.json,
+// and an optional RANDOM-WEIGHTS marker for test models whose answers are
+// meaningless.
+#ifndef MOONDREAM_MODEL_BUNDLE_H_
+#define MOONDREAM_MODEL_BUNDLE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/moondream.h"
+#include "model/skills.h"
+#include "model/tokenizer.h"
+
+namespace md {
+
+inline constexpr char kRandomWeightsMarker[] = "RANDOM-WEIGHTS";
+
+struct ModelBundle {
+  std::string dir;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  GazePromptIds gaze_ids;  // "\n\nPoint:" and " gaze\n\n" in this tokenizer
+  // The directory says its weights are random: answers are meaningless.
+  bool random_weights = false;
+  // The config matches a released Moondream size (moondream2 or 0.5B).
+  bool released_shape = false;
+};
+
+// `preset` ("moondream2", "moondream-0.5b") gives the defaults that a
+// config.json in the directory overrides.
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir,
+                                            const std::string& preset,
+                                            const ModelOptions& options);
+
+// One line for logs and start-up banners, with a plain warning when the
+// answers cannot mean anything.
+std::string DescribeBundle(const ModelBundle& bundle);
+
+}  // namespace md
+
+#endif  // MOONDREAM_MODEL_BUNDLE_H_

@@ -1,0 +1,97 @@
+// Runs the real moondream-cli binary on the default (tiny random) model.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Result RunCli(const std::string& args) {
+  const std::string command = std::string("cd ") + MD_SOURCE_DIR + " && " + MD_CLI_PATH +
+                              " " + args + " 2>&1";
+  Result r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.out.append(buffer, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// The last line of the output is the JSON object (the banner goes first).
+nlohmann::json LastJson(const std::string& out) {
+  std::string trimmed = out.substr(0, out.find_last_not_of('\n') + 1);
+  return nlohmann::json::parse(trimmed.substr(trimmed.rfind('\n') + 1));
+}
+
+// One tile (two crops): the vision encoder is the slow part of a run.
+const std::string kImage = "--image=tests/data/golden/images/gray_200x150.png";
+
+TEST(CliTest, EverySkillAnswersInJsonAndSaysTheModelIsRandom) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"caption --length=short --max-tokens=8", "caption"},
+      {"query --question='What is here?' --max-tokens=8", "answer"},
+      {"detect --object=triangle", "objects"},
+      {"point --object=circle", "points"},
+      {"gaze --eye=0.4,0.3", "gaze"},
+      {"gaze --face=0.3,0.2,0.5,0.4 --seed=3", "gaze"},
+  };
+  for (const auto& [args, key] : cases) {
+    SCOPED_TRACE(args);
+    Result r = RunCli(args + " " + kImage + " --json");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("meaningless"), std::string::npos);
+    nlohmann::json j = LastJson(r.out);
+    EXPECT_TRUE(j.contains(key)) << r.out;
+  }
+}
+
+TEST(CliTest, StreamsTextAndIsDeterministic) {
+  Result a = RunCli("caption " + kImage + " --max-tokens=12");
+  Result b = RunCli("caption " + kImage + " --max-tokens=12");
+  ASSERT_EQ(a.exit_code, 0) << a.out;
+  EXPECT_EQ(a.out, b.out);
+}
+
+TEST(CliTest, AnnotateWritesAPng) {
+  const std::string path = ::testing::TempDir() + "/annotated.png";
+  std::remove(path.c_str());
+  Result r = RunCli("detect --object=square " + kImage + " --annotate=" + path);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+}
+
+TEST(CliTest, BadInputIsAClearErrorNotACrash) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"caption --image=/nonexistent.png", "cannot open"},
+      {"caption --image=README.md", "image"},
+      {"query " + kImage, "--question is required"},
+      {"gaze " + kImage, "exactly one of"},
+      {"gaze --eye=2,0.5 " + kImage, "in [0, 1]"},
+      {"caption --length=long " + kImage, "short or normal"},
+      {"caption --dtype=int8 " + kImage, "unknown dtype"},
+      {"caption --model=/nonexistent " + kImage, "does not exist"},
+      {"dance " + kImage, "unknown skill"},
+  };
+  for (const auto& [args, message] : cases) {
+    SCOPED_TRACE(args);
+    Result r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
