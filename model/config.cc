@@ -3,9 +3,8 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -23,11 +22,13 @@ absl::Status ReadInt(const Json& value, absl::string_view where, int* out) {
   }
   constexpr int64_t kMin = std::numeric_limits<int>::min();
   constexpr int64_t kMax = std::numeric_limits<int>::max();
-  const bool in_range = value.is_number_unsigned()
-                            ? value.get<uint64_t>() <= static_cast<uint64_t>(kMax)
-                            : value.get<int64_t>() >= kMin && value.get<int64_t>() <= kMax;
+  const bool in_range =
+      value.is_number_unsigned()
+          ? value.get<uint64_t>() <= static_cast<uint64_t>(kMax)
+          : value.get<int64_t>() >= kMin && value.get<int64_t>() <= kMax;
   if (!in_range) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", where, " is out of range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: ", where, " is out of range"));
   }
   *out = value.get<int>();
   return absl::OkStatus();
@@ -77,11 +78,14 @@ absl::StatusOr<std::optional<PromptTemplate>> ReadTemplate(
   if (!value.is_object() || !value.contains("prefix") ||
       !value.contains("suffix")) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "config: ", where, " must be null or {\"prefix\": [...], \"suffix\": [...]}"));
+        "config: ", where,
+        " must be null or {\"prefix\": [...], \"suffix\": [...]}"));
   }
   PromptTemplate t;
-  ASSIGN_OR_RETURN(t.prefix, ReadIds(value["prefix"], absl::StrCat(where, ".prefix")));
-  ASSIGN_OR_RETURN(t.suffix, ReadIds(value["suffix"], absl::StrCat(where, ".suffix")));
+  ASSIGN_OR_RETURN(t.prefix,
+                   ReadIds(value["prefix"], absl::StrCat(where, ".prefix")));
+  ASSIGN_OR_RETURN(t.suffix,
+                   ReadIds(value["suffix"], absl::StrCat(where, ".suffix")));
   return std::optional<PromptTemplate>(std::move(t));
 }
 
@@ -204,8 +208,8 @@ absl::StatusOr<MoondreamConfig> PresetConfig(absl::string_view name) {
       "unknown model preset '", name, "' (known: moondream2, moondream-0.5b)"));
 }
 
-absl::StatusOr<MoondreamConfig> ParseConfigJson(absl::string_view json,
-                                                const MoondreamConfig& defaults) {
+absl::StatusOr<MoondreamConfig> ParseConfigJson(
+    absl::string_view json, const MoondreamConfig& defaults) {
   Json root = Json::parse(json.begin(), json.end(), nullptr, false);
   if (root.is_discarded()) {
     return absl::InvalidArgumentError("config: not valid JSON");
@@ -222,28 +226,37 @@ absl::StatusOr<MoondreamConfig> ParseConfigJson(absl::string_view json,
     for (const auto& [key, section] : root.items()) {
       if (key == "text") {
         TextConfig& t = c.text;
-        RETURN_IF_ERROR(ReadIntSection(
-            section, "text",
-            {{"dim", &t.dim}, {"n_layers", &t.n_layers},
-             {"vocab_size", &t.vocab_size}, {"max_context", &t.max_context},
-             {"n_heads", &t.n_heads}, {"prefix_attn", &t.prefix_attn}}));
+        RETURN_IF_ERROR(ReadIntSection(section, "text",
+                                       {{"dim", &t.dim},
+                                        {"n_layers", &t.n_layers},
+                                        {"vocab_size", &t.vocab_size},
+                                        {"max_context", &t.max_context},
+                                        {"n_heads", &t.n_heads},
+                                        {"prefix_attn", &t.prefix_attn}}));
       } else if (key == "vision") {
         VisionConfig& v = c.vision;
-        RETURN_IF_ERROR(ReadIntSection(
-            section, "vision",
-            {{"enc_dim", &v.enc_dim}, {"enc_patch_size", &v.enc_patch_size},
-             {"enc_n_layers", &v.enc_n_layers}, {"enc_ff_dim", &v.enc_ff_dim},
-             {"enc_n_heads", &v.enc_n_heads}, {"proj_out_dim", &v.proj_out_dim},
-             {"crop_size", &v.crop_size}, {"in_channels", &v.in_channels},
-             {"max_crops", &v.max_crops}, {"overlap_margin", &v.overlap_margin},
-             {"proj_inner_dim", &v.proj_inner_dim}}));
+        RETURN_IF_ERROR(
+            ReadIntSection(section, "vision",
+                           {{"enc_dim", &v.enc_dim},
+                            {"enc_patch_size", &v.enc_patch_size},
+                            {"enc_n_layers", &v.enc_n_layers},
+                            {"enc_ff_dim", &v.enc_ff_dim},
+                            {"enc_n_heads", &v.enc_n_heads},
+                            {"proj_out_dim", &v.proj_out_dim},
+                            {"crop_size", &v.crop_size},
+                            {"in_channels", &v.in_channels},
+                            {"max_crops", &v.max_crops},
+                            {"overlap_margin", &v.overlap_margin},
+                            {"proj_inner_dim", &v.proj_inner_dim}}));
       } else if (key == "region") {
         RegionConfig& r = c.region;
-        RETURN_IF_ERROR(ReadIntSection(
-            section, "region",
-            {{"dim", &r.dim}, {"coord_feat_dim", &r.coord_feat_dim},
-             {"coord_out_dim", &r.coord_out_dim}, {"size_feat_dim", &r.size_feat_dim},
-             {"size_out_dim", &r.size_out_dim}, {"inner_dim", &r.inner_dim}}));
+        RETURN_IF_ERROR(ReadIntSection(section, "region",
+                                       {{"dim", &r.dim},
+                                        {"coord_feat_dim", &r.coord_feat_dim},
+                                        {"coord_out_dim", &r.coord_out_dim},
+                                        {"size_feat_dim", &r.size_feat_dim},
+                                        {"size_out_dim", &r.size_out_dim},
+                                        {"inner_dim", &r.inner_dim}}));
       } else if (key == "tokenizer") {
         RETURN_IF_ERROR(ReadTokenizer(section, &c.tokenizer));
       } else {
@@ -258,13 +271,15 @@ absl::StatusOr<MoondreamConfig> ParseConfigJson(absl::string_view json,
   return c;
 }
 
-absl::StatusOr<MoondreamConfig> LoadConfigFile(const std::string& path,
-                                               const MoondreamConfig& defaults) {
+absl::StatusOr<MoondreamConfig> LoadConfigFile(
+    const std::string& path, const MoondreamConfig& defaults) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config ", path));
+  if (!in)
+    return absl::NotFoundError(absl::StrCat("cannot open config ", path));
   std::stringstream buffer;
   buffer << in.rdbuf();
-  absl::StatusOr<MoondreamConfig> config = ParseConfigJson(buffer.str(), defaults);
+  absl::StatusOr<MoondreamConfig> config =
+      ParseConfigJson(buffer.str(), defaults);
   if (!config.ok()) {
     return absl::Status(config.status().code(),
                         absl::StrCat(path, ": ", config.status().message()));
@@ -275,10 +290,12 @@ absl::StatusOr<MoondreamConfig> LoadConfigFile(const std::string& path,
 
 absl::Status ValidateConfig(const MoondreamConfig& c) {
   for (auto [value, name] : std::vector<std::pair<int, const char*>>{
-           {c.text.dim, "text.dim"}, {c.text.n_layers, "text.n_layers"},
+           {c.text.dim, "text.dim"},
+           {c.text.n_layers, "text.n_layers"},
            {c.text.vocab_size, "text.vocab_size"},
            {c.text.max_context, "text.max_context"},
-           {c.text.n_heads, "text.n_heads"}, {c.vision.enc_dim, "vision.enc_dim"},
+           {c.text.n_heads, "text.n_heads"},
+           {c.vision.enc_dim, "vision.enc_dim"},
            {c.vision.enc_patch_size, "vision.enc_patch_size"},
            {c.vision.enc_n_layers, "vision.enc_n_layers"},
            {c.vision.enc_ff_dim, "vision.enc_ff_dim"},
@@ -331,21 +348,23 @@ absl::Status ValidateConfig(const MoondreamConfig& c) {
   }
   std::vector<int> template_ids;
   const TokenizerConfig& tok = c.tokenizer;
-  for (const auto* ids : {tok.caption_short ? &*tok.caption_short : nullptr,
-                          tok.caption_normal ? &*tok.caption_normal : nullptr}) {
+  for (const auto* ids :
+       {tok.caption_short ? &*tok.caption_short : nullptr,
+        tok.caption_normal ? &*tok.caption_normal : nullptr}) {
     if (ids) template_ids.insert(template_ids.end(), ids->begin(), ids->end());
   }
-  for (const auto* t : {tok.query ? &*tok.query : nullptr, tok.detect ? &*tok.detect : nullptr,
-                        tok.point ? &*tok.point : nullptr}) {
+  for (const auto* t :
+       {tok.query ? &*tok.query : nullptr, tok.detect ? &*tok.detect : nullptr,
+        tok.point ? &*tok.point : nullptr}) {
     if (!t) continue;
     template_ids.insert(template_ids.end(), t->prefix.begin(), t->prefix.end());
     template_ids.insert(template_ids.end(), t->suffix.begin(), t->suffix.end());
   }
   for (int id : template_ids) {
     if (id >= c.text.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config: template token id ", id, " is outside the vocabulary (",
-          c.text.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config: template token id ", id,
+                       " is outside the vocabulary (", c.text.vocab_size, ")"));
     }
   }
   for (int id : {c.tokenizer.bos_id, c.tokenizer.eos_id}) {

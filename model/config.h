@@ -5,10 +5,10 @@
 
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace md {
 
@@ -39,7 +39,9 @@ struct VisionConfig {
   // Patches per crop side (27) and per crop (729).
   int grid() const { return crop_size / enc_patch_size; }
   int n_patches() const { return grid() * grid(); }
-  int patch_dim() const { return enc_patch_size * enc_patch_size * in_channels; }
+  int patch_dim() const {
+    return enc_patch_size * enc_patch_size * in_channels;
+  }
 };
 
 struct RegionConfig {
@@ -87,8 +89,8 @@ absl::StatusOr<MoondreamConfig> PresetConfig(absl::string_view name);
 // Parses the reference's format over `defaults` (missing keys keep their
 // default, unknown keys are an error, as in the reference's from_dict). A
 // Hugging Face wrapper {"config": {...}, ...} is unwrapped.
-absl::StatusOr<MoondreamConfig> ParseConfigJson(absl::string_view json,
-                                                const MoondreamConfig& defaults);
+absl::StatusOr<MoondreamConfig> ParseConfigJson(
+    absl::string_view json, const MoondreamConfig& defaults);
 absl::StatusOr<MoondreamConfig> LoadConfigFile(const std::string& path,
                                                const MoondreamConfig& defaults);
 

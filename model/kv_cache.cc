@@ -39,8 +39,9 @@ absl::StatusOr<KvCache> AllocateKvCache(const TextConfig& config, int n_slots,
 at::Tensor ReadSlotPrefix(const KvCache& cache, int slot, int n_positions) {
   std::vector<at::Tensor> layers;
   for (size_t l = 0; l < cache.k_SHPD.size(); ++l) {
-    layers.push_back(at::stack({cache.k_SHPD[l][slot].narrow(1, 0, n_positions),
-                                cache.v_SHPD[l][slot].narrow(1, 0, n_positions)}));
+    layers.push_back(
+        at::stack({cache.k_SHPD[l][slot].narrow(1, 0, n_positions),
+                   cache.v_SHPD[l][slot].narrow(1, 0, n_positions)}));
   }
   return at::stack(layers);
 }

@@ -14,10 +14,10 @@
 #ifndef MOONDREAM_MODEL_KV_CACHE_H_
 #define MOONDREAM_MODEL_KV_CACHE_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "model/config.h"

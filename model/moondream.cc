@@ -1,9 +1,9 @@
 #include "model/moondream.h"
 
-#include <filesystem>
-
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "model/region.h"
@@ -18,13 +18,14 @@ void SetComputeThreads(int n_threads) {
   if (n_threads > 0) at::set_num_threads(n_threads);
 }
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path,
-                                                   const MoondreamConfig& defaults,
-                                                   const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(
+    const std::string& path, const MoondreamConfig& defaults,
+    const ModelOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const bool is_dir = fs::is_directory(path, ec);
-  const fs::path weights_path = is_dir ? fs::path(path) / "model.safetensors" : fs::path(path);
+  const fs::path weights_path =
+      is_dir ? fs::path(path) / "model.safetensors" : fs::path(path);
   const fs::path config_path = weights_path.parent_path() / "config.json";
 
   MoondreamConfig config = defaults;
@@ -34,20 +35,22 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path,
   RETURN_IF_ERROR(ValidateConfig(config));
   ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
                    SafetensorsFile::Open(weights_path.string()));
-  ASSIGN_OR_RETURN(Weights weights, LoadWeights(*file, config, {options.dtype, options.device}));
+  ASSIGN_OR_RETURN(Weights weights,
+                   LoadWeights(*file, config, {options.dtype, options.device}));
   return Create(std::move(config), std::move(weights), options);
 }
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Create(MoondreamConfig config,
-                                                     Weights weights,
-                                                     const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(
+    MoondreamConfig config, Weights weights, const ModelOptions& options) {
   RETURN_IF_ERROR(ValidateConfig(config));
   return CatchTorch("creating the model", [&] {
-    return std::unique_ptr<Model>(new Model(std::move(config), std::move(weights), options));
+    return std::unique_ptr<Model>(
+        new Model(std::move(config), std::move(weights), options));
   });
 }
 
-Model::Model(MoondreamConfig config, Weights weights, const ModelOptions& options)
+Model::Model(MoondreamConfig config, Weights weights,
+             const ModelOptions& options)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       options_(options),
@@ -59,12 +62,13 @@ absl::StatusOr<std::vector<at::Tensor>> Model::EmbedImages(
   const int side = vc.crop_size;
   for (const ImageCrops& image : images) {
     const at::Tensor& c = image.crops_u8;
-    if (!c.defined() || c.dim() != 4 || c.size(0) != 1 + image.tiling.n_tiles() ||
-        c.size(1) != side || c.size(2) != side || c.size(3) != 3 ||
-        c.scalar_type() != at::kByte || image.tiling.rows < 1 || image.tiling.cols < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image crops must be uint8 [1 + rows·cols, ", side, ", ", side,
-          ", 3] for their tiling"));
+    if (!c.defined() || c.dim() != 4 ||
+        c.size(0) != 1 + image.tiling.n_tiles() || c.size(1) != side ||
+        c.size(2) != side || c.size(3) != 3 || c.scalar_type() != at::kByte ||
+        image.tiling.rows < 1 || image.tiling.cols < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image crops must be uint8 [1 + rows·cols, ", side, ", ",
+                       side, ", 3] for their tiling"));
     }
   }
   return CatchTorch("encoding images", [&] {
@@ -82,14 +86,16 @@ absl::StatusOr<std::vector<at::Tensor>> Model::EmbedImages(
                              .view({n_tiles, vc.grid(), vc.grid(), vc.enc_dim});
       at::Tensor pooled = PoolReconstructed(
           ReconstructFromCrops(local, image.tiling, vc.overlap_margin), vc);
-      embeddings.push_back(ProjectImage(features_BPE[first], pooled, weights_.vision, vc));
+      embeddings.push_back(
+          ProjectImage(features_BPE[first], pooled, weights_.vision, vc));
       first += 1 + n_tiles;
     }
     return embeddings;
   });
 }
 
-absl::StatusOr<ImageFeatures> Model::EncodeImageDetailed(const ImageCrops& image) const {
+absl::StatusOr<ImageFeatures> Model::EncodeImageDetailed(
+    const ImageCrops& image) const {
   const VisionConfig& vc = config_.vision;
   ASSIGN_OR_RETURN(std::vector<at::Tensor> check, EmbedImages({image}));
   return CatchTorch("encoding an image", [&] {
@@ -101,18 +107,22 @@ absl::StatusOr<ImageFeatures> Model::EncodeImageDetailed(const ImageCrops& image
     ImageFeatures f;
     f.global_PE = features_BPE[0];
     f.reconstructed_HWE = ReconstructFromCrops(
-        features_BPE.narrow(0, 1, n_tiles).view({n_tiles, vc.grid(), vc.grid(), vc.enc_dim}),
+        features_BPE.narrow(0, 1, n_tiles)
+            .view({n_tiles, vc.grid(), vc.grid(), vc.enc_dim}),
         image.tiling, vc.overlap_margin);
     f.pooled_GGE = PoolReconstructed(f.reconstructed_HWE, vc);
-    f.embedding_PC = ProjectImage(f.global_PE, f.pooled_GGE, weights_.vision, vc);
+    f.embedding_PC =
+        ProjectImage(f.global_PE, f.pooled_GGE, weights_.vision, vc);
     return f;
   });
 }
 
-absl::StatusOr<at::Tensor> Model::PrefixEmbeddings(const at::Tensor& image_PC) const {
+absl::StatusOr<at::Tensor> Model::PrefixEmbeddings(
+    const at::Tensor& image_PC) const {
   ASSIGN_OR_RETURN(at::Tensor bos_1C, EmbedTokens({config_.tokenizer.bos_id}));
-  return CatchTorch("building prefix embeddings",
-                    [&] { return at::cat({bos_1C, image_PC}, 0); });
+  return CatchTorch("building prefix embeddings", [&] {
+    return at::cat({bos_1C, image_PC}, 0);
+  });
 }
 
 absl::StatusOr<KvCache> Model::NewKvCache(int n_slots, int n_positions) const {
@@ -120,9 +130,9 @@ absl::StatusOr<KvCache> Model::NewKvCache(int n_slots, int n_positions) const {
                          options_.device);
 }
 
-absl::StatusOr<at::Tensor> Model::Forward(const at::Tensor& embeds_NC,
-                                          absl::Span<const SequenceChunk> chunks,
-                                          KvCache& cache) const {
+absl::StatusOr<at::Tensor> Model::Forward(
+    const at::Tensor& embeds_NC, absl::Span<const SequenceChunk> chunks,
+    KvCache& cache) const {
   RETURN_IF_ERROR(ValidateChunks(chunks, embeds_NC.size(0), cache));
   return CatchTorch("text decoder forward", [&] {
     at::NoGradGuard no_grad;
@@ -134,8 +144,9 @@ absl::StatusOr<at::Tensor> Model::Forward(const at::Tensor& embeds_NC,
 absl::StatusOr<at::Tensor> Model::EmbedTokens(absl::Span<const int> ids) const {
   for (int id : ids) {
     if (id < 0 || id >= config_.text.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", id, " is outside the vocabulary (", config_.text.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the vocabulary (",
+                       config_.text.vocab_size, ")"));
     }
   }
   return CatchTorch("embedding tokens", [&] {
@@ -168,7 +179,8 @@ at::Tensor Model::EncodeCoordinates(absl::Span<const float> coords) const {
 at::Tensor Model::EncodeSizes(absl::Span<const float> w_h_pairs) const {
   at::NoGradGuard no_grad;
   std::vector<float> values(w_h_pairs.begin(), w_h_pairs.end());
-  return EncodeSize(at::tensor(values, at::kFloat).view({-1, 2}), weights_.region);
+  return EncodeSize(at::tensor(values, at::kFloat).view({-1, 2}),
+                    weights_.region);
 }
 
 }  // namespace md

@@ -5,11 +5,11 @@
 #ifndef MOONDREAM_MODEL_MOONDREAM_H_
 #define MOONDREAM_MODEL_MOONDREAM_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -35,10 +35,10 @@ struct ImageCrops {
 
 // Every intermediate of encoding one image (for tests and debugging).
 struct ImageFeatures {
-  at::Tensor global_PE;         // [729, E]
-  at::Tensor reconstructed_HWE; // stitched local features
-  at::Tensor pooled_GGE;        // [27, 27, E]
-  at::Tensor embedding_PC;      // [729, C]
+  at::Tensor global_PE;          // [729, E]
+  at::Tensor reconstructed_HWE;  // stitched local features
+  at::Tensor pooled_GGE;         // [27, 27, E]
+  at::Tensor embedding_PC;       // [729, C]
 };
 
 // Sets LibTorch's intra-op thread count (it defaults to 1 on some machines).
@@ -51,9 +51,8 @@ class Model {
   static absl::StatusOr<std::unique_ptr<Model>> Load(
       const std::string& path, const MoondreamConfig& defaults,
       const ModelOptions& options);
-  static absl::StatusOr<std::unique_ptr<Model>> Create(MoondreamConfig config,
-                                                       Weights weights,
-                                                       const ModelOptions& options);
+  static absl::StatusOr<std::unique_ptr<Model>> Create(
+      MoondreamConfig config, Weights weights, const ModelOptions& options);
 
   const MoondreamConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }
@@ -65,7 +64,8 @@ class Model {
   // through the encoder as one batch.
   absl::StatusOr<std::vector<at::Tensor>> EmbedImages(
       absl::Span<const ImageCrops> images) const;
-  absl::StatusOr<ImageFeatures> EncodeImageDetailed(const ImageCrops& image) const;
+  absl::StatusOr<ImageFeatures> EncodeImageDetailed(
+      const ImageCrops& image) const;
   // [wte[bos]; image embedding] → the prefix embeddings [730, C].
   absl::StatusOr<at::Tensor> PrefixEmbeddings(const at::Tensor& image_PC) const;
 
@@ -82,7 +82,7 @@ class Model {
   at::Tensor CoordinateLogits(const at::Tensor& hidden_BC) const;
   at::Tensor SizeLogits(const at::Tensor& hidden_BC) const;  // [B, 2, 1024]
   at::Tensor EncodeCoordinates(absl::Span<const float> coords) const;  // [B, C]
-  at::Tensor EncodeSizes(absl::Span<const float> w_h_pairs) const;      // [B, C]
+  at::Tensor EncodeSizes(absl::Span<const float> w_h_pairs) const;     // [B, C]
 
  private:
   Model(MoondreamConfig config, Weights weights, const ModelOptions& options);

@@ -1,8 +1,8 @@
 #include "model/preprocess.h"
 
-#include <cstring>
-
 #include <ATen/ATen.h>
+
+#include <cstring>
 
 #include "model/status_macros.h"
 #include "model/tensor_io.h"
@@ -11,14 +11,16 @@ namespace md {
 
 absl::StatusOr<ImageCrops> CropsToTensor(const OverlapCrops& crops) {
   return CatchTorch("copying crops", [&] {
-    at::Tensor t = at::empty({crops.n_crops(), crops.crop_size, crops.crop_size, 3},
-                             at::TensorOptions().dtype(at::kByte));
+    at::Tensor t =
+        at::empty({crops.n_crops(), crops.crop_size, crops.crop_size, 3},
+                  at::TensorOptions().dtype(at::kByte));
     std::memcpy(t.data_ptr(), crops.crops_NSSC.data(), crops.crops_NSSC.size());
     return ImageCrops{t, crops.tiling};
   });
 }
 
-absl::StatusOr<ImageCrops> PrepareImage(const RgbImage& image, const VisionConfig& config) {
+absl::StatusOr<ImageCrops> PrepareImage(const RgbImage& image,
+                                        const VisionConfig& config) {
   ASSIGN_OR_RETURN(OverlapCrops crops, OverlapCropImage(image, config));
   return CropsToTensor(crops);
 }

@@ -16,7 +16,8 @@ namespace md {
 absl::StatusOr<ImageCrops> CropsToTensor(const OverlapCrops& crops);
 
 // Decoded RGB image → crops tensor.
-absl::StatusOr<ImageCrops> PrepareImage(const RgbImage& image, const VisionConfig& config);
+absl::StatusOr<ImageCrops> PrepareImage(const RgbImage& image,
+                                        const VisionConfig& config);
 
 // The image mirrored left to right (detect_gaze's prioritize_accuracy probes
 // the mirror image too).

@@ -20,15 +20,17 @@ void PythonRandom::InitGenrand(uint32_t s) {
 PythonRandom::PythonRandom(uint64_t seed) {
   // Python splits the seed's absolute value into 32-bit words, low first.
   std::vector<uint32_t> key;
-  for (uint64_t s = seed; s != 0; s >>= 32) key.push_back(static_cast<uint32_t>(s));
+  for (uint64_t s = seed; s != 0; s >>= 32)
+    key.push_back(static_cast<uint32_t>(s));
   if (key.empty()) key.push_back(0);
 
   InitGenrand(19650218u);
   int i = 1, j = 0;
   const int n_key = static_cast<int>(key.size());
   for (int k = std::max(kN, n_key); k > 0; --k) {
-    state_[i] = (state_[i] ^ ((state_[i - 1] ^ (state_[i - 1] >> 30)) * 1664525u)) +
-                key[j] + j;
+    state_[i] =
+        (state_[i] ^ ((state_[i - 1] ^ (state_[i - 1] >> 30)) * 1664525u)) +
+        key[j] + j;
     ++i;
     ++j;
     if (i >= kN) {
@@ -38,7 +40,9 @@ PythonRandom::PythonRandom(uint64_t seed) {
     if (j >= n_key) j = 0;
   }
   for (int k = kN - 1; k > 0; --k) {
-    state_[i] = (state_[i] ^ ((state_[i - 1] ^ (state_[i - 1] >> 30)) * 1566083941u)) - i;
+    state_[i] =
+        (state_[i] ^ ((state_[i - 1] ^ (state_[i - 1] >> 30)) * 1566083941u)) -
+        i;
     ++i;
     if (i >= kN) {
       state_[0] = state_[kN - 1];
@@ -52,8 +56,10 @@ PythonRandom::PythonRandom(uint64_t seed) {
 uint32_t PythonRandom::Next32() {
   if (index_ >= kN) {
     for (int k = 0; k < kN; ++k) {
-      const uint32_t y = (state_[k] & 0x80000000u) | (state_[(k + 1) % kN] & 0x7fffffffu);
-      state_[k] = state_[(k + kM) % kN] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+      const uint32_t y =
+          (state_[k] & 0x80000000u) | (state_[(k + 1) % kN] & 0x7fffffffu);
+      state_[k] =
+          state_[(k + kM) % kN] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
     }
     index_ = 0;
   }

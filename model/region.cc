@@ -1,9 +1,9 @@
 #include "model/region.h"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <numbers>
-
-#include <ATen/ATen.h>
 
 #include "model/layers.h"
 
@@ -20,13 +20,15 @@ at::Tensor EncodeCoordinate(const at::Tensor& coord_B, const RegionWeights& w) {
   return Linear(FourierFeatures(x_B1, w.coord_features), w.coord_encoder);
 }
 
-at::Tensor DecodeCoordinate(const at::Tensor& hidden_BC, const RegionWeights& w) {
+at::Tensor DecodeCoordinate(const at::Tensor& hidden_BC,
+                            const RegionWeights& w) {
   return Mlp(hidden_BC, w.coord_decoder);
 }
 
 at::Tensor EncodeSize(const at::Tensor& size_B2, const RegionWeights& w) {
-  return Linear(FourierFeatures(size_B2.to(w.size_features.options()), w.size_features),
-                w.size_encoder);
+  return Linear(
+      FourierFeatures(size_B2.to(w.size_features.options()), w.size_features),
+      w.size_encoder);
 }
 
 at::Tensor DecodeSize(const at::Tensor& hidden_BC, const RegionWeights& w) {

@@ -15,7 +15,8 @@ at::Tensor FourierFeatures(const at::Tensor& x_BK, const at::Tensor& freqs_KF);
 // Coordinates [B] → embeddings [B, C].
 at::Tensor EncodeCoordinate(const at::Tensor& coord_B, const RegionWeights& w);
 // Hidden (pre post-LN) [B, C] → coordinate logits [B, 1024].
-at::Tensor DecodeCoordinate(const at::Tensor& hidden_BC, const RegionWeights& w);
+at::Tensor DecodeCoordinate(const at::Tensor& hidden_BC,
+                            const RegionWeights& w);
 // Sizes [B, 2] (w, h) → embeddings [B, C].
 at::Tensor EncodeSize(const at::Tensor& size_B2, const RegionWeights& w);
 // Hidden [B, C] → size logits [B, 2, 1024] (row 0 width, row 1 height).

@@ -19,10 +19,14 @@ float BinValue(int bin, int64_t n_bins) {
 
 const char* StopReasonName(StopReason reason) {
   switch (reason) {
-    case StopReason::kNone: return "none";
-    case StopReason::kEos: return "eos";
-    case StopReason::kMaxTokens: return "max_tokens";
-    case StopReason::kMaxObjects: return "max_objects";
+    case StopReason::kNone:
+      return "none";
+    case StopReason::kEos:
+      return "eos";
+    case StopReason::kMaxTokens:
+      return "max_tokens";
+    case StopReason::kMaxObjects:
+      return "max_objects";
   }
   return "unknown";
 }
@@ -59,7 +63,8 @@ void TextRun::Accept(const StepOutput& out) {
   }
   tokens_.push_back(token);
   if (on_token_) on_token_(token);
-  if (static_cast<int>(tokens_.size()) == max_tokens_) Finish(StopReason::kMaxTokens);
+  if (static_cast<int>(tokens_.size()) == max_tokens_)
+    Finish(StopReason::kMaxTokens);
 }
 
 // ---- RegionRun ----
@@ -71,7 +76,8 @@ RegionRun::RegionRun(Kind kind, std::vector<int> prompt_ids, int max_objects,
       max_objects_(max_objects),
       eos_id_(eos_id) {}
 
-RegionRun RegionRun::Gaze(at::Tensor prompt_embeds_TC, int eos_id, bool force_detect) {
+RegionRun RegionRun::Gaze(at::Tensor prompt_embeds_TC, int eos_id,
+                          bool force_detect) {
   RegionRun run(Kind::kPoint, {}, /*max_objects=*/1, eos_id);
   run.prompt_embeds_TC_ = std::move(prompt_embeds_TC);
   run.prompt_mask_ = AttentionMask::kFull;

@@ -9,12 +9,12 @@
 #ifndef MOONDREAM_MODEL_RUNS_H_
 #define MOONDREAM_MODEL_RUNS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <array>
 #include <functional>
 #include <optional>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "model/moondream.h"
@@ -105,10 +105,12 @@ class RegionRun final : public SkillRun {
   enum class Kind { kDetect, kPoint };
 
   // Detect/point after a token prompt (causal prefill).
-  RegionRun(Kind kind, std::vector<int> prompt_ids, int max_objects, int eos_id);
+  RegionRun(Kind kind, std::vector<int> prompt_ids, int max_objects,
+            int eos_id);
   // Gaze: a prompt of embeddings prefilled with every token seeing every
   // other, one point at most; force_detect ignores an eos first token.
-  static RegionRun Gaze(at::Tensor prompt_embeds_TC, int eos_id, bool force_detect);
+  static RegionRun Gaze(at::Tensor prompt_embeds_TC, int eos_id,
+                        bool force_detect);
 
   absl::StatusOr<StepInput> Next(const Model& model) override;
   void Accept(const StepOutput& out) override;

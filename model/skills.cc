@@ -1,8 +1,8 @@
 #include "model/skills.h"
 
-#include <algorithm>
-
 #include <ATen/ATen.h>
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "model/outliers.h"
@@ -23,9 +23,9 @@ std::vector<int> Concat(absl::Span<const int> a, absl::Span<const int> b,
   return out;
 }
 
-absl::StatusOr<std::vector<int>> Templated(const std::optional<PromptTemplate>& t,
-                                           absl::string_view skill,
-                                           absl::Span<const int> ids) {
+absl::StatusOr<std::vector<int>> Templated(
+    const std::optional<PromptTemplate>& t, absl::string_view skill,
+    absl::Span<const int> ids) {
   if (!t.has_value()) {
     return absl::FailedPreconditionError(
         absl::StrCat("this model does not support ", skill));
@@ -35,13 +35,14 @@ absl::StatusOr<std::vector<int>> Templated(const std::optional<PromptTemplate>& 
 
 // A cache of `n_slots` slots, each holding `image`'s prefix and room for
 // `extra` more positions (capped at the model's context).
-absl::StatusOr<KvCache> CacheWithPrefix(const Model& model,
-                                        absl::Span<const EncodedImage* const> images,
-                                        int extra) {
+absl::StatusOr<KvCache> CacheWithPrefix(
+    const Model& model, absl::Span<const EncodedImage* const> images,
+    int extra) {
   const int n_positions = std::min(model.config().text.max_context,
                                    model.prefix_len() + std::max(extra, 1));
-  ASSIGN_OR_RETURN(KvCache cache,
-                   model.NewKvCache(static_cast<int>(images.size()), n_positions));
+  ASSIGN_OR_RETURN(
+      KvCache cache,
+      model.NewKvCache(static_cast<int>(images.size()), n_positions));
   RETURN_IF_ERROR(CatchTorchStatus("placing image prefixes", [&] {
     for (size_t s = 0; s < images.size(); ++s) {
       WriteSlotPrefix(cache, static_cast<int>(s), images[s]->prefix_kv_L2HPD);
@@ -50,10 +51,12 @@ absl::StatusOr<KvCache> CacheWithPrefix(const Model& model,
   return cache;
 }
 
-absl::Status RunAlone(const Model& model, const EncodedImage& image, SkillRun& run,
-                      int extra_positions, const StepObserver& observe) {
+absl::Status RunAlone(const Model& model, const EncodedImage& image,
+                      SkillRun& run, int extra_positions,
+                      const StepObserver& observe) {
   const EncodedImage* images[] = {&image};
-  ASSIGN_OR_RETURN(KvCache cache, CacheWithPrefix(model, images, extra_positions));
+  ASSIGN_OR_RETURN(KvCache cache,
+                   CacheWithPrefix(model, images, extra_positions));
   ActiveRun active[] = {{&run, /*slot=*/0, model.prefix_len()}};
   return RunToCompletion(model, cache, active, observe);
 }
@@ -62,9 +65,9 @@ absl::Status CheckPrompt(const Model& model, absl::Span<const int> prompt_ids) {
   if (prompt_ids.empty()) return absl::InvalidArgumentError("empty prompt");
   const int room = model.config().text.max_context - model.prefix_len();
   if (static_cast<int>(prompt_ids.size()) > room) {
-    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt_ids.size(),
-                                              " tokens exceeds the ", room,
-                                              " positions left after the image"));
+    return absl::OutOfRangeError(
+        absl::StrCat("prompt of ", prompt_ids.size(), " tokens exceeds the ",
+                     room, " positions left after the image"));
   }
   return absl::OkStatus();
 }
@@ -74,7 +77,8 @@ absl::Status CheckPrompt(const Model& model, absl::Span<const int> prompt_ids) {
 absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
     const Model& model, absl::Span<const ImageCrops> images) {
   if (images.empty()) return std::vector<EncodedImage>();
-  ASSIGN_OR_RETURN(std::vector<at::Tensor> embeddings, model.EmbedImages(images));
+  ASSIGN_OR_RETURN(std::vector<at::Tensor> embeddings,
+                   model.EmbedImages(images));
   const int n = static_cast<int>(images.size());
   ASSIGN_OR_RETURN(KvCache cache, model.NewKvCache(n, model.prefix_len()));
   std::vector<at::Tensor> prefixes;
@@ -84,8 +88,9 @@ absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
     prefixes.push_back(prefix);
     chunks.push_back({i, 0, model.prefix_len(), AttentionMask::kCausal});
   }
-  ASSIGN_OR_RETURN(at::Tensor embeds_NC,
-                   CatchTorch("batching prefixes", [&] { return at::cat(prefixes); }));
+  ASSIGN_OR_RETURN(at::Tensor embeds_NC, CatchTorch("batching prefixes", [&] {
+                     return at::cat(prefixes);
+                   }));
   RETURN_IF_ERROR(model.Forward(embeds_NC, chunks, cache).status());
   return CatchTorch("reading prefixes", [&] {
     std::vector<EncodedImage> encoded;
@@ -96,15 +101,18 @@ absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
   });
 }
 
-absl::StatusOr<EncodedImage> EncodeImage(const Model& model, const ImageCrops& image) {
-  ASSIGN_OR_RETURN(std::vector<EncodedImage> encoded, EncodeImages(model, {image}));
+absl::StatusOr<EncodedImage> EncodeImage(const Model& model,
+                                         const ImageCrops& image) {
+  ASSIGN_OR_RETURN(std::vector<EncodedImage> encoded,
+                   EncodeImages(model, {image}));
   return std::move(encoded[0]);
 }
 
 absl::StatusOr<std::vector<int>> CaptionPrompt(const MoondreamConfig& config,
                                                CaptionLength length) {
-  const auto& t = length == CaptionLength::kShort ? config.tokenizer.caption_short
-                                                  : config.tokenizer.caption_normal;
+  const auto& t = length == CaptionLength::kShort
+                      ? config.tokenizer.caption_short
+                      : config.tokenizer.caption_normal;
   if (!t.has_value()) {
     return absl::FailedPreconditionError(
         "this model does not support that caption length");
@@ -112,13 +120,13 @@ absl::StatusOr<std::vector<int>> CaptionPrompt(const MoondreamConfig& config,
   return *t;
 }
 
-absl::StatusOr<std::vector<int>> QueryPrompt(const MoondreamConfig& config,
-                                             absl::Span<const int> question_ids) {
+absl::StatusOr<std::vector<int>> QueryPrompt(
+    const MoondreamConfig& config, absl::Span<const int> question_ids) {
   return Templated(config.tokenizer.query, "query", question_ids);
 }
 
-absl::StatusOr<std::vector<int>> DetectPrompt(const MoondreamConfig& config,
-                                              absl::Span<const int> object_ids) {
+absl::StatusOr<std::vector<int>> DetectPrompt(
+    const MoondreamConfig& config, absl::Span<const int> object_ids) {
   return Templated(config.tokenizer.detect, "detect", object_ids);
 }
 
@@ -127,10 +135,13 @@ absl::StatusOr<std::vector<int>> PointPrompt(const MoondreamConfig& config,
   return Templated(config.tokenizer.point, "point", object_ids);
 }
 
-GazePromptIds Gpt2GazePromptIds() { return {{198, 198, 12727, 25}, {17841, 628}}; }
+GazePromptIds Gpt2GazePromptIds() {
+  return {{198, 198, 12727, 25}, {17841, 628}};
+}
 
 absl::StatusOr<at::Tensor> GazePromptEmbeddings(const Model& model,
-                                                const GazePromptIds& ids, Point eye) {
+                                                const GazePromptIds& ids,
+                                                Point eye) {
   ASSIGN_OR_RETURN(at::Tensor before, model.EmbedTokens(ids.before));
   ASSIGN_OR_RETURN(at::Tensor after, model.EmbedTokens(ids.after));
   return CatchTorch("building the gaze prompt", [&] {
@@ -140,39 +151,49 @@ absl::StatusOr<at::Tensor> GazePromptEmbeddings(const Model& model,
   });
 }
 
-absl::StatusOr<TextResult> GenerateText(const Model& model, const EncodedImage& image,
-                                        std::vector<int> prompt_ids, int max_tokens,
-                                        TokenChooser choose, const StepObserver& observe,
+absl::StatusOr<TextResult> GenerateText(const Model& model,
+                                        const EncodedImage& image,
+                                        std::vector<int> prompt_ids,
+                                        int max_tokens, TokenChooser choose,
+                                        const StepObserver& observe,
                                         TokenSink on_token) {
   RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
-  if (max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 0");
+  if (max_tokens < 0)
+    return absl::InvalidArgumentError("max_tokens must be >= 0");
   const int extra = static_cast<int>(prompt_ids.size()) + max_tokens;
-  TextRun run(std::move(prompt_ids), max_tokens, model.config().tokenizer.eos_id,
-              std::move(choose), std::move(on_token));
+  TextRun run(std::move(prompt_ids), max_tokens,
+              model.config().tokenizer.eos_id, std::move(choose),
+              std::move(on_token));
   RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
   return TextResult{run.tokens(), run.stop_reason()};
 }
 
-absl::StatusOr<DetectResult> Detect(const Model& model, const EncodedImage& image,
-                                    std::vector<int> prompt_ids, int max_objects,
+absl::StatusOr<DetectResult> Detect(const Model& model,
+                                    const EncodedImage& image,
+                                    std::vector<int> prompt_ids,
+                                    int max_objects,
                                     const StepObserver& observe) {
   RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
   const int extra = static_cast<int>(prompt_ids.size()) + 3 * max_objects;
   RegionRun run(RegionRun::Kind::kDetect, std::move(prompt_ids), max_objects,
                 model.config().tokenizer.eos_id);
   RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
-  return DetectResult{run.boxes(), run.bins(), run.first_token(), run.stop_reason()};
+  return DetectResult{run.boxes(), run.bins(), run.first_token(),
+                      run.stop_reason()};
 }
 
-absl::StatusOr<PointResult> PointAt(const Model& model, const EncodedImage& image,
-                                    std::vector<int> prompt_ids, int max_objects,
+absl::StatusOr<PointResult> PointAt(const Model& model,
+                                    const EncodedImage& image,
+                                    std::vector<int> prompt_ids,
+                                    int max_objects,
                                     const StepObserver& observe) {
   RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
   const int extra = static_cast<int>(prompt_ids.size()) + 2 * max_objects;
   RegionRun run(RegionRun::Kind::kPoint, std::move(prompt_ids), max_objects,
                 model.config().tokenizer.eos_id);
   RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
-  return PointResult{run.points(), run.bins(), run.first_token(), run.stop_reason()};
+  return PointResult{run.points(), run.bins(), run.first_token(),
+                     run.stop_reason()};
 }
 
 namespace {
@@ -187,21 +208,26 @@ GazeResult GazeResultOf(const RegionRun& run) {
 }
 }  // namespace
 
-absl::StatusOr<GazeResult> DetectGaze(const Model& model, const EncodedImage& image,
+absl::StatusOr<GazeResult> DetectGaze(const Model& model,
+                                      const EncodedImage& image,
                                       const GazePromptIds& ids, Point eye,
-                                      bool force_detect, const StepObserver& observe) {
+                                      bool force_detect,
+                                      const StepObserver& observe) {
   ASSIGN_OR_RETURN(at::Tensor prompt, GazePromptEmbeddings(model, ids, eye));
   const int extra = static_cast<int>(prompt.size(0)) + 2;
-  RegionRun run = RegionRun::Gaze(prompt, model.config().tokenizer.eos_id, force_detect);
+  RegionRun run =
+      RegionRun::Gaze(prompt, model.config().tokenizer.eos_id, force_detect);
   RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
   return GazeResultOf(run);
 }
 
 absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
-    const Model& model, const EncodedImage& image, const EncodedImage& flipped_image,
-    const GazePromptIds& ids, FaceBox face, uint64_t seed, bool force_detect) {
+    const Model& model, const EncodedImage& image,
+    const EncodedImage& flipped_image, const GazePromptIds& ids, FaceBox face,
+    uint64_t seed, bool force_detect) {
   if (!(face.x_min <= face.x_max && face.y_min <= face.y_max)) {
-    return absl::InvalidArgumentError("face box must have x_min <= x_max, y_min <= y_max");
+    return absl::InvalidArgumentError(
+        "face box must have x_min <= x_max, y_min <= y_max");
   }
   PythonRandom random(seed);
   std::vector<RegionRun> runs;
@@ -212,13 +238,17 @@ absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
       const double u = random.Uniform(face.x_min, face.x_max);
       const double y = random.Uniform(face.y_min, face.y_max);
       Point eye{flipped ? 1 - u : u, y};
-      ASSIGN_OR_RETURN(at::Tensor prompt, GazePromptEmbeddings(model, ids, eye));
-      runs.push_back(RegionRun::Gaze(prompt, model.config().tokenizer.eos_id, force_detect));
+      ASSIGN_OR_RETURN(at::Tensor prompt,
+                       GazePromptEmbeddings(model, ids, eye));
+      runs.push_back(RegionRun::Gaze(prompt, model.config().tokenizer.eos_id,
+                                     force_detect));
       slot_images.push_back(flipped ? &flipped_image : &image);
     }
   }
-  const int prompt_len = static_cast<int>(ids.before.size() + ids.after.size()) + 2;
-  ASSIGN_OR_RETURN(KvCache cache, CacheWithPrefix(model, slot_images, prompt_len + 2));
+  const int prompt_len =
+      static_cast<int>(ids.before.size() + ids.after.size()) + 2;
+  ASSIGN_OR_RETURN(KvCache cache,
+                   CacheWithPrefix(model, slot_images, prompt_len + 2));
   std::vector<ActiveRun> active;
   for (size_t i = 0; i < runs.size(); ++i) {
     active.push_back({&runs[i], static_cast<int>(i), model.prefix_len()});
@@ -232,7 +262,8 @@ absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
     const bool flipped = i >= static_cast<size_t>(kGazeProbesPerSide);
     detections.push_back({flipped ? 1 - p.x : p.x, p.y});
   }
-  if (static_cast<int>(detections.size()) < kGazeProbesPerSide) return std::optional<Point>();
+  if (static_cast<int>(detections.size()) < kGazeProbesPerSide)
+    return std::optional<Point>();
   std::vector<PointXY> kept = RemoveOutlierPoints(detections);
   double sx = 0, sy = 0;
   for (const PointXY& p : kept) {

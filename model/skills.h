@@ -5,11 +5,11 @@
 #ifndef MOONDREAM_MODEL_SKILLS_H_
 #define MOONDREAM_MODEL_SKILLS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <optional>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -28,18 +28,19 @@ struct EncodedImage {
   at::Tensor prefix_kv_L2HPD;
 };
 
-absl::StatusOr<EncodedImage> EncodeImage(const Model& model, const ImageCrops& image);
+absl::StatusOr<EncodedImage> EncodeImage(const Model& model,
+                                         const ImageCrops& image);
 // Several images: one vision batch, one prefix prefill batch.
-absl::StatusOr<std::vector<EncodedImage>> EncodeImages(const Model& model,
-                                                       absl::Span<const ImageCrops> images);
+absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
+    const Model& model, absl::Span<const ImageCrops> images);
 
 // Prompt ids from the config's templates; an error when the model's config
 // has no template for the skill.
 enum class CaptionLength { kShort, kNormal };
 absl::StatusOr<std::vector<int>> CaptionPrompt(const MoondreamConfig& config,
                                                CaptionLength length);
-absl::StatusOr<std::vector<int>> QueryPrompt(const MoondreamConfig& config,
-                                             absl::Span<const int> question_ids);
+absl::StatusOr<std::vector<int>> QueryPrompt(
+    const MoondreamConfig& config, absl::Span<const int> question_ids);
 absl::StatusOr<std::vector<int>> DetectPrompt(const MoondreamConfig& config,
                                               absl::Span<const int> object_ids);
 absl::StatusOr<std::vector<int>> PointPrompt(const MoondreamConfig& config,
@@ -55,7 +56,8 @@ GazePromptIds Gpt2GazePromptIds();
 
 // [emb(before); coord(eye.x); coord(eye.y); emb(after)].
 absl::StatusOr<at::Tensor> GazePromptEmbeddings(const Model& model,
-                                                const GazePromptIds& ids, Point eye);
+                                                const GazePromptIds& ids,
+                                                Point eye);
 
 struct TextResult {
   std::vector<int> tokens;
@@ -80,21 +82,23 @@ struct GazeResult {
 };
 
 // Query or caption (greedy unless `choose` says otherwise).
-absl::StatusOr<TextResult> GenerateText(const Model& model, const EncodedImage& image,
-                                        std::vector<int> prompt_ids, int max_tokens,
-                                        TokenChooser choose = {},
-                                        const StepObserver& observe = {},
-                                        TokenSink on_token = {});
-absl::StatusOr<DetectResult> Detect(const Model& model, const EncodedImage& image,
+absl::StatusOr<TextResult> GenerateText(
+    const Model& model, const EncodedImage& image, std::vector<int> prompt_ids,
+    int max_tokens, TokenChooser choose = {}, const StepObserver& observe = {},
+    TokenSink on_token = {});
+absl::StatusOr<DetectResult> Detect(const Model& model,
+                                    const EncodedImage& image,
                                     std::vector<int> prompt_ids,
                                     int max_objects = kMaxObjects,
                                     const StepObserver& observe = {});
-absl::StatusOr<PointResult> PointAt(const Model& model, const EncodedImage& image,
+absl::StatusOr<PointResult> PointAt(const Model& model,
+                                    const EncodedImage& image,
                                     std::vector<int> prompt_ids,
                                     int max_objects = kMaxObjects,
                                     const StepObserver& observe = {});
 // Gaze from one eye position.
-absl::StatusOr<GazeResult> DetectGaze(const Model& model, const EncodedImage& image,
+absl::StatusOr<GazeResult> DetectGaze(const Model& model,
+                                      const EncodedImage& image,
                                       const GazePromptIds& ids, Point eye,
                                       bool force_detect = false,
                                       const StepObserver& observe = {});
@@ -107,8 +111,9 @@ struct FaceBox {
 // the reference's order), all 20 probes run as one batch; fewer than 10
 // answers → no gaze; otherwise outliers are dropped and the rest averaged.
 absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
-    const Model& model, const EncodedImage& image, const EncodedImage& flipped_image,
-    const GazePromptIds& ids, FaceBox face, uint64_t seed, bool force_detect = false);
+    const Model& model, const EncodedImage& image,
+    const EncodedImage& flipped_image, const GazePromptIds& ids, FaceBox face,
+    uint64_t seed, bool force_detect = false);
 
 }  // namespace md
 

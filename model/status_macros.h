@@ -9,10 +9,10 @@
 #define MD_STATUS_CONCAT_(a, b) MD_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` yields a non-OK status.
-#define RETURN_IF_ERROR(expr)                                  \
-  do {                                                         \
-    ::absl::Status md_status_ = (expr);                        \
-    if (!md_status_.ok()) return md_status_;                   \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status md_status_ = (expr);      \
+    if (!md_status_.ok()) return md_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` binds the value or returns the error.

@@ -1,8 +1,8 @@
 #include "model/step.h"
 
-#include <vector>
-
 #include <ATen/ATen.h>
+
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
@@ -17,14 +17,16 @@ struct HeadGroup {
   std::vector<size_t> runs;
 };
 
-at::Tensor RowsOf(const at::Tensor& hidden_NC, const std::vector<int64_t>& rows) {
-  return hidden_NC.index_select(0, at::tensor(rows, at::kLong).to(hidden_NC.device()));
+at::Tensor RowsOf(const at::Tensor& hidden_NC,
+                  const std::vector<int64_t>& rows) {
+  return hidden_NC.index_select(
+      0, at::tensor(rows, at::kLong).to(hidden_NC.device()));
 }
 
 }  // namespace
 
-absl::Status StepRuns(const Model& model, KvCache& cache, absl::Span<ActiveRun> runs,
-                      const StepObserver& observe) {
+absl::Status StepRuns(const Model& model, KvCache& cache,
+                      absl::Span<ActiveRun> runs, const StepObserver& observe) {
   std::vector<size_t> stepping;
   std::vector<StepInput> inputs;
   std::vector<SequenceChunk> chunks;
@@ -45,17 +47,19 @@ absl::Status StepRuns(const Model& model, KvCache& cache, absl::Span<ActiveRun> 
 
   std::vector<at::Tensor> embeds;
   for (const StepInput& in : inputs) embeds.push_back(in.embeds_TC);
-  ASSIGN_OR_RETURN(at::Tensor embeds_NC,
-                   CatchTorch("batching step inputs", [&] { return at::cat(embeds); }));
-  ASSIGN_OR_RETURN(at::Tensor hidden_NC, model.Forward(embeds_NC, chunks, cache));
+  ASSIGN_OR_RETURN(
+      at::Tensor embeds_NC,
+      CatchTorch("batching step inputs", [&] { return at::cat(embeds); }));
+  ASSIGN_OR_RETURN(at::Tensor hidden_NC,
+                   model.Forward(embeds_NC, chunks, cache));
 
   const std::vector<int64_t> last_rows = LastRowOfEachChunk(chunks);
   HeadGroup logits, coordinate, size;
   for (size_t k = 0; k < stepping.size(); ++k) {
     const HeadRequest& h = inputs[k].heads;
-    for (auto [wanted, group] : {std::pair{h.logits, &logits},
-                                 std::pair{h.coordinate, &coordinate},
-                                 std::pair{h.size, &size}}) {
+    for (auto [wanted, group] :
+         {std::pair{h.logits, &logits}, std::pair{h.coordinate, &coordinate},
+          std::pair{h.size, &size}}) {
       if (!wanted) continue;
       group->rows.push_back(last_rows[k]);
       group->runs.push_back(k);
@@ -66,17 +70,20 @@ absl::Status StepRuns(const Model& model, KvCache& cache, absl::Span<ActiveRun> 
   RETURN_IF_ERROR(CatchTorchStatus("evaluating heads", [&] {
     if (!logits.rows.empty()) {
       at::Tensor out = model.Logits(RowsOf(hidden_NC, logits.rows));
-      for (size_t j = 0; j < logits.runs.size(); ++j) outputs[logits.runs[j]].logits_V = out[j];
+      for (size_t j = 0; j < logits.runs.size(); ++j)
+        outputs[logits.runs[j]].logits_V = out[j];
     }
     if (!coordinate.rows.empty()) {
-      at::Tensor out = model.CoordinateLogits(RowsOf(hidden_NC, coordinate.rows));
+      at::Tensor out =
+          model.CoordinateLogits(RowsOf(hidden_NC, coordinate.rows));
       for (size_t j = 0; j < coordinate.runs.size(); ++j) {
         outputs[coordinate.runs[j]].coordinate_X = out[j];
       }
     }
     if (!size.rows.empty()) {
       at::Tensor out = model.SizeLogits(RowsOf(hidden_NC, size.rows));
-      for (size_t j = 0; j < size.runs.size(); ++j) outputs[size.runs[j]].size_2X = out[j];
+      for (size_t j = 0; j < size.runs.size(); ++j)
+        outputs[size.runs[j]].size_2X = out[j];
     }
     for (size_t k = 0; k < stepping.size(); ++k) {
       ActiveRun& active = runs[stepping[k]];
@@ -89,7 +96,8 @@ absl::Status StepRuns(const Model& model, KvCache& cache, absl::Span<ActiveRun> 
 }
 
 absl::Status RunToCompletion(const Model& model, KvCache& cache,
-                             absl::Span<ActiveRun> runs, const StepObserver& observe) {
+                             absl::Span<ActiveRun> runs,
+                             const StepObserver& observe) {
   auto any_running = [&] {
     for (const ActiveRun& r : runs) {
       if (!r.run->done()) return true;

@@ -26,7 +26,8 @@ struct ActiveRun {
 using StepObserver = std::function<void(size_t index, const StepOutput& out)>;
 
 // One decoder step for every run that is not done.
-absl::Status StepRuns(const Model& model, KvCache& cache, absl::Span<ActiveRun> runs,
+absl::Status StepRuns(const Model& model, KvCache& cache,
+                      absl::Span<ActiveRun> runs,
                       const StepObserver& observe = {});
 
 // Steps until every run is done.

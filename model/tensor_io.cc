@@ -1,10 +1,10 @@
 #include "model/tensor_io.h"
 
-#include <cstring>
-#include <string>
-
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+
+#include <cstring>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -14,16 +14,26 @@ namespace {
 
 absl::StatusOr<at::ScalarType> ScalarTypeOf(DType dtype) {
   switch (dtype) {
-    case DType::kBool: return at::kBool;
-    case DType::kU8: return at::kByte;
-    case DType::kI8: return at::kChar;
-    case DType::kI16: return at::kShort;
-    case DType::kI32: return at::kInt;
-    case DType::kI64: return at::kLong;
-    case DType::kF16: return at::kHalf;
-    case DType::kBF16: return at::kBFloat16;
-    case DType::kF32: return at::kFloat;
-    case DType::kF64: return at::kDouble;
+    case DType::kBool:
+      return at::kBool;
+    case DType::kU8:
+      return at::kByte;
+    case DType::kI8:
+      return at::kChar;
+    case DType::kI16:
+      return at::kShort;
+    case DType::kI32:
+      return at::kInt;
+    case DType::kI64:
+      return at::kLong;
+    case DType::kF16:
+      return at::kHalf;
+    case DType::kBF16:
+      return at::kBFloat16;
+    case DType::kF32:
+      return at::kFloat;
+    case DType::kF64:
+      return at::kDouble;
   }
   return absl::InvalidArgumentError("unknown dtype");
 }
@@ -51,10 +61,14 @@ absl::StatusOr<at::ScalarType> ParseDType(absl::string_view name) {
 
 absl::string_view DTypeLabel(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kFloat: return "fp32";
-    case at::kBFloat16: return "bf16";
-    case at::kHalf: return "fp16";
-    default: return "other";
+    case at::kFloat:
+      return "fp32";
+    case at::kBFloat16:
+      return "bf16";
+    case at::kHalf:
+      return "fp16";
+    default:
+      return "other";
   }
 }
 
@@ -76,7 +90,8 @@ absl::StatusOr<at::Device> ParseDevice(absl::string_view name) {
   return device;
 }
 
-absl::Status StatusFromException(absl::string_view what, const std::exception& e) {
+absl::Status StatusFromException(absl::string_view what,
+                                 const std::exception& e) {
   // c10::Error messages carry a long backtrace after the first line.
   absl::string_view message = e.what();
   if (size_t eol = message.find('\n'); eol != absl::string_view::npos) {

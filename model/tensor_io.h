@@ -4,14 +4,14 @@
 #ifndef MOONDREAM_MODEL_TENSOR_IO_H_
 #define MOONDREAM_MODEL_TENSOR_IO_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <exception>
-#include "absl/strings/string_view.h"
 #include <type_traits>
 #include <utility>
 
-#include <ATen/core/Tensor.h>
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/safetensors.h"
 
 namespace md {
@@ -25,7 +25,8 @@ absl::string_view DTypeLabel(at::ScalarType dtype);
 // "cpu", "cuda", "cuda:1"; refuses CUDA when this LibTorch has none.
 absl::StatusOr<at::Device> ParseDevice(absl::string_view name);
 
-absl::Status StatusFromException(absl::string_view what, const std::exception& e);
+absl::Status StatusFromException(absl::string_view what,
+                                 const std::exception& e);
 
 // Runs `fn`, turning any exception (c10::Error included) into an Internal
 // status that says what was being done.

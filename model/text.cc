@@ -1,9 +1,9 @@
 #include "model/text.h"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <set>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "model/layers.h"
@@ -40,7 +40,9 @@ at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
   auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   at::Tensor q_T1 = at::arange(chunk.start_pos, end, opts).unsqueeze(1);
   at::Tensor k_1K = at::arange(end, opts).unsqueeze(0);
-  at::Tensor visible = (k_1K <= q_T1).logical_or((q_T1 < prefix_len).logical_and(k_1K < prefix_len));
+  at::Tensor visible =
+      (k_1K <= q_T1)
+          .logical_or((q_T1 < prefix_len).logical_and(k_1K < prefix_len));
   return visible.logical_not();
 }
 
@@ -53,15 +55,17 @@ at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
   const int64_t head_dim = q_THD.size(2);
   at::Tensor keys_HKD = k_HPD.narrow(1, 0, end);
   at::Tensor values_HKD = v_HPD.narrow(1, 0, end);
-  at::Tensor scores_HTK = at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2)) *
-                          (1.0 / std::sqrt(static_cast<double>(head_dim)));
+  at::Tensor scores_HTK =
+      at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2)) *
+      (1.0 / std::sqrt(static_cast<double>(head_dim)));
   at::Tensor hidden = HiddenKeys(chunk, prefix_len, q_THD.device());
   if (hidden.defined()) {
-    scores_HTK = scores_HTK.masked_fill(hidden.unsqueeze(0),
-                                        -std::numeric_limits<double>::infinity());
+    scores_HTK = scores_HTK.masked_fill(
+        hidden.unsqueeze(0), -std::numeric_limits<double>::infinity());
   }
   // Softmax in float32 whatever the compute dtype, then back.
-  at::Tensor probs_HTK = at::softmax(scores_HTK, -1, at::kFloat).to(q_THD.scalar_type());
+  at::Tensor probs_HTK =
+      at::softmax(scores_HTK, -1, at::kFloat).to(q_THD.scalar_type());
   at::Tensor out_HTD = at::matmul(probs_HTK, values_HKD);
   return out_HTD.transpose(0, 1).reshape({chunk.n_tokens, -1});
 }
@@ -82,10 +86,12 @@ at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
     const int64_t t = chunk.n_tokens;
     at::Tensor k_HPD = k_SHPD[chunk.slot];
     at::Tensor v_HPD = v_SHPD[chunk.slot];
-    k_HPD.narrow(1, chunk.start_pos, t).copy_(k_NHD.narrow(0, row, t).transpose(0, 1));
-    v_HPD.narrow(1, chunk.start_pos, t).copy_(v_NHD.narrow(0, row, t).transpose(0, 1));
-    out_NC.narrow(0, row, t)
-        .copy_(ChunkAttention(q_NHD.narrow(0, row, t), k_HPD, v_HPD, chunk, prefix_len));
+    k_HPD.narrow(1, chunk.start_pos, t)
+        .copy_(k_NHD.narrow(0, row, t).transpose(0, 1));
+    v_HPD.narrow(1, chunk.start_pos, t)
+        .copy_(v_NHD.narrow(0, row, t).transpose(0, 1));
+    out_NC.narrow(0, row, t).copy_(ChunkAttention(
+        q_NHD.narrow(0, row, t), k_HPD, v_HPD, chunk, prefix_len));
     row += t;
   }
   return Linear(out_NC, w.proj);
@@ -102,7 +108,8 @@ RotaryTable MakeRotaryTable(const TextConfig& config, at::Device device) {
   at::Tensor t_P1 = at::arange(config.max_context, f32).unsqueeze(1);
   at::Tensor angles_PF = t_P1 * freqs_F.unsqueeze(0);
   at::Tensor unit = at::exp(at::complex(at::zeros_like(angles_PF), angles_PF));
-  return {at::real(unit).contiguous().to(device), at::imag(unit).contiguous().to(device)};
+  return {at::real(unit).contiguous().to(device),
+          at::imag(unit).contiguous().to(device)};
 }
 
 at::Tensor EmbedTokens(const at::Tensor& ids_N, const TextWeights& w) {
@@ -119,8 +126,8 @@ absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
           "decoder: slot ", chunk.slot, " outside 0..", cache.n_slots - 1));
     }
     if (!slots.insert(chunk.slot).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("decoder: slot ", chunk.slot, " appears twice in one batch"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "decoder: slot ", chunk.slot, " appears twice in one batch"));
     }
     if (chunk.n_tokens <= 0 || chunk.start_pos < 0 ||
         chunk.start_pos + chunk.n_tokens > cache.n_positions) {
@@ -139,13 +146,15 @@ absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
 }
 
 at::Tensor DecoderForward(const at::Tensor& embeds_NC,
-                          absl::Span<const SequenceChunk> chunks, KvCache& cache,
-                          const TextWeights& w, const TextConfig& config,
-                          const RotaryTable& rotary, int prefix_len) {
+                          absl::Span<const SequenceChunk> chunks,
+                          KvCache& cache, const TextWeights& w,
+                          const TextConfig& config, const RotaryTable& rotary,
+                          int prefix_len) {
   std::vector<int64_t> positions;
   positions.reserve(embeds_NC.size(0));
   for (const SequenceChunk& chunk : chunks) {
-    for (int i = 0; i < chunk.n_tokens; ++i) positions.push_back(chunk.start_pos + i);
+    for (int i = 0; i < chunk.n_tokens; ++i)
+      positions.push_back(chunk.start_pos + i);
   }
   at::Tensor pos_N = at::tensor(positions, at::kLong).to(embeds_NC.device());
   at::Tensor cos_NF = rotary.cos_PF.index_select(0, pos_N);
@@ -156,9 +165,9 @@ at::Tensor DecoderForward(const at::Tensor& embeds_NC,
     const TextBlockWeights& block = w.blocks[l];
     // Parallel residual: attention and MLP both read the same LN output.
     at::Tensor ln_NC = LayerNorm(hidden_NC, block.ln);
-    at::Tensor attn_NC = Attention(ln_NC, block.attn, chunks, cache.k_SHPD[l],
-                                   cache.v_SHPD[l], cos_NF, sin_NF, config.n_heads,
-                                   prefix_len);
+    at::Tensor attn_NC =
+        Attention(ln_NC, block.attn, chunks, cache.k_SHPD[l], cache.v_SHPD[l],
+                  cos_NF, sin_NF, config.n_heads, prefix_len);
     hidden_NC = hidden_NC + attn_NC + Mlp(ln_NC, block.mlp);
   }
   return hidden_NC;
@@ -168,7 +177,8 @@ at::Tensor LmHead(const at::Tensor& hidden_BC, const TextWeights& w) {
   return Linear(LayerNorm(hidden_BC, w.post_ln), w.lm_head);
 }
 
-std::vector<int64_t> LastRowOfEachChunk(absl::Span<const SequenceChunk> chunks) {
+std::vector<int64_t> LastRowOfEachChunk(
+    absl::Span<const SequenceChunk> chunks) {
   std::vector<int64_t> rows;
   int64_t row = 0;
   for (const SequenceChunk& chunk : chunks) {

@@ -8,9 +8,9 @@
 #ifndef MOONDREAM_MODEL_TEXT_H_
 #define MOONDREAM_MODEL_TEXT_H_
 
-#include <vector>
-
 #include <ATen/core/Tensor.h>
+
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -55,9 +55,10 @@ absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
 // and returns the last layer's residual stream [N, C] (before post LN: the
 // region heads read it there).
 at::Tensor DecoderForward(const at::Tensor& embeds_NC,
-                          absl::Span<const SequenceChunk> chunks, KvCache& cache,
-                          const TextWeights& w, const TextConfig& config,
-                          const RotaryTable& rotary, int prefix_len);
+                          absl::Span<const SequenceChunk> chunks,
+                          KvCache& cache, const TextWeights& w,
+                          const TextConfig& config, const RotaryTable& rotary,
+                          int prefix_len);
 
 // Post LN → lm_head on picked rows [B, C] → logits [B, V].
 at::Tensor LmHead(const at::Tensor& hidden_BC, const TextWeights& w);

@@ -12,7 +12,8 @@ Tiling SelectTiling(int height, int width, int crop_size, int max_crops) {
   const int min_w = (width + crop_size - 1) / crop_size;
 
   if (min_h * min_w > max_crops) {
-    const double ratio = std::sqrt(static_cast<double>(max_crops) / (min_h * min_w));
+    const double ratio =
+        std::sqrt(static_cast<double>(max_crops) / (min_h * min_w));
     return {std::max(1, static_cast<int>(std::floor(min_h * ratio))),
             std::max(1, static_cast<int>(std::floor(min_w * ratio)))};
   }
@@ -45,8 +46,8 @@ int CropWindowPixels(const VisionConfig& config) {
 
 Tiling ImageTiling(int height, int width, const VisionConfig& config) {
   const int margins = 2 * CropMarginPixels(config);
-  return SelectTiling(height - margins, width - margins, CropWindowPixels(config),
-                      config.max_crops);
+  return SelectTiling(height - margins, width - margins,
+                      CropWindowPixels(config), config.max_crops);
 }
 
 }  // namespace md

@@ -1,8 +1,8 @@
 #include "model/vision.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
+
+#include <cmath>
 
 #include "model/layers.h"
 
@@ -29,7 +29,8 @@ at::Tensor SelfAttention(const at::Tensor& x_BPE, const AttentionWeights& w,
     return t.view({b, p, n_heads, d}).transpose(1, 2);  // [B, H, P, D]
   };
   at::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
-  at::Tensor scores_BHPP = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(d));
+  at::Tensor scores_BHPP =
+      at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(d));
   at::Tensor out_BHPD = at::matmul(at::softmax(scores_BHPP, -1), v);
   return Linear(out_BHPD.transpose(1, 2).reshape({b, p, e}), w.proj);
 }
@@ -44,7 +45,8 @@ at::Tensor NormalizeCrops(const at::Tensor& crops_BHWC_u8, at::ScalarType dtype,
 
 at::Tensor EncodeCrops(const at::Tensor& crops_BCHW, const VisionWeights& w,
                        const VisionConfig& config) {
-  at::Tensor x_BPE = Linear(Patchify(crops_BCHW, config.enc_patch_size), w.patch_emb);
+  at::Tensor x_BPE =
+      Linear(Patchify(crops_BCHW, config.enc_patch_size), w.patch_emb);
   x_BPE = x_BPE + w.pos_emb;
   for (const VisionBlockWeights& block : w.blocks) {
     x_BPE = x_BPE + SelfAttention(LayerNorm(x_BPE, block.ln1), block.attn,
@@ -84,10 +86,12 @@ at::Tensor PoolReconstructed(const at::Tensor& reconstructed_HWE,
   return pooled_EGG.permute({1, 2, 0}).contiguous();
 }
 
-at::Tensor ProjectImage(const at::Tensor& global_PE, const at::Tensor& pooled_GGE,
-                        const VisionWeights& w, const VisionConfig& config) {
+at::Tensor ProjectImage(const at::Tensor& global_PE,
+                        const at::Tensor& pooled_GGE, const VisionWeights& w,
+                        const VisionConfig& config) {
   at::Tensor features_P2E = at::cat(
-      {global_PE, pooled_GGE.reshape({config.n_patches(), config.enc_dim})}, -1);
+      {global_PE, pooled_GGE.reshape({config.n_patches(), config.enc_dim})},
+      -1);
   return Mlp(features_P2E, w.proj_mlp);
 }
 

@@ -31,8 +31,9 @@ at::Tensor PoolReconstructed(const at::Tensor& reconstructed_HWE,
                              const VisionConfig& config);
 
 // concat(global [P, E], pooled [27, 27, E] as [P, E]) → proj MLP → [P, C].
-at::Tensor ProjectImage(const at::Tensor& global_PE, const at::Tensor& pooled_GGE,
-                        const VisionWeights& w, const VisionConfig& config);
+at::Tensor ProjectImage(const at::Tensor& global_PE,
+                        const at::Tensor& pooled_GGE, const VisionWeights& w,
+                        const VisionConfig& config);
 
 }  // namespace md
 

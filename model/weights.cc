@@ -1,9 +1,9 @@
 #include "model/weights.h"
 
+#include <ATen/ATen.h>
+
 #include <functional>
 #include <utility>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -27,16 +27,16 @@ class SpecList {
  public:
   void Add(at::Tensor* target, std::string hf, std::string legacy,
            std::vector<int64_t> shape, bool legacy_transposed = false) {
-    specs_.push_back({target, std::move(hf), std::move(legacy), std::move(shape),
-                      legacy_transposed});
+    specs_.push_back({target, std::move(hf), std::move(legacy),
+                      std::move(shape), legacy_transposed});
   }
-  void Linear(LinearWeights* w, const std::string& hf, const std::string& legacy,
-              int64_t in, int64_t out) {
+  void Linear(LinearWeights* w, const std::string& hf,
+              const std::string& legacy, int64_t in, int64_t out) {
     Add(&w->weight, hf + ".weight", legacy + ".weight", {out, in});
     Add(&w->bias, hf + ".bias", legacy + ".bias", {out});
   }
-  void Norm(LayerNormWeights* w, const std::string& hf, const std::string& legacy,
-            int64_t dim) {
+  void Norm(LayerNormWeights* w, const std::string& hf,
+            const std::string& legacy, int64_t dim) {
     Add(&w->weight, hf + ".weight", legacy + ".weight", {dim});
     Add(&w->bias, hf + ".bias", legacy + ".bias", {dim});
   }
@@ -52,7 +52,8 @@ class SpecList {
 };
 
 // Every parameter of `config`, in a fixed order.
-std::vector<ParamSpec> ParameterSpecs(const MoondreamConfig& config, Weights* w) {
+std::vector<ParamSpec> ParameterSpecs(const MoondreamConfig& config,
+                                      Weights* w) {
   const VisionConfig& v = config.vision;
   const TextConfig& t = config.text;
   const RegionConfig& r = config.region;
@@ -90,14 +91,15 @@ std::vector<ParamSpec> ParameterSpecs(const MoondreamConfig& config, Weights* w)
     std::string hf = absl::StrCat("model.text.blocks.", i);
     std::string lg = absl::StrCat("text_model.transformer.h.", i);
     s.Norm(&b.ln, hf + ".ln", lg + ".ln", t.dim);
-    s.Linear(&b.attn.qkv, hf + ".attn.qkv", lg + ".mixer.Wqkv", t.dim, 3 * t.dim);
+    s.Linear(&b.attn.qkv, hf + ".attn.qkv", lg + ".mixer.Wqkv", t.dim,
+             3 * t.dim);
     s.Linear(&b.attn.proj, hf + ".attn.proj", lg + ".mixer.out_proj", t.dim,
              t.dim);
     s.Mlp(&b.mlp, hf + ".mlp", lg + ".mlp", t.dim, 4 * t.dim, t.dim);
   }
   s.Norm(&tw.post_ln, "model.text.post_ln", "text_model.lm_head.ln", t.dim);
-  s.Linear(&tw.lm_head, "model.text.lm_head", "text_model.lm_head.linear", t.dim,
-           t.vocab_size);
+  s.Linear(&tw.lm_head, "model.text.lm_head", "text_model.lm_head.linear",
+           t.dim, t.vocab_size);
 
   RegionWeights& rw = w->region;
   const std::string lr = "region_model";
@@ -134,9 +136,8 @@ absl::StatusOr<TensorView> FindTensor(const SafetensorsFile& file,
     }
     if (stripped == name) return file.Get(candidate);
   }
-  return absl::NotFoundError(absl::StrCat("weights: tensor '", name,
-                                          "' is missing from ",
-                                          file.display_name()));
+  return absl::NotFoundError(absl::StrCat(
+      "weights: tensor '", name, "' is missing from ", file.display_name()));
 }
 
 absl::StatusOr<at::Tensor> LoadOne(const SafetensorsFile& file,
@@ -147,9 +148,9 @@ absl::StatusOr<at::Tensor> LoadOne(const SafetensorsFile& file,
   ASSIGN_OR_RETURN(TensorView view, FindTensor(file, name));
   if (view.dtype != DType::kF16 && view.dtype != DType::kBF16 &&
       view.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weights: tensor '", name, "' has dtype ",
-                     std::string(DTypeName(view.dtype)), "; expected F16, BF16 or F32"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weights: tensor '", name, "' has dtype ",
+        std::string(DTypeName(view.dtype)), "; expected F16, BF16 or F32"));
   }
   std::vector<int64_t> expected = spec.shape;
   if (legacy && spec.legacy_transposed) std::swap(expected[0], expected[1]);
@@ -168,7 +169,8 @@ absl::StatusOr<at::Tensor> LoadOne(const SafetensorsFile& file,
 }  // namespace
 
 absl::StatusOr<WeightLayout> DetectLayout(const SafetensorsFile& file) {
-  if (FindTensor(file, "model.text.wte").ok()) return WeightLayout::kHuggingFace;
+  if (FindTensor(file, "model.text.wte").ok())
+    return WeightLayout::kHuggingFace;
   if (FindTensor(file, "text_model.transformer.embd.wte.weight").ok()) {
     return WeightLayout::kLegacy;
   }
@@ -200,7 +202,8 @@ absl::StatusOr<Weights> RandomWeights(const MoondreamConfig& config,
     for (const ParamSpec& spec : specs) {
       at::Tensor t;
       const bool is_norm_weight =
-          spec.shape.size() == 1 && spec.hf_name.find("ln") != std::string::npos &&
+          spec.shape.size() == 1 &&
+          spec.hf_name.find("ln") != std::string::npos &&
           spec.hf_name.ends_with(".weight");
       if (is_norm_weight) {
         t = at::ones(spec.shape);

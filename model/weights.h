@@ -3,11 +3,11 @@
 #ifndef MOONDREAM_MODEL_WEIGHTS_H_
 #define MOONDREAM_MODEL_WEIGHTS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "model/config.h"

@@ -1,13 +1,13 @@
 // bf16 compute against the fp32 reference: every golden case's prefill
 // logits (the whole vision + prefix + prompt path in bf16) must stay close to
 // the reference's fp32 logits in direction and size.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
 
 #include "model/moondream.h"
 #include "model/skills.h"
@@ -16,8 +16,8 @@
 namespace md {
 namespace {
 
-using ::md::testing::CaseTensor;
 using ::md::testing::Cases;
+using ::md::testing::CaseTensor;
 using ::md::testing::GoldenDir;
 using Json = nlohmann::json;
 
@@ -40,8 +40,9 @@ TEST(Bf16Test, PrefillLogitsTrackFp32) {
   double worst_cosine = 1.0, worst_relative = 0.0, worst_abs = 0.0;
   int n_cases = 0, n_same_argmax = 0;
   for (const Json& image : Cases()["images"]) {
-    ImageCrops crops{CaseTensor(image["tensors"]["crops"]),
-                     Tiling{image["tiling"][0].get<int>(), image["tiling"][1].get<int>()}};
+    ImageCrops crops{
+        CaseTensor(image["tensors"]["crops"]),
+        Tiling{image["tiling"][0].get<int>(), image["tiling"][1].get<int>()}};
     auto encoded = EncodeImage(**model, crops);
     ASSERT_TRUE(encoded.ok()) << encoded.status();
     for (const Json& tc : Cases()["text_cases"]) {
@@ -51,26 +52,30 @@ TEST(Bf16Test, PrefillLogitsTrackFp32) {
       auto observe = [&](size_t, const StepOutput& out) {
         if (!logits.defined()) logits = out.logits_V.to(at::kFloat);
       };
-      auto result = GenerateText(**model, *encoded, tc["prompt_ids"].get<std::vector<int>>(),
+      auto result = GenerateText(**model, *encoded,
+                                 tc["prompt_ids"].get<std::vector<int>>(),
                                  /*max_tokens=*/1, {}, observe);
       ASSERT_TRUE(result.ok()) << result.status();
       at::Tensor expected = CaseTensor(tc["tensors"]["prefill_logits"]);
-      const double cosine = at::cosine_similarity(logits, expected, 0).item<double>();
+      const double cosine =
+          at::cosine_similarity(logits, expected, 0).item<double>();
       const double max_abs = (logits - expected).abs().max().item<double>();
       const double relative = max_abs / expected.abs().max().item<double>();
       worst_cosine = std::min(worst_cosine, cosine);
       worst_relative = std::max(worst_relative, relative);
       worst_abs = std::max(worst_abs, max_abs);
-      n_same_argmax += logits.argmax().item<int64_t>() == expected.argmax().item<int64_t>();
+      n_same_argmax +=
+          logits.argmax().item<int64_t>() == expected.argmax().item<int64_t>();
       ++n_cases;
       EXPECT_GE(cosine, kMinCosine);
       EXPECT_LE(relative, kMaxRelativeError);
     }
   }
   EXPECT_GT(n_cases, 0);
-  std::printf("bf16 vs fp32 reference over %d prefill logits: min cosine %.6f, "
-              "max |diff| %.4f, max relative %.4f, same argmax %d/%d\n",
-              n_cases, worst_cosine, worst_abs, worst_relative, n_same_argmax, n_cases);
+  std::printf(
+      "bf16 vs fp32 reference over %d prefill logits: min cosine %.6f, "
+      "max |diff| %.4f, max relative %.4f, same argmax %d/%d\n",
+      n_cases, worst_cosine, worst_abs, worst_relative, n_same_argmax, n_cases);
 }
 
 }  // namespace

@@ -1,12 +1,13 @@
 // The default model directory: it loads as a bundle, says its weights are
 // random, and its tokenizer is GPT-2's BPE cut to the first 1,792 merges.
+#include "model/bundle.h"
+
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <sstream>
 #include <string>
 
-#include <gtest/gtest.h>
-
-#include "model/bundle.h"
 #include "model/tokenizer.h"
 
 namespace md {
@@ -28,8 +29,9 @@ TEST(BundleTest, TinyRandomModelLoadsAndSaysItIsRandom) {
 }
 
 TEST(BundleTest, ShippedTokenizerIsGpt2CutTo1792Merges) {
-  auto cut = Tokenizer::FromGpt2Files(kGpt2 + "/encoder.json", kGpt2 + "/vocab.bpe",
-                                      TokenizerOptions{.max_merges = 1792});
+  auto cut =
+      Tokenizer::FromGpt2Files(kGpt2 + "/encoder.json", kGpt2 + "/vocab.bpe",
+                               TokenizerOptions{.max_merges = 1792});
   ASSERT_TRUE(cut.ok()) << cut.status();
   auto expected = cut->ToHuggingFaceJson();
   ASSERT_TRUE(expected.ok()) << expected.status();
@@ -41,13 +43,16 @@ TEST(BundleTest, ShippedTokenizerIsGpt2CutTo1792Merges) {
 }
 
 TEST(BundleTest, MissingDirectoryAndTokenizerAreClearErrors) {
-  auto missing = LoadModelBundle("/nonexistent/model", "moondream2", ModelOptions{});
+  auto missing =
+      LoadModelBundle("/nonexistent/model", "moondream2", ModelOptions{});
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.status().message().find("does not exist"), absl::string_view::npos);
-  auto no_tokenizer =
-      LoadModelBundle(std::string(MD_SOURCE_DIR) + "/tests/data/golden", "moondream2", {});
+  EXPECT_NE(missing.status().message().find("does not exist"),
+            absl::string_view::npos);
+  auto no_tokenizer = LoadModelBundle(
+      std::string(MD_SOURCE_DIR) + "/tests/data/golden", "moondream2", {});
   ASSERT_FALSE(no_tokenizer.ok());
-  EXPECT_NE(no_tokenizer.status().message().find("tokenizer.json"), absl::string_view::npos);
+  EXPECT_NE(no_tokenizer.status().message().find("tokenizer.json"),
+            absl::string_view::npos);
 }
 
 }  // namespace

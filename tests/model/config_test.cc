@@ -340,8 +340,8 @@ TEST(ParseConfigJsonTest, NullQueryTemplate) {
   EXPECT_FALSE(c->tokenizer.query.has_value());
   EXPECT_FALSE(c->tokenizer.detect.has_value());
   // Without a templates object, the preset's templates stay.
-  absl::StatusOr<MoondreamConfig> kept =
-      ParseConfigJson(R"({"tokenizer": {"bos_id": 50256}})", Moondream2Config());
+  absl::StatusOr<MoondreamConfig> kept = ParseConfigJson(
+      R"({"tokenizer": {"bos_id": 50256}})", Moondream2Config());
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_TRUE(kept->tokenizer.detect.has_value());
 }
@@ -483,9 +483,11 @@ namespace md {
 namespace {
 
 TEST(ConfigRangeTest, IntegersBeyondIntAreRefusedNotTruncated) {
-  auto dim = ParseConfigJson(R"({"text": {"dim": 4294967360}})", Moondream2Config());
+  auto dim =
+      ParseConfigJson(R"({"text": {"dim": 4294967360}})", Moondream2Config());
   ASSERT_FALSE(dim.ok());
-  EXPECT_THAT(std::string(dim.status().message()), ::testing::HasSubstr("out of range"));
+  EXPECT_THAT(std::string(dim.status().message()),
+              ::testing::HasSubstr("out of range"));
   auto id = ParseConfigJson(
       R"({"tokenizer": {"templates": {"query": {"prefix": [4294967297], "suffix": []}}}})",
       Moondream2Config());
@@ -493,8 +495,9 @@ TEST(ConfigRangeTest, IntegersBeyondIntAreRefusedNotTruncated) {
 }
 
 TEST(ConfigRangeTest, TemplatesObjectReplacesTheWholeSetAsTheReference) {
-  auto c = ParseConfigJson(R"({"tokenizer": {"templates": {"caption": {"short": [1]}}}})",
-                           Moondream2Config());
+  auto c = ParseConfigJson(
+      R"({"tokenizer": {"templates": {"caption": {"short": [1]}}}})",
+      Moondream2Config());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->tokenizer.caption_short.has_value());
   EXPECT_FALSE(c->tokenizer.caption_normal.has_value());
@@ -508,7 +511,8 @@ TEST(ConfigRangeTest, TemplateIdsMustBeInTheVocabulary) {
           "templates": {"caption": {"short": [100]}}}})",
       Moondream2Config());
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("outside the vocabulary"));
+  EXPECT_THAT(std::string(c.status().message()),
+              ::testing::HasSubstr("outside the vocabulary"));
 }
 
 }  // namespace

@@ -3,15 +3,15 @@
 #ifndef MOONDREAM_TESTS_MODEL_GOLDEN_H_
 #define MOONDREAM_TESTS_MODEL_GOLDEN_H_
 
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "model/safetensors.h"
 #include "model/tensor_io.h"

@@ -1,23 +1,24 @@
 // Reproduces every case of a golden set (../shared/golden format) in fp32 on
 // CPU: vision intermediates, the image prefix K/V, prefill and per-step
 // logits, and the exact discrete outputs of every skill.
+#include "tests/model/golden.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-
 #include "model/moondream.h"
 #include "model/skills.h"
-#include "tests/model/golden.h"
 
 namespace md {
 namespace {
 
-using ::md::testing::CaseTensor;
 using ::md::testing::Cases;
+using ::md::testing::CaseTensor;
 using ::md::testing::GoldenDir;
 using ::md::testing::MaxAbsDiff;
 using ::md::testing::Tolerance;
@@ -59,7 +60,9 @@ const EncodedImage& Encoded(const std::string& name) {
   return it->second;
 }
 
-std::vector<int> Ids(const Json& array) { return array.get<std::vector<int>>(); }
+std::vector<int> Ids(const Json& array) {
+  return array.get<std::vector<int>>();
+}
 
 std::string ExpectedStop(const std::string& golden) {
   return golden == "max_points" ? "max_objects" : golden;
@@ -98,23 +101,27 @@ TEST_P(GoldenImageTest, PrefixKvMatches) {
   const EncodedImage& encoded = Encoded(GetParam());
   ASSERT_TRUE(encoded.prefix_kv_L2HPD.defined());
   EXPECT_EQ(encoded.prefix_kv_L2HPD.size(3), image["pos"].get<int>());
-  ExpectClose(encoded.prefix_kv_L2HPD, image["tensors"]["kv_cache"], "kv_cache");
+  ExpectClose(encoded.prefix_kv_L2HPD, image["tensors"]["kv_cache"],
+              "kv_cache");
 }
 
 TEST(GoldenBatchTest, EncodingImagesTogetherEqualsOneByOne) {
   std::vector<ImageCrops> all;
-  for (const std::string& name : ImageNames()) all.push_back(CropsOf(ImageCase(name)));
+  for (const std::string& name : ImageNames())
+    all.push_back(CropsOf(ImageCase(name)));
   auto together = EncodeImages(GoldenModel(), all);
   ASSERT_TRUE(together.ok()) << together.status();
   const std::vector<std::string> names = ImageNames();
   for (size_t i = 0; i < names.size(); ++i) {
     SCOPED_TRACE(names[i]);
-    EXPECT_LE(MaxAbsDiff((*together)[i].prefix_kv_L2HPD, Encoded(names[i]).prefix_kv_L2HPD),
+    EXPECT_LE(MaxAbsDiff((*together)[i].prefix_kv_L2HPD,
+                         Encoded(names[i]).prefix_kv_L2HPD),
               Tolerance("kv_cache"));
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, GoldenImageTest, ::testing::ValuesIn(ImageNames()),
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenImageTest,
+                         ::testing::ValuesIn(ImageNames()),
                          [](const auto& info) { return info.param; });
 
 // ---- Text cases ----
@@ -146,7 +153,9 @@ class GoldenCaseTest : public ::testing::TestWithParam<std::string> {
  protected:
   const Json& c() const { return TextCase(GetParam()); }
   const EncodedImage& image() const { return Encoded(c()["image"]); }
-  std::string tensor(const std::string& key) const { return c()["tensors"][key]; }
+  std::string tensor(const std::string& key) const {
+    return c()["tensors"][key];
+  }
 };
 
 TEST_P(GoldenCaseTest, Reproduces) {
@@ -162,17 +171,21 @@ TEST_P(GoldenCaseTest, Reproduces) {
                                rec.observer());
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_EQ(result->tokens, Ids(expected["tokens"]));
-    EXPECT_EQ(StopReasonName(result->stop), ExpectedStop(expected["stop_reason"]));
+    EXPECT_EQ(StopReasonName(result->stop),
+              ExpectedStop(expected["stop_reason"]));
     ASSERT_FALSE(rec.steps.empty());
-    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"), "prefill_logits");
+    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"),
+                "prefill_logits");
     // Step i feeds generated token i; we skip the feed after max_tokens.
     at::Tensor values = CaseTensor(tensor("step_top5_values"));
     at::Tensor indices = CaseTensor(tensor("step_top5_indices"));
     for (size_t i = 1; i < rec.steps.size(); ++i) {
       SCOPED_TRACE(::testing::Message() << "step " << i);
       auto [top_values, top_indices] = at::topk(rec.steps[i].logits_V, 5);
-      EXPECT_LE(MaxAbsDiff(top_values, values[i - 1]), Tolerance("step_logits"));
-      EXPECT_EQ(top_indices[0].item<int64_t>(), indices[i - 1][0].item<int64_t>());
+      EXPECT_LE(MaxAbsDiff(top_values, values[i - 1]),
+                Tolerance("step_logits"));
+      EXPECT_EQ(top_indices[0].item<int64_t>(),
+                indices[i - 1][0].item<int64_t>());
     }
     const size_t fed = rec.steps.size() - 1;
     EXPECT_GE(fed + 1, static_cast<size_t>(values.size(0)))
@@ -197,12 +210,15 @@ TEST_P(GoldenCaseTest, Reproduces) {
       first_token = result->first_token;
       stop = result->stop;
     } else {
-      auto result = PointAt(model, image(), prompt, kMaxObjects, rec.observer());
+      auto result =
+          PointAt(model, image(), prompt, kMaxObjects, rec.observer());
       ASSERT_TRUE(result.ok()) << result.status();
       ASSERT_EQ(result->points.size(), expected["points"].size());
       for (size_t i = 0; i < result->points.size(); ++i) {
-        EXPECT_EQ(result->points[i].x, expected["points"][i]["x"].get<double>());
-        EXPECT_EQ(result->points[i].y, expected["points"][i]["y"].get<double>());
+        EXPECT_EQ(result->points[i].x,
+                  expected["points"][i]["x"].get<double>());
+        EXPECT_EQ(result->points[i].y,
+                  expected["points"][i]["y"].get<double>());
       }
       bins = result->bins;
       first_token = result->first_token;
@@ -212,15 +228,19 @@ TEST_P(GoldenCaseTest, Reproduces) {
     EXPECT_EQ(first_token, expected["first_token"].get<int>());
     EXPECT_EQ(StopReasonName(stop), ExpectedStop(expected["stop_reason"]));
     ASSERT_FALSE(rec.steps.empty());
-    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"), "prefill_logits");
+    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"),
+                "prefill_logits");
     if (tc["tensors"].contains("point0_x_logits")) {
       ASSERT_GE(rec.steps.size(), 2u);
-      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"), "region_logits");
-      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"), "region_logits");
+      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"),
+                  "region_logits");
+      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"),
+                  "region_logits");
     }
     if (tc["tensors"].contains("point0_size_logits")) {
       ASSERT_GE(rec.steps.size(), 3u);
-      ExpectClose(rec.steps[2].size_2X, tensor("point0_size_logits"), "region_logits");
+      ExpectClose(rec.steps[2].size_2X, tensor("point0_size_logits"),
+                  "region_logits");
     }
   } else if (task == "gaze") {
     const Json& gp = tc["gaze_prompt"];
@@ -238,11 +258,14 @@ TEST_P(GoldenCaseTest, Reproduces) {
       EXPECT_EQ(result->bins, expected["bins"][0].get<std::vector<int>>());
     }
     ASSERT_FALSE(rec.steps.empty());
-    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"), "prefill_logits");
+    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"),
+                "prefill_logits");
     if (tc["tensors"].contains("point0_x_logits")) {
       ASSERT_GE(rec.steps.size(), 2u);
-      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"), "region_logits");
-      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"), "region_logits");
+      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"),
+                  "region_logits");
+      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"),
+                  "region_logits");
     }
   } else {
     FAIL() << "unknown task " << task;
@@ -257,8 +280,8 @@ std::string TestName(const ::testing::TestParamInfo<std::string>& info) {
   return name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, GoldenCaseTest, ::testing::ValuesIn(TextCaseIds()),
-                         TestName);
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenCaseTest,
+                         ::testing::ValuesIn(TextCaseIds()), TestName);
 
 }  // namespace
 }  // namespace md

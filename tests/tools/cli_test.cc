@@ -1,12 +1,11 @@
 // Runs the real moondream-cli binary on the default (tiny random) model.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <fstream>
-#include <string>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace {
 
@@ -16,13 +15,14 @@ struct Result {
 };
 
 Result RunCli(const std::string& args) {
-  const std::string command = std::string("cd ") + MD_SOURCE_DIR + " && " + MD_CLI_PATH +
-                              " " + args + " 2>&1";
+  const std::string command = std::string("cd ") + MD_SOURCE_DIR + " && " +
+                              MD_CLI_PATH + " " + args + " 2>&1";
   Result r;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
   char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.out.append(buffer, n);
+  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;)
+    r.out.append(buffer, n);
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;

@@ -2,21 +2,21 @@
 // stdout as it is generated.
 //
 //   moondream-cli caption --model=DIR --image=photo.jpg [--length=short]
-//   moondream-cli query   --model=DIR --image=photo.jpg --question="What is this?"
-//   moondream-cli detect  --model=DIR --image=photo.jpg --object=face --annotate=out.png
-//   moondream-cli point   --model=DIR --image=photo.jpg --object=cup --json
-//   moondream-cli gaze    --model=DIR --image=photo.jpg --eye=0.4,0.3
-//   moondream-cli gaze    --model=DIR --image=photo.jpg --face=0.3,0.2,0.5,0.4 --seed=7
+//   moondream-cli query   --model=DIR --image=photo.jpg --question="What is
+//   this?" moondream-cli detect  --model=DIR --image=photo.jpg --object=face
+//   --annotate=out.png moondream-cli point   --model=DIR --image=photo.jpg
+//   --object=cup --json moondream-cli gaze    --model=DIR --image=photo.jpg
+//   --eye=0.4,0.3 moondream-cli gaze    --model=DIR --image=photo.jpg
+//   --face=0.3,0.2,0.5,0.4 --seed=7
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -34,27 +34,35 @@
 #include "model/tensor_io.h"
 #include "tools/cli/annotate.h"
 
-ABSL_FLAG(std::string, model, "models/tiny-random",
-          "Model directory: model.safetensors, tokenizer.json, optional config.json");
+ABSL_FLAG(
+    std::string, model, "models/tiny-random",
+    "Model directory: model.safetensors, tokenizer.json, optional config.json");
 ABSL_FLAG(std::string, preset, "moondream2",
           "Built-in config a config.json in the model directory overrides: "
           "moondream2 or moondream-0.5b");
-ABSL_FLAG(std::string, image, "", "Image file (JPEG, PNG, WebP, GIF, TIFF, HEIF, BMP)");
+ABSL_FLAG(std::string, image, "",
+          "Image file (JPEG, PNG, WebP, GIF, TIFF, HEIF, BMP)");
 ABSL_FLAG(std::string, question, "", "query: the question");
 ABSL_FLAG(std::string, object, "", "detect/point: what to look for");
 ABSL_FLAG(std::string, length, "normal", "caption: short or normal");
 ABSL_FLAG(std::string, eye, "", "gaze: eye position x,y in [0,1]");
 ABSL_FLAG(std::string, face, "",
-          "gaze: face box x_min,y_min,x_max,y_max in [0,1] (prioritize_accuracy: 20 probes)");
+          "gaze: face box x_min,y_min,x_max,y_max in [0,1] "
+          "(prioritize_accuracy: 20 probes)");
 ABSL_FLAG(uint64_t, seed, 0, "gaze with --face: seed of the probe positions");
-ABSL_FLAG(bool, force_detect, false, "gaze: answer even when the model says there is none");
-ABSL_FLAG(int, max_tokens, md::kDefaultMaxTokens, "caption/query: most tokens to generate");
+ABSL_FLAG(bool, force_detect, false,
+          "gaze: answer even when the model says there is none");
+ABSL_FLAG(int, max_tokens, md::kDefaultMaxTokens,
+          "caption/query: most tokens to generate");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of text");
-ABSL_FLAG(std::string, annotate, "", "Write the image with results drawn on it (PNG)");
-ABSL_FLAG(std::string, dtype, "fp32", "Compute dtype: fp32 or bf16 (fp16 on CUDA)");
+ABSL_FLAG(std::string, annotate, "",
+          "Write the image with results drawn on it (PNG)");
+ABSL_FLAG(std::string, dtype, "fp32",
+          "Compute dtype: fp32 or bf16 (fp16 on CUDA)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: one per core)");
-ABSL_FLAG(int64_t, max_pixels, 50'000'000, "Refuse images with more pixels than this");
+ABSL_FLAG(int64_t, max_pixels, 50'000'000,
+          "Refuse images with more pixels than this");
 
 namespace md::cli {
 namespace {
@@ -69,26 +77,29 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-absl::StatusOr<std::vector<double>> ParseNumbers(const std::string& text, size_t n,
-                                                 const char* flag) {
+absl::StatusOr<std::vector<double>> ParseNumbers(const std::string& text,
+                                                 size_t n, const char* flag) {
   std::vector<double> values;
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     double v;
     if (!absl::SimpleAtod(part, &v) || v < 0 || v > 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--", flag, " takes ", n, " comma-separated numbers in [0, 1]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, " takes ", n, " comma-separated numbers in [0, 1]"));
     }
     values.push_back(v);
   }
   if (values.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, " takes ", n, " numbers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " takes ", n, " numbers"));
   }
   return values;
 }
 
-absl::StatusOr<std::vector<int>> EncodeText(const ModelBundle& bundle, const std::string& text,
+absl::StatusOr<std::vector<int>> EncodeText(const ModelBundle& bundle,
+                                            const std::string& text,
                                             const char* what) {
-  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat("--", what, " is required"));
+  if (text.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--", what, " is required"));
   return bundle.tokenizer->Encode(text);
 }
 
@@ -100,7 +111,8 @@ struct Session {
 };
 
 absl::Status RunText(Session& s, std::vector<int> prompt, const char* key) {
-  ASSIGN_OR_RETURN(ImageCrops crops, PrepareImage(s.image, s.bundle.model->config().vision));
+  ASSIGN_OR_RETURN(ImageCrops crops,
+                   PrepareImage(s.image, s.bundle.model->config().vision));
   ASSIGN_OR_RETURN(EncodedImage encoded, EncodeImage(*s.bundle.model, crops));
   StreamingDetokenizer detok(s.bundle.tokenizer.get());
   std::string text;
@@ -117,14 +129,16 @@ absl::Status RunText(Session& s, std::vector<int> prompt, const char* key) {
       std::fflush(stdout);
     }
   };
-  ASSIGN_OR_RETURN(TextResult result,
-                   GenerateText(*s.bundle.model, encoded, std::move(prompt),
-                                absl::GetFlag(FLAGS_max_tokens), {}, {}, on_token));
+  ASSIGN_OR_RETURN(
+      TextResult result,
+      GenerateText(*s.bundle.model, encoded, std::move(prompt),
+                   absl::GetFlag(FLAGS_max_tokens), {}, {}, on_token));
   RETURN_IF_ERROR(stream_status);
   const std::string tail = detok.Flush();
   text += tail;
   if (s.json) {
-    Json out = {{key, text}, {"finish_reason", StopReasonName(result.stop)},
+    Json out = {{key, text},
+                {"finish_reason", StopReasonName(result.stop)},
                 {"tokens", result.tokens.size()}};
     std::cout << out.dump() << "\n";
   } else {
@@ -140,14 +154,17 @@ absl::Status RunCaption(Session& s) {
   }
   ASSIGN_OR_RETURN(std::vector<int> prompt,
                    CaptionPrompt(s.bundle.model->config(),
-                                 length == "short" ? CaptionLength::kShort : CaptionLength::kNormal));
+                                 length == "short" ? CaptionLength::kShort
+                                                   : CaptionLength::kNormal));
   return RunText(s, std::move(prompt), "caption");
 }
 
 absl::Status RunQuery(Session& s) {
-  ASSIGN_OR_RETURN(std::vector<int> question,
-                   EncodeText(s.bundle, absl::GetFlag(FLAGS_question), "question"));
-  ASSIGN_OR_RETURN(std::vector<int> prompt, QueryPrompt(s.bundle.model->config(), question));
+  ASSIGN_OR_RETURN(
+      std::vector<int> question,
+      EncodeText(s.bundle, absl::GetFlag(FLAGS_question), "question"));
+  ASSIGN_OR_RETURN(std::vector<int> prompt,
+                   QueryPrompt(s.bundle.model->config(), question));
   return RunText(s, std::move(prompt), "answer");
 }
 
@@ -155,8 +172,9 @@ absl::Status RunRegion(Session& s, bool detect) {
   ASSIGN_OR_RETURN(std::vector<int> object,
                    EncodeText(s.bundle, absl::GetFlag(FLAGS_object), "object"));
   const MoondreamConfig& config = s.bundle.model->config();
-  ASSIGN_OR_RETURN(std::vector<int> prompt,
-                   detect ? DetectPrompt(config, object) : PointPrompt(config, object));
+  ASSIGN_OR_RETURN(std::vector<int> prompt, detect
+                                                ? DetectPrompt(config, object)
+                                                : PointPrompt(config, object));
   ASSIGN_OR_RETURN(ImageCrops crops, PrepareImage(s.image, config.vision));
   ASSIGN_OR_RETURN(EncodedImage encoded, EncodeImage(*s.bundle.model, crops));
   Json out;
@@ -164,14 +182,17 @@ absl::Status RunRegion(Session& s, bool detect) {
     ASSIGN_OR_RETURN(DetectResult r, Detect(*s.bundle.model, encoded, prompt));
     out["objects"] = Json::array();
     for (const Box& b : r.objects) {
-      out["objects"].push_back(
-          {{"x_min", b.x_min}, {"y_min", b.y_min}, {"x_max", b.x_max}, {"y_max", b.y_max}});
+      out["objects"].push_back({{"x_min", b.x_min},
+                                {"y_min", b.y_min},
+                                {"x_max", b.x_max},
+                                {"y_max", b.y_max}});
     }
     s.notes.boxes = r.objects;
   } else {
     ASSIGN_OR_RETURN(PointResult r, PointAt(*s.bundle.model, encoded, prompt));
     out["points"] = Json::array();
-    for (const Point& p : r.points) out["points"].push_back({{"x", p.x}, {"y", p.y}});
+    for (const Point& p : r.points)
+      out["points"].push_back({{"x", p.x}, {"y", p.y}});
     s.notes.points = r.points;
   }
   std::cout << (s.json ? out.dump() : out.dump(2)) << "\n";
@@ -180,65 +201,81 @@ absl::Status RunRegion(Session& s, bool detect) {
 
 absl::Status RunGaze(Session& s) {
   const Model& model = *s.bundle.model;
-  const std::string eye_flag = absl::GetFlag(FLAGS_eye), face_flag = absl::GetFlag(FLAGS_face);
+  const std::string eye_flag = absl::GetFlag(FLAGS_eye),
+                    face_flag = absl::GetFlag(FLAGS_face);
   if (eye_flag.empty() == face_flag.empty()) {
-    return absl::InvalidArgumentError("gaze takes exactly one of --eye=x,y or --face=x0,y0,x1,y1");
+    return absl::InvalidArgumentError(
+        "gaze takes exactly one of --eye=x,y or --face=x0,y0,x1,y1");
   }
   std::optional<Point> gaze;
   if (!eye_flag.empty()) {
     ASSIGN_OR_RETURN(std::vector<double> eye, ParseNumbers(eye_flag, 2, "eye"));
-    ASSIGN_OR_RETURN(ImageCrops crops, PrepareImage(s.image, model.config().vision));
+    ASSIGN_OR_RETURN(ImageCrops crops,
+                     PrepareImage(s.image, model.config().vision));
     ASSIGN_OR_RETURN(EncodedImage encoded, EncodeImage(model, crops));
-    ASSIGN_OR_RETURN(GazeResult r, DetectGaze(model, encoded, s.bundle.gaze_ids,
-                                              Point{eye[0], eye[1]},
-                                              absl::GetFlag(FLAGS_force_detect)));
+    ASSIGN_OR_RETURN(
+        GazeResult r,
+        DetectGaze(model, encoded, s.bundle.gaze_ids, Point{eye[0], eye[1]},
+                   absl::GetFlag(FLAGS_force_detect)));
     gaze = r.gaze;
     s.notes.eye = Point{eye[0], eye[1]};
   } else {
     ASSIGN_OR_RETURN(std::vector<double> f, ParseNumbers(face_flag, 4, "face"));
-    ASSIGN_OR_RETURN(ImageCrops crops, PrepareImage(s.image, model.config().vision));
-    ASSIGN_OR_RETURN(ImageCrops flipped,
-                     PrepareImage(FlipHorizontal(s.image), model.config().vision));
-    ASSIGN_OR_RETURN(std::vector<EncodedImage> encoded, EncodeImages(model, {crops, flipped}));
-    ASSIGN_OR_RETURN(gaze, DetectGazeAccurate(model, encoded[0], encoded[1], s.bundle.gaze_ids,
-                                              FaceBox{f[0], f[1], f[2], f[3]},
-                                              absl::GetFlag(FLAGS_seed),
-                                              absl::GetFlag(FLAGS_force_detect)));
+    ASSIGN_OR_RETURN(ImageCrops crops,
+                     PrepareImage(s.image, model.config().vision));
+    ASSIGN_OR_RETURN(ImageCrops flipped, PrepareImage(FlipHorizontal(s.image),
+                                                      model.config().vision));
+    ASSIGN_OR_RETURN(std::vector<EncodedImage> encoded,
+                     EncodeImages(model, {crops, flipped}));
+    ASSIGN_OR_RETURN(
+        gaze, DetectGazeAccurate(
+                  model, encoded[0], encoded[1], s.bundle.gaze_ids,
+                  FaceBox{f[0], f[1], f[2], f[3]}, absl::GetFlag(FLAGS_seed),
+                  absl::GetFlag(FLAGS_force_detect)));
     s.notes.eye = Point{(f[0] + f[2]) / 2, (f[1] + f[3]) / 2};
   }
   s.notes.gaze = gaze;
-  Json out = {{"gaze", gaze ? Json{{"x", gaze->x}, {"y", gaze->y}} : Json(nullptr)}};
+  Json out = {
+      {"gaze", gaze ? Json{{"x", gaze->x}, {"y", gaze->y}} : Json(nullptr)}};
   std::cout << (s.json ? out.dump() : out.dump(2)) << "\n";
   return absl::OkStatus();
 }
 
 absl::Status Run(const std::string& skill) {
-  if (skill != "caption" && skill != "query" && skill != "detect" && skill != "point" &&
-      skill != "gaze") {
+  if (skill != "caption" && skill != "query" && skill != "detect" &&
+      skill != "point" && skill != "gaze") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown skill '", skill, "' (caption, query, detect, point or gaze; --help for more)"));
+        "unknown skill '", skill,
+        "' (caption, query, detect, point or gaze; --help for more)"));
   }
   ModelOptions options;
   ASSIGN_OR_RETURN(options.dtype, ParseDType(absl::GetFlag(FLAGS_dtype)));
   ASSIGN_OR_RETURN(options.device, ParseDevice(absl::GetFlag(FLAGS_device)));
   const int threads = absl::GetFlag(FLAGS_threads);
-  SetComputeThreads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  SetComputeThreads(
+      threads > 0 ? threads
+                  : static_cast<int>(std::thread::hardware_concurrency()));
 
   const std::string image_path = absl::GetFlag(FLAGS_image);
-  if (image_path.empty()) return absl::InvalidArgumentError("--image is required");
+  if (image_path.empty())
+    return absl::InvalidArgumentError("--image is required");
   ASSIGN_OR_RETURN(std::string bytes, ReadFile(image_path));
 
   Session s;
   s.json = absl::GetFlag(FLAGS_json);
-  ASSIGN_OR_RETURN(s.bundle, LoadModelBundle(absl::GetFlag(FLAGS_model),
-                                             absl::GetFlag(FLAGS_preset), options));
+  ASSIGN_OR_RETURN(s.bundle,
+                   LoadModelBundle(absl::GetFlag(FLAGS_model),
+                                   absl::GetFlag(FLAGS_preset), options));
   std::cerr << DescribeBundle(s.bundle) << "\n";
-  ASSIGN_OR_RETURN(s.image, DecodeImage(bytes, DecodeOptions{.max_pixels =
-                                                                 absl::GetFlag(FLAGS_max_pixels)}));
+  ASSIGN_OR_RETURN(
+      s.image,
+      DecodeImage(
+          bytes, DecodeOptions{.max_pixels = absl::GetFlag(FLAGS_max_pixels)}));
 
   if (skill == "caption") RETURN_IF_ERROR(RunCaption(s));
   if (skill == "query") RETURN_IF_ERROR(RunQuery(s));
-  if (skill == "detect" || skill == "point") RETURN_IF_ERROR(RunRegion(s, skill == "detect"));
+  if (skill == "detect" || skill == "point")
+    RETURN_IF_ERROR(RunRegion(s, skill == "detect"));
   if (skill == "gaze") RETURN_IF_ERROR(RunGaze(s));
 
   if (const std::string out = absl::GetFlag(FLAGS_annotate); !out.empty()) {
@@ -256,10 +293,13 @@ int main(int argc, char** argv) {
       "runs one Moondream skill on a local image.\n\n"
       "  moondream-cli caption --image=photo.jpg [--length=short]\n"
       "  moondream-cli query   --image=photo.jpg --question=\"What is this?\"\n"
-      "  moondream-cli detect  --image=photo.jpg --object=face [--annotate=out.png]\n"
+      "  moondream-cli detect  --image=photo.jpg --object=face "
+      "[--annotate=out.png]\n"
       "  moondream-cli point   --image=photo.jpg --object=cup [--json]\n"
-      "  moondream-cli gaze    --image=photo.jpg --eye=0.4,0.3 | --face=x0,y0,x1,y1\n\n"
-      "--model=DIR picks the model (default: the tiny random test model, whose\n"
+      "  moondream-cli gaze    --image=photo.jpg --eye=0.4,0.3 | "
+      "--face=x0,y0,x1,y1\n\n"
+      "--model=DIR picks the model (default: the tiny random test model, "
+      "whose\n"
       "answers are meaningless; see README 'Real weights').");
   // Accept --max-tokens as well as absl's --max_tokens spelling.
   std::vector<std::string> spelled(argv, argv + argc);
@@ -274,7 +314,8 @@ int main(int argc, char** argv) {
   }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv_fixed.data());
   if (args.size() != 2) {
-    std::cerr << "usage: moondream-cli <caption|query|detect|point|gaze> [flags]; --help for more\n";
+    std::cerr << "usage: moondream-cli <caption|query|detect|point|gaze> "
+                 "[flags]; --help for more\n";
     return 2;
   }
   absl::Status status = md::cli::Run(args[1]);
