@@ -1,0 +1,71 @@
+// moondream-bench: benchmarks for moondream-serve, one subcommand each.
+//
+//   moondream-bench model [flags]   model building blocks on random weights
+//   moondream-bench <cmd> --help    a subcommand's flags
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tools/bench/model_bench.h"
+
+namespace {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  absl::Status (*run)(const std::vector<std::string>& args);
+};
+
+constexpr Subcommand kSubcommands[] = {
+    {"model",
+     "vision encode, prefill and batched decode speed on random weights",
+     md::bench::RunModelBench},
+};
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: moondream-bench <subcommand> [flags]\n\n"
+               "subcommands:\n");
+  for (const Subcommand& cmd : kSubcommands) {
+    std::fprintf(out, "  %-8s %s\n", cmd.name, cmd.summary);
+  }
+  std::fprintf(out,
+               "\n'moondream-bench <subcommand> --help' lists its flags.\n");
+}
+
+const Subcommand* FindSubcommand(const std::string& name) {
+  for (const Subcommand& cmd : kSubcommands) {
+    if (name == cmd.name) return &cmd;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    PrintUsage(stdout);
+    return 0;
+  }
+  const Subcommand* cmd = FindSubcommand(name);
+  if (cmd == nullptr) {
+    std::fprintf(stderr, "moondream-bench: unknown subcommand '%s'\n\n",
+                 name.c_str());
+    PrintUsage(stderr);
+    return 2;
+  }
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  const absl::Status status = cmd->run(args);
+  if (!status.ok()) {
+    std::fprintf(stderr, "moondream-bench %s: %s\n", cmd->name,
+                 std::string(status.message()).c_str());
+    return absl::IsInvalidArgument(status) ? 2 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,719 @@
+#include "tools/bench/model_bench.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/types/span.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/moondream.h"
+#include "model/status_macros.h"
+#include "model/tensor_io.h"
+#include "model/text.h"
+#include "model/tiling.h"
+#include "model/weights.h"
+#include "tools/bench/flags.h"
+#include "tools/bench/op_profile.h"
+#include "tools/bench/stats.h"
+
+namespace md::bench {
+namespace {
+
+constexpr uint64_t kWeightSeed = 20250109;
+constexpr uint64_t kCropSeed = 7;
+
+// A query prompt's worth of tokens: "\n\nQuestion:" + 12 question tokens +
+// "\n\nAnswer:" (20 in all; the ids only need to be valid).
+constexpr int kPromptIds[] = {198,  198, 24361, 25,   1867,  318, 262,
+                              1048, 287, 428,   2939, 1804,  290, 810,
+                              30,   220, 198,   198,  33706, 25};
+constexpr int kPromptTokens = sizeof(kPromptIds) / sizeof(kPromptIds[0]);
+
+// The two image sizes timed: the smallest (global crop + 1 tile) and the
+// largest the preprocessing picks (global + 12 tiles).
+constexpr Tiling kVisionTilings[] = {{1, 1}, {3, 4}};
+
+// Which measurements to run.
+struct Parts {
+  bool vision = true;
+  bool prefill = true;
+  bool decode = true;
+};
+
+struct ModelBenchOptions {
+  std::vector<std::string> config_names;
+  std::vector<at::ScalarType> dtypes;
+  int n_threads = 0;
+  int n_reps = 0;
+  int n_decode_steps = 0;
+  std::vector<int> batch_sizes;
+  Parts parts;
+  bool profile = false;
+  std::string json_path;
+};
+
+// One run of a measured piece under an op profile.
+struct OpBreakdown {
+  double wall_ms = 0;
+  std::vector<OpTime> ops;  // top-level ATen ops, most time first
+};
+
+struct VisionResult {
+  Tiling tiling;
+  int n_crops = 0;
+  Timing time;
+  std::optional<OpBreakdown> profile;  // one encode, with --profile
+};
+
+// One image-prefix chunk then one prompt chunk in the same slot, then the
+// LM head on the prompt's last row.
+struct PrefillResult {
+  int n_image_tokens = 0;
+  int n_prompt_tokens = 0;
+  Timing image;
+  Timing prompt;
+  Timing lm_head;
+  Timing total;
+  std::optional<OpBreakdown> profile;  // the whole prefill, with --profile
+};
+
+// Each sample is one repetition's mean over its steps.
+struct DecodeResult {
+  int batch = 0;
+  int context = 0;  // filled positions per slot before the first step
+  int n_steps = 0;  // steps per repetition
+  int64_t kv_bytes = 0;
+  Timing step;
+  std::optional<OpBreakdown> profile;  // one step, with --profile
+
+  double tokens_per_s() const {
+    const double ms = step.median_ms();
+    return ms > 0 ? batch * 1000.0 / ms : 0;
+  }
+};
+
+struct CaseResult {
+  std::string config;
+  std::string dtype;
+  int64_t weight_bytes = 0;
+  double build_s = 0;
+  double load_start = -1;  // 1-minute load average before and after
+  double load_end = -1;
+  std::vector<VisionResult> vision;      // empty when not asked for
+  std::optional<PrefillResult> prefill;  // likewise
+  std::vector<DecodeResult> decode;
+};
+
+// ---- Options ----
+
+absl::StatusOr<std::vector<std::string>> ConfigNames(const std::string& flag) {
+  if (flag == "both") {
+    return std::vector<std::string>{"moondream-0.5b", "moondream2"};
+  }
+  RETURN_IF_ERROR(PresetConfig(flag).status());
+  return std::vector<std::string>{flag};
+}
+
+absl::StatusOr<std::vector<at::ScalarType>> DTypes(const std::string& flag) {
+  if (flag == "both") {
+    return std::vector<at::ScalarType>{at::kFloat, at::kBFloat16};
+  }
+  ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDType(flag));
+  return std::vector<at::ScalarType>{dtype};
+}
+
+absl::StatusOr<std::vector<int>> BatchSizes(const std::string& flag) {
+  std::vector<int> sizes;
+  for (absl::string_view part : absl::StrSplit(flag, ',', absl::SkipEmpty())) {
+    int b = 0;
+    if (!absl::SimpleAtoi(part, &b) || b < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--batches wants positive integers, got '", flag, "'"));
+    }
+    sizes.push_back(b);
+  }
+  if (sizes.empty()) return absl::InvalidArgumentError("--batches is empty");
+  return sizes;
+}
+
+absl::StatusOr<Parts> ParseParts(const std::string& flag) {
+  Parts parts{false, false, false};
+  for (absl::string_view part : absl::StrSplit(flag, ',', absl::SkipEmpty())) {
+    if (part == "vision") {
+      parts.vision = true;
+    } else if (part == "prefill") {
+      parts.prefill = true;
+    } else if (part == "decode") {
+      parts.decode = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--parts wants vision, prefill and/or decode, got '", part, "'"));
+    }
+  }
+  if (!parts.vision && !parts.prefill && !parts.decode) {
+    return absl::InvalidArgumentError("--parts is empty");
+  }
+  return parts;
+}
+
+// ---- Measurements ----
+
+absl::StatusOr<VisionResult> BenchVision(const Model& model, Tiling tiling,
+                                         int n_reps, bool profile,
+                                         at::Tensor* embedding_PC) {
+  const int side = model.config().vision.crop_size;
+  VisionResult result;
+  result.tiling = tiling;
+  result.n_crops = 1 + tiling.n_tiles();
+  ASSIGN_OR_RETURN(ImageCrops image, CatchTorch("making random crops", [&] {
+                     at::manual_seed(kCropSeed);
+                     return ImageCrops{
+                         at::randint(0, 256, {result.n_crops, side, side, 3},
+                                     at::TensorOptions().dtype(at::kByte)),
+                         tiling};
+                   }));
+  for (int rep = 0; rep <= n_reps; ++rep) {  // rep 0 warms up
+    Stopwatch watch;
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> embeddings,
+                     model.EmbedImages(absl::MakeConstSpan(&image, 1)));
+    const double ms = watch.ElapsedMs();
+    if (rep > 0) result.time.samples_ms.push_back(ms);
+    if (embedding_PC != nullptr) *embedding_PC = embeddings[0];
+  }
+  if (profile) {
+    OpProfile ops;
+    Stopwatch watch;
+    RETURN_IF_ERROR(model.EmbedImages(absl::MakeConstSpan(&image, 1)).status());
+    const double ms = watch.ElapsedMs();
+    result.profile = OpBreakdown{ms, ops.Finish()};
+  }
+  return result;
+}
+
+// The end times (ms since the start) of a prefill's three phases.
+struct PrefillTimes {
+  double image_ms = 0;
+  double prompt_ms = 0;
+  double total_ms = 0;
+};
+
+absl::StatusOr<PrefillTimes> PrefillOnce(const Model& model,
+                                         const at::Tensor& prefix_TC,
+                                         const at::Tensor& prompt_TC,
+                                         KvCache& cache) {
+  const int n_image = static_cast<int>(prefix_TC.size(0));
+  const int n_prompt = static_cast<int>(prompt_TC.size(0));
+  const SequenceChunk image_chunk{/*slot=*/0, /*start_pos=*/0, n_image,
+                                  AttentionMask::kCausal};
+  const SequenceChunk prompt_chunk{/*slot=*/0, n_image, n_prompt,
+                                   AttentionMask::kCausal};
+  PrefillTimes times;
+  Stopwatch watch;
+  RETURN_IF_ERROR(model.Forward(prefix_TC, {image_chunk}, cache).status());
+  times.image_ms = watch.ElapsedMs();
+  ASSIGN_OR_RETURN(at::Tensor hidden_TC,
+                   model.Forward(prompt_TC, {prompt_chunk}, cache));
+  times.prompt_ms = watch.ElapsedMs();
+  RETURN_IF_ERROR(CatchTorchStatus("LM head", [&] {
+    model.Logits(hidden_TC.narrow(0, n_prompt - 1, 1)).argmax(-1).item();
+  }));
+  times.total_ms = watch.ElapsedMs();
+  return times;
+}
+
+// Prefills the image prefix and a prompt into slot 0 of `cache` (which holds
+// them afterwards); with `profile`, once more under an op profile.
+absl::StatusOr<PrefillResult> BenchPrefill(const Model& model,
+                                           const at::Tensor& image_PC,
+                                           int n_reps, bool profile,
+                                           KvCache& cache) {
+  PrefillResult result;
+  result.n_image_tokens = model.prefix_len();
+  result.n_prompt_tokens = kPromptTokens;
+  ASSIGN_OR_RETURN(at::Tensor prefix_TC, model.PrefixEmbeddings(image_PC));
+  ASSIGN_OR_RETURN(at::Tensor prompt_TC, model.EmbedTokens(kPromptIds));
+  for (int rep = 0; rep <= n_reps; ++rep) {  // rep 0 warms up
+    ASSIGN_OR_RETURN(PrefillTimes t,
+                     PrefillOnce(model, prefix_TC, prompt_TC, cache));
+    if (rep == 0) continue;
+    result.image.samples_ms.push_back(t.image_ms);
+    result.prompt.samples_ms.push_back(t.prompt_ms - t.image_ms);
+    result.lm_head.samples_ms.push_back(t.total_ms - t.prompt_ms);
+    result.total.samples_ms.push_back(t.total_ms);
+  }
+  if (profile) {
+    OpProfile ops;
+    ASSIGN_OR_RETURN(PrefillTimes t,
+                     PrefillOnce(model, prefix_TC, prompt_TC, cache));
+    result.profile = OpBreakdown{t.total_ms, ops.Finish()};
+  }
+  return result;
+}
+
+// One decode step for every slot of `cache`: feeds `tokens` at position
+// `pos`, runs the LM head on all rows and replaces `tokens` by the greedy
+// picks.
+absl::Status DecodeStep(const Model& model, int pos, std::vector<int>& tokens,
+                        KvCache& cache) {
+  const int batch = static_cast<int>(tokens.size());
+  std::vector<SequenceChunk> chunks(batch);
+  for (int slot = 0; slot < batch; ++slot) {
+    chunks[slot] = {slot, pos, /*n_tokens=*/1, AttentionMask::kCausal};
+  }
+  ASSIGN_OR_RETURN(at::Tensor embeds_BC, model.EmbedTokens(tokens));
+  ASSIGN_OR_RETURN(at::Tensor hidden_BC,
+                   model.Forward(embeds_BC, chunks, cache));
+  return CatchTorchStatus("LM head and argmax", [&] {
+    at::Tensor next_B =
+        model.Logits(hidden_BC).argmax(-1).to(at::kLong).contiguous();
+    const int64_t* next = next_B.data_ptr<int64_t>();
+    for (int slot = 0; slot < batch; ++slot) {
+      tokens[slot] = static_cast<int>(next[slot]);
+    }
+  });
+}
+
+// `batch` slots each holding `prefix_kv_L2HPD` (context positions), stepped
+// together. Every repetition restarts at the same position, so the cache
+// holds only context + n_steps positions. With `profile`, one more step runs
+// under an op profile.
+absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
+                                         const at::Tensor& prefix_kv_L2HPD,
+                                         int batch, int n_steps, int n_reps,
+                                         bool profile) {
+  DecodeResult result;
+  result.batch = batch;
+  result.context = static_cast<int>(prefix_kv_L2HPD.size(3));
+  result.n_steps = n_steps;
+  ASSIGN_OR_RETURN(KvCache cache,
+                   model.NewKvCache(batch, result.context + n_steps));
+  result.kv_bytes = cache.bytes();
+  RETURN_IF_ERROR(CatchTorchStatus("placing decode contexts", [&] {
+    for (int slot = 0; slot < batch; ++slot) {
+      WriteSlotPrefix(cache, slot, prefix_kv_L2HPD);
+    }
+  }));
+
+  std::vector<int> tokens(batch, kPromptIds[kPromptTokens - 1]);
+  for (int rep = 0; rep <= n_reps; ++rep) {  // rep 0 warms up
+    Stopwatch watch;
+    for (int step = 0; step < n_steps; ++step) {
+      RETURN_IF_ERROR(DecodeStep(model, result.context + step, tokens, cache));
+    }
+    const double ms = watch.ElapsedMs();
+    if (rep > 0) result.step.samples_ms.push_back(ms / n_steps);
+  }
+  if (profile) {
+    OpProfile ops;
+    Stopwatch watch;
+    RETURN_IF_ERROR(DecodeStep(model, result.context, tokens, cache));
+    const double ms = watch.ElapsedMs();
+    result.profile = OpBreakdown{ms, ops.Finish()};
+  }
+  return result;
+}
+
+// ---- Output ----
+
+double Mb(int64_t bytes) { return bytes / (1024.0 * 1024.0); }
+
+// The 1-minute load average (other processes compete for the cores: timings
+// of multi-threaded runs suffer most), or -1 when unknown.
+double LoadAverage() {
+  double load[1];
+  return getloadavg(load, 1) == 1 ? load[0] : -1;
+}
+
+// Environment variables that change how the compute threads behave: OpenMP
+// (LibTorch's pool, oneDNN) and OpenBLAS (fp32 matmuls, its own pool).
+constexpr const char* kThreadingEnv[] = {"OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                                         "GOMP_SPINCOUNT",
+                                         "OPENBLAS_NUM_THREADS"};
+
+std::string ThreadingEnvText() {
+  std::string out;
+  for (const char* name : kThreadingEnv) {
+    const char* value = std::getenv(name);
+    absl::StrAppend(&out, out.empty() ? "" : " ", name, "=",
+                    value == nullptr ? "(unset)" : value);
+  }
+  return out;
+}
+
+nlohmann::json ThreadingEnvJson() {
+  nlohmann::json env = nlohmann::json::object();
+  for (const char* name : kThreadingEnv) {
+    const char* value = std::getenv(name);
+    env[name] = value == nullptr ? nlohmann::json(nullptr) : value;
+  }
+  return env;
+}
+
+void PrintRow(const std::string& what, double ms, const std::string& extra) {
+  std::printf("  %-46s %10.1f ms   %s\n", what.c_str(), ms, extra.c_str());
+  std::fflush(stdout);
+}
+
+// The ops that took most of `b`'s time, and what ran outside ATen ops.
+void PrintProfile(const std::string& what, const OpBreakdown& b) {
+  constexpr size_t kTopOps = 12;
+  std::printf("    profile of one %s: %.1f ms, top-level ATen ops:\n",
+              what.c_str(), b.wall_ms);
+  double in_ops_ms = 0;
+  for (const OpTime& op : b.ops) in_ops_ms += op.ms;
+  for (size_t i = 0; i < b.ops.size() && i < kTopOps; ++i) {
+    const OpTime& op = b.ops[i];
+    std::printf("      %-36s %7lld calls %9.2f ms %5.1f%%\n", op.name.c_str(),
+                static_cast<long long>(op.calls), op.ms,
+                100 * op.ms / b.wall_ms);
+  }
+  if (b.ops.size() > kTopOps) {
+    std::printf("      (%zu more op kinds)\n", b.ops.size() - kTopOps);
+  }
+  std::printf("      %-36s %7s       %9.2f ms %5.1f%%\n", "outside ATen ops",
+              "", b.wall_ms - in_ops_ms,
+              100 * (b.wall_ms - in_ops_ms) / b.wall_ms);
+  std::fflush(stdout);
+}
+
+void PrintVision(const VisionResult& v) {
+  const double ms = v.time.median_ms();
+  PrintRow(absl::StrFormat("vision EmbedImages %dx%d tiling (%d crops)",
+                           v.tiling.rows, v.tiling.cols, v.n_crops),
+           ms, absl::StrFormat("%.1f ms/crop", ms / v.n_crops));
+  if (v.profile.has_value()) {
+    PrintProfile(absl::StrCat("vision encode (", v.n_crops, " crops)"),
+                 *v.profile);
+  }
+}
+
+void PrintPrefill(const PrefillResult& p) {
+  PrintRow(
+      absl::StrFormat("prefill image prefix %d tok (pos 0)", p.n_image_tokens),
+      p.image.median_ms(),
+      absl::StrFormat("%.0f tok/s",
+                      p.n_image_tokens * 1000.0 / p.image.median_ms()));
+  PrintRow(absl::StrFormat("prefill prompt %d tok (pos %d)", p.n_prompt_tokens,
+                           p.n_image_tokens),
+           p.prompt.median_ms(),
+           absl::StrFormat("%.0f tok/s",
+                           p.n_prompt_tokens * 1000.0 / p.prompt.median_ms()));
+  PrintRow("prefill LM head (last row) + argmax", p.lm_head.median_ms(), "");
+  PrintRow("prefill total", p.total.median_ms(), "");
+  if (p.profile.has_value()) PrintProfile("prefill", *p.profile);
+}
+
+void PrintDecode(const DecodeResult& d) {
+  PrintRow(
+      absl::StrFormat("decode batch %d, ctx %d (per step)", d.batch, d.context),
+      d.step.median_ms(),
+      absl::StrFormat("%.1f tok/s (KV %.0f MiB)", d.tokens_per_s(),
+                      Mb(d.kv_bytes)));
+  if (d.profile.has_value()) {
+    PrintProfile(absl::StrCat("decode step (batch ", d.batch, ")"), *d.profile);
+  }
+}
+
+nlohmann::json TimingJson(const Timing& t) {
+  return {{"median_ms", t.median_ms()}, {"samples_ms", t.samples_ms}};
+}
+
+nlohmann::json ProfileJson(const std::optional<OpBreakdown>& b) {
+  if (!b.has_value()) return nullptr;
+  nlohmann::json ops = nlohmann::json::array();
+  for (const OpTime& op : b->ops) {
+    ops.push_back({{"op", op.name}, {"calls", op.calls}, {"ms", op.ms}});
+  }
+  return {{"wall_ms", b->wall_ms}, {"top_level_ops", ops}};
+}
+
+nlohmann::json PrefillJson(const PrefillResult& p) {
+  nlohmann::json image = TimingJson(p.image);
+  image["tokens"] = p.n_image_tokens;
+  image["start_pos"] = 0;
+  image["tokens_per_s"] = p.n_image_tokens * 1000.0 / p.image.median_ms();
+  nlohmann::json prompt = TimingJson(p.prompt);
+  prompt["tokens"] = p.n_prompt_tokens;
+  prompt["start_pos"] = p.n_image_tokens;
+  prompt["tokens_per_s"] = p.n_prompt_tokens * 1000.0 / p.prompt.median_ms();
+  return {{"image_prefix", image},
+          {"prompt", prompt},
+          {"lm_head_last_row", TimingJson(p.lm_head)},
+          {"total", TimingJson(p.total)},
+          {"profile", ProfileJson(p.profile)}};
+}
+
+nlohmann::json CaseJson(const CaseResult& c) {
+  nlohmann::json vision = nlohmann::json::array();
+  for (const VisionResult& v : c.vision) {
+    nlohmann::json j = TimingJson(v.time);
+    j["tiling"] = absl::StrCat(v.tiling.rows, "x", v.tiling.cols);
+    j["crops"] = v.n_crops;
+    j["ms_per_crop"] = v.time.median_ms() / v.n_crops;
+    j["profile"] = ProfileJson(v.profile);
+    vision.push_back(std::move(j));
+  }
+  nlohmann::json decode = nlohmann::json::array();
+  for (const DecodeResult& d : c.decode) {
+    decode.push_back({{"batch", d.batch},
+                      {"context", d.context},
+                      {"steps_per_rep", d.n_steps},
+                      {"kv_cache_bytes", d.kv_bytes},
+                      {"ms_per_step", d.step.median_ms()},
+                      {"tokens_per_s", d.tokens_per_s()},
+                      {"samples_ms_per_step", d.step.samples_ms},
+                      {"profile", ProfileJson(d.profile)}});
+  }
+  return {{"config", c.config},
+          {"dtype", c.dtype},
+          {"weight_bytes", c.weight_bytes},
+          {"weight_build_s", c.build_s},
+          {"load_average_start", c.load_start},
+          {"load_average_end", c.load_end},
+          {"vision_embed_images", vision},
+          {"prefill", c.prefill.has_value() ? PrefillJson(*c.prefill)
+                                            : nlohmann::json(nullptr)},
+          {"decode", decode}};
+}
+
+absl::Status WriteJson(const std::string& path, const ModelBenchOptions& opts,
+                       const std::vector<CaseResult>& cases) {
+  nlohmann::json doc = {
+      {"benchmark", "model"},
+      {"weights", "random (speed only; outputs are meaningless)"},
+      {"threads", at::get_num_threads()},
+      {"hardware_concurrency", std::thread::hardware_concurrency()},
+      {"threading_env", ThreadingEnvJson()},
+      {"reps", opts.n_reps},
+      {"warmup_reps", 1},
+      {"statistic", "median over reps"},
+      {"decode_steps_per_rep", opts.n_decode_steps},
+      {"cases", nlohmann::json::array()}};
+  for (const CaseResult& c : cases) doc["cases"].push_back(CaseJson(c));
+  std::ofstream out(path);
+  out << doc.dump(2) << "\n";
+  out.close();
+  if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+void PrintSummary(const ModelBenchOptions& opts,
+                  const std::vector<CaseResult>& cases) {
+  std::printf("\nsummary (median ms; decode: ms/step and tokens/s)\n");
+  std::printf("  %-16s %-6s", "config", "dtype");
+  if (opts.parts.vision) std::printf(" %12s", "vision 13cr");
+  if (opts.parts.prefill) std::printf(" %12s", "prefill 750");
+  if (opts.parts.decode) {
+    for (int batch : opts.batch_sizes) {
+      std::printf("   %18s", absl::StrCat("decode B=", batch).c_str());
+    }
+  }
+  std::printf("\n");
+  for (const CaseResult& c : cases) {
+    std::printf("  %-16s %-6s", c.config.c_str(), c.dtype.c_str());
+    if (!c.vision.empty()) {
+      std::printf(" %12.1f", c.vision.back().time.median_ms());
+    }
+    if (opts.parts.prefill && c.prefill.has_value()) {
+      std::printf(" %12.1f", c.prefill->total.median_ms());
+    }
+    for (const DecodeResult& d : c.decode) {
+      std::printf("   %8.1f %7.1f/s", d.step.median_ms(), d.tokens_per_s());
+    }
+    std::printf("\n");
+  }
+}
+
+// ---- One config × dtype ----
+
+// Image embeddings for the prefill when the vision encoder is not timed.
+absl::StatusOr<at::Tensor> RandomImageEmbedding(const Model& model) {
+  return CatchTorch("making a random image embedding", [&] {
+    at::manual_seed(kCropSeed);
+    return at::randn(
+               {model.config().vision.n_patches(), model.config().text.dim})
+        .to(model.options().dtype);
+  });
+}
+
+absl::StatusOr<CaseResult> RunCase(const std::string& config_name,
+                                   at::ScalarType dtype,
+                                   const ModelBenchOptions& opts) {
+  CaseResult result;
+  result.config = config_name;
+  result.dtype = std::string(DTypeLabel(dtype));
+  result.load_start = LoadAverage();
+  ASSIGN_OR_RETURN(MoondreamConfig config, PresetConfig(config_name));
+
+  Stopwatch build;
+  ASSIGN_OR_RETURN(Weights weights,
+                   RandomWeights(config, {dtype, at::kCPU}, kWeightSeed));
+  result.weight_bytes = WeightBytes(config, weights);
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Model> model,
+      Model::Create(config, std::move(weights), {dtype, at::kCPU}));
+  result.build_s = build.ElapsedMs() / 1000;
+  std::printf(
+      "\n== %s %s: weights %.0f MiB (random, built in %.1f s), load average "
+      "%.2f ==\n",
+      result.config.c_str(), result.dtype.c_str(), Mb(result.weight_bytes),
+      result.build_s, result.load_start);
+
+  at::Tensor image_PC;
+  if (opts.parts.vision) {
+    for (Tiling tiling : kVisionTilings) {
+      // Profiling the smallest image is enough to see where the time goes.
+      const bool profile = opts.profile && tiling == kVisionTilings[0];
+      ASSIGN_OR_RETURN(VisionResult v, BenchVision(*model, tiling, opts.n_reps,
+                                                   profile, &image_PC));
+      PrintVision(v);
+      result.vision.push_back(std::move(v));
+    }
+  } else {
+    ASSIGN_OR_RETURN(image_PC, RandomImageEmbedding(*model));
+  }
+
+  // Decode starts from the prefilled context, so the prefill always runs
+  // (untimed, once, when it is not asked for).
+  at::Tensor prefix_kv_L2HPD;
+  {
+    ASSIGN_OR_RETURN(KvCache cache,
+                     model->NewKvCache(1, model->prefix_len() + kPromptTokens));
+    ASSIGN_OR_RETURN(
+        PrefillResult p,
+        BenchPrefill(*model, image_PC, opts.parts.prefill ? opts.n_reps : 0,
+                     opts.parts.prefill && opts.profile, cache));
+    ASSIGN_OR_RETURN(prefix_kv_L2HPD,
+                     CatchTorch("reading the prefilled context", [&] {
+                       return ReadSlotPrefix(cache, 0, cache.n_positions);
+                     }));
+    if (opts.parts.prefill) {
+      PrintPrefill(p);
+      result.prefill = std::move(p);
+    }
+  }
+
+  if (opts.parts.decode) {
+    for (int batch : opts.batch_sizes) {
+      ASSIGN_OR_RETURN(DecodeResult d, BenchDecode(*model, prefix_kv_L2HPD,
+                                                   batch, opts.n_decode_steps,
+                                                   opts.n_reps, opts.profile));
+      PrintDecode(d);
+      result.decode.push_back(std::move(d));
+    }
+  }
+  result.load_end = LoadAverage();
+  return result;
+}
+
+}  // namespace
+
+absl::Status RunModelBench(const std::vector<std::string>& args) {
+  std::string config_flag = "moondream-0.5b";
+  std::string dtype_flag = "fp32";
+  std::string batches_flag = "1,8,32";
+  std::string parts_flag = "vision,prefill,decode";
+  std::string json_path;
+  int n_threads = static_cast<int>(std::thread::hardware_concurrency());
+  int n_reps = 3;
+  int n_steps = 10;
+  bool profile = false;
+  FlagParser flags(
+      "model",
+      "Times the model's building blocks on RANDOM weights of the real "
+      "shapes:\n"
+      "vision encode (EmbedImages), prefill of the image prefix and a prompt,\n"
+      "and batched greedy decode steps. Reports the median over --reps after\n"
+      "one warm-up.");
+  flags.AddString("config", &config_flag, "moondream-0.5b | moondream2 | both");
+  flags.AddString("dtype", &dtype_flag, "fp32 | bf16 | both");
+  flags.AddInt("threads", &n_threads, "intra-op compute threads");
+  flags.AddInt("reps", &n_reps, "measured repetitions (after one warm-up)");
+  flags.AddInt("steps", &n_steps, "decode steps per repetition");
+  flags.AddString("batches", &batches_flag,
+                  "decode batch sizes, comma-separated");
+  flags.AddString("parts", &parts_flag,
+                  "what to time: vision, prefill, decode (comma-separated)");
+  flags.AddBool("profile", &profile,
+                "run each part once more (vision: smallest image; decode: "
+                "one step) and time every top-level ATen op");
+  flags.AddString("json", &json_path, "also write the numbers to this file");
+  RETURN_IF_ERROR(flags.Parse(args));
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Usage().c_str());
+    return absl::OkStatus();
+  }
+
+  ModelBenchOptions opts;
+  ASSIGN_OR_RETURN(opts.config_names, ConfigNames(config_flag));
+  ASSIGN_OR_RETURN(opts.dtypes, DTypes(dtype_flag));
+  ASSIGN_OR_RETURN(opts.batch_sizes, BatchSizes(batches_flag));
+  ASSIGN_OR_RETURN(opts.parts, ParseParts(parts_flag));
+  opts.n_threads = n_threads;
+  opts.n_reps = n_reps;
+  opts.n_decode_steps = n_steps;
+  opts.profile = profile;
+  opts.json_path = json_path;
+  if (opts.n_threads < 1 || opts.n_reps < 1 || opts.n_decode_steps < 1) {
+    return absl::InvalidArgumentError(
+        "--threads, --reps and --steps must be >= 1");
+  }
+  if (!opts.json_path.empty() && !std::ofstream(opts.json_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot write --json=", opts.json_path));
+  }
+
+  SetComputeThreads(opts.n_threads);
+  std::printf(
+      "moondream-bench model: RANDOM weights -- the numbers measure speed "
+      "only; the model's outputs are meaningless.\n"
+      "threads: %d (hardware concurrency %u); median of %d reps after 1 "
+      "warm-up; decode: %d steps per rep\n",
+      at::get_num_threads(), std::thread::hardware_concurrency(), opts.n_reps,
+      opts.n_decode_steps);
+  std::printf("threading env: %s\n", ThreadingEnvText().c_str());
+  if (const double load = LoadAverage(); load > 0.5) {
+    std::printf(
+        "warning: load average %.2f before starting: other processes compete "
+        "for the cores, so timings (multi-threaded ones most) will be "
+        "noisy\n",
+        load);
+  }
+  std::fflush(stdout);
+
+  std::vector<CaseResult> cases;
+  for (const std::string& config_name : opts.config_names) {
+    for (at::ScalarType dtype : opts.dtypes) {
+      // The model and its caches live inside RunCase, so each case frees
+      // its memory before the next one allocates.
+      ASSIGN_OR_RETURN(CaseResult c, RunCase(config_name, dtype, opts));
+      cases.push_back(std::move(c));
+      if (!opts.json_path.empty()) {
+        RETURN_IF_ERROR(WriteJson(opts.json_path, opts, cases));
+      }
+    }
+  }
+  PrintSummary(opts, cases);
+  if (!opts.json_path.empty())
+    std::printf("wrote %s\n", opts.json_path.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace md::bench
