@@ -38,5 +38,5 @@ function(md_add_test)
     set(T_LABELS unit)
   endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}"
-    ENVIRONMENT "OMP_NUM_THREADS=2")
+    ENVIRONMENT "OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")
 endfunction()

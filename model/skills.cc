@@ -168,16 +168,32 @@ absl::StatusOr<TextResult> GenerateText(const Model& model,
   return TextResult{run.tokens(), run.stop_reason()};
 }
 
+namespace {
+
+// Detect and point: the same loop; detect feeds a size after each (x, y).
+absl::StatusOr<RegionRun> RunRegionAlone(
+    const Model& model, const EncodedImage& image, RegionRun::Kind kind,
+    std::vector<int> prompt_ids, int max_objects, const StepObserver& observe) {
+  RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
+  const int steps_per_object = kind == RegionRun::Kind::kDetect ? 3 : 2;
+  const int extra =
+      static_cast<int>(prompt_ids.size()) + steps_per_object * max_objects;
+  RegionRun run(kind, std::move(prompt_ids), max_objects,
+                model.config().tokenizer.eos_id);
+  RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
+  return run;
+}
+
+}  // namespace
+
 absl::StatusOr<DetectResult> Detect(const Model& model,
                                     const EncodedImage& image,
                                     std::vector<int> prompt_ids,
                                     int max_objects,
                                     const StepObserver& observe) {
-  RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
-  const int extra = static_cast<int>(prompt_ids.size()) + 3 * max_objects;
-  RegionRun run(RegionRun::Kind::kDetect, std::move(prompt_ids), max_objects,
-                model.config().tokenizer.eos_id);
-  RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
+  ASSIGN_OR_RETURN(RegionRun run,
+                   RunRegionAlone(model, image, RegionRun::Kind::kDetect,
+                                  std::move(prompt_ids), max_objects, observe));
   return DetectResult{run.boxes(), run.bins(), run.first_token(),
                       run.stop_reason()};
 }
@@ -187,11 +203,9 @@ absl::StatusOr<PointResult> PointAt(const Model& model,
                                     std::vector<int> prompt_ids,
                                     int max_objects,
                                     const StepObserver& observe) {
-  RETURN_IF_ERROR(CheckPrompt(model, prompt_ids));
-  const int extra = static_cast<int>(prompt_ids.size()) + 2 * max_objects;
-  RegionRun run(RegionRun::Kind::kPoint, std::move(prompt_ids), max_objects,
-                model.config().tokenizer.eos_id);
-  RETURN_IF_ERROR(RunAlone(model, image, run, extra, observe));
+  ASSIGN_OR_RETURN(RegionRun run,
+                   RunRegionAlone(model, image, RegionRun::Kind::kPoint,
+                                  std::move(prompt_ids), max_objects, observe));
   return PointResult{run.points(), run.bins(), run.first_token(),
                      run.stop_reason()};
 }

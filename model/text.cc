@@ -43,25 +43,51 @@ at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
   at::Tensor visible =
       (k_1K <= q_T1)
           .logical_or((q_T1 < prefix_len).logical_and(k_1K < prefix_len));
-  return visible.logical_not();
+  return visible.logical_not().unsqueeze(0);  // [1, T, K]: same for all heads
+}
+
+// What every layer needs to know about the batch, worked out once per
+// forward.
+struct BatchPlan {
+  at::Tensor cos_NF, sin_NF;       // rotary angles of each row's position
+  at::Tensor slot_N, position_N;   // where each row's K/V goes
+  std::vector<int64_t> first_row;  // per chunk
+  std::vector<at::Tensor> hidden_keys_1TK;  // per chunk; undefined: none
+};
+
+BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
+                        const RotaryTable& rotary, int prefix_len,
+                        at::Device device) {
+  std::vector<int64_t> slots, positions;
+  BatchPlan plan;
+  for (const SequenceChunk& chunk : chunks) {
+    plan.first_row.push_back(static_cast<int64_t>(positions.size()));
+    plan.hidden_keys_1TK.push_back(HiddenKeys(chunk, prefix_len, device));
+    for (int i = 0; i < chunk.n_tokens; ++i) {
+      slots.push_back(chunk.slot);
+      positions.push_back(chunk.start_pos + i);
+    }
+  }
+  plan.slot_N = at::tensor(slots, at::kLong).to(device);
+  plan.position_N = at::tensor(positions, at::kLong).to(device);
+  plan.cos_NF = rotary.cos_PF.index_select(0, plan.position_N);
+  plan.sin_NF = rotary.sin_PF.index_select(0, plan.position_N);
+  return plan;
 }
 
 // Attention of one chunk against its slot (K/V for the chunk already
-// written). q [T, H, D] → [T, H·D].
+// written); q is pre-scaled by 1/√D. q [T, H, D] → [T, H·D].
 at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
                           const at::Tensor& v_HPD, const SequenceChunk& chunk,
-                          int prefix_len) {
+                          const at::Tensor& hidden_keys_1TK) {
   const int64_t end = chunk.start_pos + chunk.n_tokens;
-  const int64_t head_dim = q_THD.size(2);
   at::Tensor keys_HKD = k_HPD.narrow(1, 0, end);
   at::Tensor values_HKD = v_HPD.narrow(1, 0, end);
   at::Tensor scores_HTK =
-      at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2)) *
-      (1.0 / std::sqrt(static_cast<double>(head_dim)));
-  at::Tensor hidden = HiddenKeys(chunk, prefix_len, q_THD.device());
-  if (hidden.defined()) {
-    scores_HTK = scores_HTK.masked_fill(
-        hidden.unsqueeze(0), -std::numeric_limits<double>::infinity());
+      at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2));
+  if (hidden_keys_1TK.defined()) {
+    scores_HTK.masked_fill_(hidden_keys_1TK,
+                            -std::numeric_limits<double>::infinity());
   }
   // Softmax in float32 whatever the compute dtype, then back.
   at::Tensor probs_HTK =
@@ -71,28 +97,34 @@ at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
 }
 
 at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
-                     absl::Span<const SequenceChunk> chunks, at::Tensor& k_SHPD,
-                     at::Tensor& v_SHPD, const at::Tensor& cos_NF,
-                     const at::Tensor& sin_NF, int n_heads, int prefix_len) {
+                     absl::Span<const SequenceChunk> chunks,
+                     const BatchPlan& plan, at::Tensor& k_SHPD,
+                     at::Tensor& v_SHPD, int n_heads) {
   const int64_t n = x_NC.size(0), c = x_NC.size(1), d = c / n_heads;
   std::vector<at::Tensor> qkv = Linear(x_NC, w.qkv).chunk(3, -1);
-  at::Tensor q_NHD = ApplyRotary(qkv[0].view({n, n_heads, d}), cos_NF, sin_NF);
-  at::Tensor k_NHD = ApplyRotary(qkv[1].view({n, n_heads, d}), cos_NF, sin_NF);
+  // The reference scales the scores; scaling q instead is the same product
+  // (exactly so for head_dim 64, where the scale is 1/8) and T·K cheaper.
+  at::Tensor q_NHD =
+      ApplyRotary(qkv[0].view({n, n_heads, d}), plan.cos_NF, plan.sin_NF) *
+      (1.0 / std::sqrt(static_cast<double>(d)));
+  at::Tensor k_NHD =
+      ApplyRotary(qkv[1].view({n, n_heads, d}), plan.cos_NF, plan.sin_NF);
   at::Tensor v_NHD = qkv[2].view({n, n_heads, d});
 
+  // Write every row's K/V into its slot at its position in one go: the
+  // cache seen as [S, P, H, D] is indexed by (slot, position).
+  k_SHPD.permute({0, 2, 1, 3})
+      .index_put_({plan.slot_N, plan.position_N}, k_NHD);
+  v_SHPD.permute({0, 2, 1, 3})
+      .index_put_({plan.slot_N, plan.position_N}, v_NHD);
+
   at::Tensor out_NC = at::empty({n, c}, x_NC.options());
-  int64_t row = 0;
-  for (const SequenceChunk& chunk : chunks) {
-    const int64_t t = chunk.n_tokens;
-    at::Tensor k_HPD = k_SHPD[chunk.slot];
-    at::Tensor v_HPD = v_SHPD[chunk.slot];
-    k_HPD.narrow(1, chunk.start_pos, t)
-        .copy_(k_NHD.narrow(0, row, t).transpose(0, 1));
-    v_HPD.narrow(1, chunk.start_pos, t)
-        .copy_(v_NHD.narrow(0, row, t).transpose(0, 1));
-    out_NC.narrow(0, row, t).copy_(ChunkAttention(
-        q_NHD.narrow(0, row, t), k_HPD, v_HPD, chunk, prefix_len));
-    row += t;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& chunk = chunks[i];
+    const int64_t row = plan.first_row[i], t = chunk.n_tokens;
+    out_NC.narrow(0, row, t).copy_(
+        ChunkAttention(q_NHD.narrow(0, row, t), k_SHPD[chunk.slot],
+                       v_SHPD[chunk.slot], chunk, plan.hidden_keys_1TK[i]));
   }
   return Linear(out_NC, w.proj);
 }
@@ -150,24 +182,16 @@ at::Tensor DecoderForward(const at::Tensor& embeds_NC,
                           KvCache& cache, const TextWeights& w,
                           const TextConfig& config, const RotaryTable& rotary,
                           int prefix_len) {
-  std::vector<int64_t> positions;
-  positions.reserve(embeds_NC.size(0));
-  for (const SequenceChunk& chunk : chunks) {
-    for (int i = 0; i < chunk.n_tokens; ++i)
-      positions.push_back(chunk.start_pos + i);
-  }
-  at::Tensor pos_N = at::tensor(positions, at::kLong).to(embeds_NC.device());
-  at::Tensor cos_NF = rotary.cos_PF.index_select(0, pos_N);
-  at::Tensor sin_NF = rotary.sin_PF.index_select(0, pos_N);
-
+  const BatchPlan plan =
+      MakeBatchPlan(chunks, rotary, prefix_len, embeds_NC.device());
   at::Tensor hidden_NC = embeds_NC;
   for (size_t l = 0; l < w.blocks.size(); ++l) {
     const TextBlockWeights& block = w.blocks[l];
     // Parallel residual: attention and MLP both read the same LN output.
     at::Tensor ln_NC = LayerNorm(hidden_NC, block.ln);
     at::Tensor attn_NC =
-        Attention(ln_NC, block.attn, chunks, cache.k_SHPD[l], cache.v_SHPD[l],
-                  cos_NF, sin_NF, config.n_heads, prefix_len);
+        Attention(ln_NC, block.attn, chunks, plan, cache.k_SHPD[l],
+                  cache.v_SHPD[l], config.n_heads);
     hidden_NC = hidden_NC + attn_NC + Mlp(ln_NC, block.mlp);
   }
   return hidden_NC;

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 if [ $# -gt 0 ]; then
   ctest --test-dir build --output-on-failure -L "$1"
 else

@@ -156,6 +156,27 @@ class GoldenCaseTest : public ::testing::TestWithParam<std::string> {
   std::string tensor(const std::string& key) const {
     return c()["tensors"][key];
   }
+
+  // Prefill logits, then the first object's x, y (and size) logits: x from
+  // the prefill's hidden state, y after feeding x, size after feeding y.
+  void ExpectRegionLogits(const Recorder& rec) const {
+    ASSERT_FALSE(rec.steps.empty());
+    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"),
+                "prefill_logits");
+    const Json& tensors = c()["tensors"];
+    if (tensors.contains("point0_x_logits")) {
+      ASSERT_GE(rec.steps.size(), 2u);
+      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"),
+                  "region_logits");
+      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"),
+                  "region_logits");
+    }
+    if (tensors.contains("point0_size_logits")) {
+      ASSERT_GE(rec.steps.size(), 3u);
+      ExpectClose(rec.steps[2].size_2X, tensor("point0_size_logits"),
+                  "region_logits");
+    }
+  }
 };
 
 TEST_P(GoldenCaseTest, Reproduces) {
@@ -227,21 +248,7 @@ TEST_P(GoldenCaseTest, Reproduces) {
     EXPECT_EQ(bins, expected["bins"].get<std::vector<std::vector<int>>>());
     EXPECT_EQ(first_token, expected["first_token"].get<int>());
     EXPECT_EQ(StopReasonName(stop), ExpectedStop(expected["stop_reason"]));
-    ASSERT_FALSE(rec.steps.empty());
-    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"),
-                "prefill_logits");
-    if (tc["tensors"].contains("point0_x_logits")) {
-      ASSERT_GE(rec.steps.size(), 2u);
-      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"),
-                  "region_logits");
-      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"),
-                  "region_logits");
-    }
-    if (tc["tensors"].contains("point0_size_logits")) {
-      ASSERT_GE(rec.steps.size(), 3u);
-      ExpectClose(rec.steps[2].size_2X, tensor("point0_size_logits"),
-                  "region_logits");
-    }
+    ExpectRegionLogits(rec);
   } else if (task == "gaze") {
     const Json& gp = tc["gaze_prompt"];
     GazePromptIds ids{Ids(gp["before_ids"]), Ids(gp["after_ids"])};
@@ -257,16 +264,7 @@ TEST_P(GoldenCaseTest, Reproduces) {
       EXPECT_EQ(result->gaze->y, expected["gaze"]["y"].get<double>());
       EXPECT_EQ(result->bins, expected["bins"][0].get<std::vector<int>>());
     }
-    ASSERT_FALSE(rec.steps.empty());
-    ExpectClose(rec.steps[0].logits_V, tensor("prefill_logits"),
-                "prefill_logits");
-    if (tc["tensors"].contains("point0_x_logits")) {
-      ASSERT_GE(rec.steps.size(), 2u);
-      ExpectClose(rec.steps[0].coordinate_X, tensor("point0_x_logits"),
-                  "region_logits");
-      ExpectClose(rec.steps[1].coordinate_X, tensor("point0_y_logits"),
-                  "region_logits");
-    }
+    ExpectRegionLogits(rec);
   } else {
     FAIL() << "unknown task " << task;
   }

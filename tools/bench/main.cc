@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "model/threading.h"
 #include "tools/bench/model_bench.h"
 
 namespace {
@@ -44,6 +45,7 @@ const Subcommand* FindSubcommand(const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  md::EnsurePassiveOpenMpWait(argv);
   if (argc < 2) {
     PrintUsage(stderr);
     return 2;

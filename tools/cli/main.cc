@@ -32,6 +32,7 @@
 #include "model/skills.h"
 #include "model/status_macros.h"
 #include "model/tensor_io.h"
+#include "model/threading.h"
 #include "tools/cli/annotate.h"
 
 ABSL_FLAG(
@@ -289,6 +290,7 @@ absl::Status Run(const std::string& skill) {
 }  // namespace md::cli
 
 int main(int argc, char** argv) {
+  md::EnsurePassiveOpenMpWait(argv);
   absl::SetProgramUsageMessage(
       "runs one Moondream skill on a local image.\n\n"
       "  moondream-cli caption --image=photo.jpg [--length=short]\n"
