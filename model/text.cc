@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "model/kernels/decode_attention.h"
 #include "model/layers.h"
 
 namespace md {
@@ -53,14 +54,25 @@ struct BatchPlan {
   at::Tensor slot_N, position_N;   // where each row's K/V goes
   std::vector<int64_t> first_row;  // per chunk
   std::vector<at::Tensor> hidden_keys_1TK;  // per chunk; undefined: none
+  // Single-token chunks (decode steps), attended by one fused kernel call.
+  std::vector<size_t> decode_chunks;
+  std::vector<int> decode_slots, decode_n_keys;
+  at::Tensor decode_rows_B;
 };
 
 BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
                         const RotaryTable& rotary, int prefix_len,
                         at::Device device) {
-  std::vector<int64_t> slots, positions;
+  std::vector<int64_t> slots, positions, decode_rows;
   BatchPlan plan;
-  for (const SequenceChunk& chunk : chunks) {
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& chunk = chunks[i];
+    if (chunk.n_tokens == 1) {
+      plan.decode_chunks.push_back(i);
+      plan.decode_slots.push_back(chunk.slot);
+      plan.decode_n_keys.push_back(chunk.start_pos + 1);
+      decode_rows.push_back(static_cast<int64_t>(positions.size()));
+    }
     plan.first_row.push_back(static_cast<int64_t>(positions.size()));
     plan.hidden_keys_1TK.push_back(HiddenKeys(chunk, prefix_len, device));
     for (int i = 0; i < chunk.n_tokens; ++i) {
@@ -68,6 +80,7 @@ BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
       positions.push_back(chunk.start_pos + i);
     }
   }
+  plan.decode_rows_B = at::tensor(decode_rows, at::kLong).to(device);
   plan.slot_N = at::tensor(slots, at::kLong).to(device);
   plan.position_N = at::tensor(positions, at::kLong).to(device);
   plan.cos_NF = rotary.cos_PF.index_select(0, plan.position_N);
@@ -119,7 +132,20 @@ at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
       .index_put_({plan.slot_N, plan.position_N}, v_NHD);
 
   at::Tensor out_NC = at::empty({n, c}, x_NC.options());
+  std::vector<bool> done(chunks.size(), false);
+  if (plan.decode_chunks.size() > 0) {
+    // All decode steps of the batch in one pass over their slots' K/V.
+    at::Tensor out_BHD = DecodeAttention(
+        q_NHD.index_select(0, plan.decode_rows_B), k_SHPD, v_SHPD,
+        plan.decode_slots, plan.decode_n_keys, /*scale=*/1.0);
+    if (out_BHD.defined()) {
+      out_NC.index_copy_(0, plan.decode_rows_B,
+                         out_BHD.reshape({out_BHD.size(0), c}));
+      for (size_t i : plan.decode_chunks) done[i] = true;
+    }
+  }
   for (size_t i = 0; i < chunks.size(); ++i) {
+    if (done[i]) continue;
     const SequenceChunk& chunk = chunks[i];
     const int64_t row = plan.first_row[i], t = chunk.n_tokens;
     out_NC.narrow(0, row, t).copy_(

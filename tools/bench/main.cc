@@ -1,6 +1,7 @@
 // moondream-bench: benchmarks for moondream-serve, one subcommand each.
 //
-//   moondream-bench model [flags]   model building blocks on random weights
+//   moondream-bench model [flags]       model building blocks on random weights
+//   moondream-bench tokenizer [flags]   tokenizer throughput
 //   moondream-bench <cmd> --help    a subcommand's flags
 #include <cstdio>
 #include <string>
@@ -9,6 +10,7 @@
 #include "absl/status/status.h"
 #include "model/threading.h"
 #include "tools/bench/model_bench.h"
+#include "tools/bench/tokenizer_bench.h"
 
 namespace {
 
@@ -22,6 +24,8 @@ constexpr Subcommand kSubcommands[] = {
     {"model",
      "vision encode, prefill and batched decode speed on random weights",
      md::bench::RunModelBench},
+    {"tokenizer", "GPT-2 BPE encode, decode and streaming detokenize MB/s",
+     md::bench::RunTokenizerBench},
 };
 
 void PrintUsage(std::FILE* out) {

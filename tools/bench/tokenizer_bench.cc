@@ -162,15 +162,4 @@ absl::Status RunTokenizerBench(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
-int RunTokenizerBench(int argc, char** argv) {
-  const std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  const absl::Status status = RunTokenizerBench(args);
-  if (!status.ok()) {
-    std::fprintf(stderr, "moondream-bench tokenizer: %s\n",
-                 std::string(status.message()).c_str());
-    return absl::IsInvalidArgument(status) ? 2 : 1;
-  }
-  return 0;
-}
-
 }  // namespace md::bench

@@ -15,10 +15,6 @@ namespace md::bench {
 // runs the benchmark and prints MB/s (median of --reps runs).
 absl::Status RunTokenizerBench(const std::vector<std::string>& args);
 
-// The same from a main(): argv[0] is the program (or subcommand) name, the
-// flags follow. Prints errors to stderr; returns 0, 2 for bad flags, 1 else.
-int RunTokenizerBench(int argc, char** argv);
-
 }  // namespace md::bench
 
 #endif  // MOONDREAM_TOOLS_BENCH_TOKENIZER_BENCH_H_
