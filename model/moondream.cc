@@ -18,9 +18,27 @@ void SetComputeThreads(int n_threads) {
   if (n_threads > 0) at::set_num_threads(n_threads);
 }
 
+namespace {
+
+absl::Status CheckOptions(const ModelOptions& options) {
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16 &&
+      options.dtype != at::kHalf) {
+    return absl::InvalidArgumentError(
+        "compute dtype must be fp32, bf16 or fp16");
+  }
+  if (options.dtype == at::kHalf && !options.device.is_cuda()) {
+    return absl::InvalidArgumentError(
+        "fp16 compute needs a CUDA device; on CPU use bf16 or fp32");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(
     const std::string& path, const MoondreamConfig& defaults,
     const ModelOptions& options) {
+  RETURN_IF_ERROR(CheckOptions(options));
   namespace fs = std::filesystem;
   std::error_code ec;
   const bool is_dir = fs::is_directory(path, ec);
@@ -42,6 +60,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Create(
     MoondreamConfig config, Weights weights, const ModelOptions& options) {
+  RETURN_IF_ERROR(CheckOptions(options));
   RETURN_IF_ERROR(ValidateConfig(config));
   return CatchTorch("creating the model", [&] {
     return std::unique_ptr<Model>(

@@ -83,6 +83,7 @@ TEST(CliTest, BadInputIsAClearErrorNotACrash) {
       {"gaze --eye=2,0.5 " + kImage, "in [0, 1]"},
       {"caption --length=long " + kImage, "short or normal"},
       {"caption --dtype=int8 " + kImage, "unknown dtype"},
+      {"caption --dtype=fp16 " + kImage, "fp16 compute needs a CUDA device"},
       {"caption --model=/nonexistent " + kImage, "does not exist"},
       {"dance " + kImage, "unknown skill"},
   };
