@@ -9,15 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__x86_64__)
-// GCC 12.2's _mm*_undefined_* trip -Wuninitialized when inlined (GCC bug
-// 105593, fixed in 12.3 by this same pragma inside the header).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "model/kernels/x86_simd.h"
 
 namespace md {
 
@@ -27,8 +19,6 @@ namespace {
 // Letters: M rows of x, N rows of w (output features), K the reduced dim.
 // Kernels are compiled for AVX512-BF16 only; the rest of the file stays
 // baseline x86-64 and calls them after HasAvx512Bf16().
-#define MD_AVX512_BF16 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
 // bf16 values per zmm register; vdpbf16ps sums them pairwise into 16 fp32s.
 constexpr int64_t kLanes = 32;
@@ -207,27 +197,10 @@ MD_AVX512_BF16 __attribute__((noinline)) void LinearColumns(
   for (; n < n_end; ++n) DotAllRows<1>(x, w, b, M, N, K, n, nullptr, y);
 }
 
-#undef MD_AVX512_BF16
-
 }  // namespace
 #endif  // defined(__x86_64__)
 
-bool HasAvx512Bf16() {
-#if defined(__x86_64__)
-  // libgcc also checks that the OS saves the AVX-512 register state.
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bf16");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
+bool HasAvx512Bf16() { return CpuHasAvx512Bf16(); }
 
 namespace {
 

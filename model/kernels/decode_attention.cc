@@ -8,26 +8,12 @@
 #include <limits>
 #include <vector>
 
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which
-// -W(maybe-)uninitialized reports once inlined (GCC PR 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "model/kernels/x86_simd.h"
 
 namespace md {
 namespace {
 
 #if defined(__x86_64__)
-
-// Functions that use AVX-512 carry the target attribute, so the rest of the
-// library builds for the baseline CPU and these run only after the check.
-#define MD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define MD_AVX512_BF16 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
 // Largest head dim; far above any model's, it bounds the int arithmetic.
 constexpr int64_t kMaxHeadDim = 1 << 16;
@@ -35,25 +21,6 @@ constexpr int64_t kMaxHeadDim = 1 << 16;
 constexpr int kBlock = 16;
 // Output dims accumulated in registers at once (8 vectors of 16 floats).
 constexpr int kMaxTileGroups = 8;
-
-bool CpuHasAvx512() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512dq");
-  }();
-  return has;
-}
-
-bool CpuHasAvx512Bf16() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return CpuHasAvx512() && __builtin_cpu_supports("avx512bf16");
-  }();
-  return has;
-}
 
 MD_AVX512 inline __mmask16 FirstLanes(int m) {
   return m >= kBlock ? __mmask16{0xFFFF}
