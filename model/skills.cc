@@ -13,8 +13,6 @@
 namespace md {
 namespace {
 
-constexpr int kGazeProbesPerSide = 10;
-
 std::vector<int> Concat(absl::Span<const int> a, absl::Span<const int> b,
                         absl::Span<const int> c = {}) {
   std::vector<int> out(a.begin(), a.end());
@@ -235,29 +233,60 @@ absl::StatusOr<GazeResult> DetectGaze(const Model& model,
   return GazeResultOf(run);
 }
 
-absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
-    const Model& model, const EncodedImage& image,
-    const EncodedImage& flipped_image, const GazePromptIds& ids, FaceBox face,
-    uint64_t seed, bool force_detect) {
+absl::StatusOr<std::vector<GazeProbe>> AccurateGazeProbes(FaceBox face,
+                                                          uint64_t seed) {
   if (!(face.x_min <= face.x_max && face.y_min <= face.y_max)) {
     return absl::InvalidArgumentError(
         "face box must have x_min <= x_max, y_min <= y_max");
   }
   PythonRandom random(seed);
-  std::vector<RegionRun> runs;
-  std::vector<const EncodedImage*> slot_images;
+  std::vector<GazeProbe> probes;
   for (int side = 0; side < 2; ++side) {
-    const bool flipped = side == 1;
+    const bool mirrored = side == 1;
     for (int i = 0; i < kGazeProbesPerSide; ++i) {
       const double u = random.Uniform(face.x_min, face.x_max);
       const double y = random.Uniform(face.y_min, face.y_max);
-      Point eye{flipped ? 1 - u : u, y};
-      ASSIGN_OR_RETURN(at::Tensor prompt,
-                       GazePromptEmbeddings(model, ids, eye));
-      runs.push_back(RegionRun::Gaze(prompt, model.config().tokenizer.eos_id,
-                                     force_detect));
-      slot_images.push_back(flipped ? &flipped_image : &image);
+      probes.push_back({Point{mirrored ? 1 - u : u, y}, mirrored});
     }
+  }
+  return probes;
+}
+
+std::optional<Point> CombineGazeProbes(
+    absl::Span<const GazeProbe> probes,
+    absl::Span<const std::optional<Point>> answers) {
+  std::vector<PointXY> detections;
+  for (size_t i = 0; i < probes.size() && i < answers.size(); ++i) {
+    if (!answers[i].has_value()) continue;
+    const Point& p = *answers[i];
+    detections.push_back({probes[i].mirrored ? 1 - p.x : p.x, p.y});
+  }
+  if (static_cast<int>(detections.size()) < kGazeProbesPerSide) {
+    return std::nullopt;
+  }
+  std::vector<PointXY> kept = RemoveOutlierPoints(detections);
+  double sx = 0, sy = 0;
+  for (const PointXY& p : kept) {
+    sx += p.x;
+    sy += p.y;
+  }
+  return Point{sx / kept.size(), sy / kept.size()};
+}
+
+absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
+    const Model& model, const EncodedImage& image,
+    const EncodedImage& flipped_image, const GazePromptIds& ids, FaceBox face,
+    uint64_t seed, bool force_detect) {
+  ASSIGN_OR_RETURN(std::vector<GazeProbe> probes,
+                   AccurateGazeProbes(face, seed));
+  std::vector<RegionRun> runs;
+  std::vector<const EncodedImage*> slot_images;
+  for (const GazeProbe& probe : probes) {
+    ASSIGN_OR_RETURN(at::Tensor prompt,
+                     GazePromptEmbeddings(model, ids, probe.eye));
+    runs.push_back(
+        RegionRun::Gaze(prompt, model.config().tokenizer.eos_id, force_detect));
+    slot_images.push_back(probe.mirrored ? &flipped_image : &image);
   }
   const int prompt_len =
       static_cast<int>(ids.before.size() + ids.after.size()) + 2;
@@ -269,22 +298,13 @@ absl::StatusOr<std::optional<Point>> DetectGazeAccurate(
   }
   RETURN_IF_ERROR(RunToCompletion(model, cache, absl::MakeSpan(active)));
 
-  std::vector<PointXY> detections;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    if (runs[i].points().empty()) continue;
-    const Point& p = runs[i].points()[0];
-    const bool flipped = i >= static_cast<size_t>(kGazeProbesPerSide);
-    detections.push_back({flipped ? 1 - p.x : p.x, p.y});
+  std::vector<std::optional<Point>> answers;
+  for (const RegionRun& run : runs) {
+    answers.push_back(run.points().empty()
+                          ? std::nullopt
+                          : std::optional<Point>(run.points()[0]));
   }
-  if (static_cast<int>(detections.size()) < kGazeProbesPerSide)
-    return std::optional<Point>();
-  std::vector<PointXY> kept = RemoveOutlierPoints(detections);
-  double sx = 0, sy = 0;
-  for (const PointXY& p : kept) {
-    sx += p.x;
-    sy += p.y;
-  }
-  return std::optional<Point>(Point{sx / kept.size(), sy / kept.size()});
+  return CombineGazeProbes(probes, answers);
 }
 
 }  // namespace md

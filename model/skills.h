@@ -106,6 +106,22 @@ absl::StatusOr<GazeResult> DetectGaze(const Model& model,
 struct FaceBox {
   double x_min = 0, y_min = 0, x_max = 0, y_max = 0;
 };
+// One probe of prioritize_accuracy: where the eye is placed, on the image or
+// on its mirror image (x then already mirrored).
+struct GazeProbe {
+  Point eye;
+  bool mirrored = false;
+};
+inline constexpr int kGazeProbesPerSide = 10;
+// The 2 × 10 probes in the reference's order (image first).
+absl::StatusOr<std::vector<GazeProbe>> AccurateGazeProbes(FaceBox face,
+                                                          uint64_t seed);
+// The probes' answers (nullopt: none found) → the averaged gaze, or none
+// when fewer than 10 probes answered. Mirrored answers are flipped back.
+std::optional<Point> CombineGazeProbes(
+    absl::Span<const GazeProbe> probes,
+    absl::Span<const std::optional<Point>> answers);
+
 // prioritize_accuracy: 10 eye positions drawn uniformly in the face on the
 // image and 10 on its mirror image (Python's random.seed(seed) stream, in
 // the reference's order), all 20 probes run as one batch; fewer than 10

@@ -25,28 +25,22 @@ at::Tensor RowsOf(const at::Tensor& hidden_NC,
 
 }  // namespace
 
-absl::Status StepRuns(const Model& model, KvCache& cache,
-                      absl::Span<ActiveRun> runs, const StepObserver& observe) {
-  std::vector<size_t> stepping;
-  std::vector<StepInput> inputs;
+absl::StatusOr<std::vector<StepOutput>> ForwardFeeds(
+    const Model& model, KvCache& cache, absl::Span<const Feed> feeds) {
+  std::vector<StepOutput> outputs(feeds.size());
+  if (feeds.empty()) return outputs;
   std::vector<SequenceChunk> chunks;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    if (runs[i].run->done()) continue;
-    ASSIGN_OR_RETURN(StepInput in, runs[i].run->Next(model));
-    const int n_tokens = static_cast<int>(in.embeds_TC.size(0));
-    if (runs[i].pos + n_tokens > cache.n_positions) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "context overflow: slot ", runs[i].slot, " needs position ",
-          runs[i].pos + n_tokens - 1, " but holds ", cache.n_positions));
-    }
-    chunks.push_back({runs[i].slot, runs[i].pos, n_tokens, in.mask});
-    stepping.push_back(i);
-    inputs.push_back(std::move(in));
-  }
-  if (stepping.empty()) return absl::OkStatus();
-
   std::vector<at::Tensor> embeds;
-  for (const StepInput& in : inputs) embeds.push_back(in.embeds_TC);
+  for (const Feed& feed : feeds) {
+    const int n_tokens = static_cast<int>(feed.embeds_TC.size(0));
+    if (feed.pos + n_tokens > cache.n_positions) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "context overflow: slot ", feed.slot, " needs position ",
+          feed.pos + n_tokens - 1, " but holds ", cache.n_positions));
+    }
+    chunks.push_back({feed.slot, feed.pos, n_tokens, feed.mask});
+    embeds.push_back(feed.embeds_TC);
+  }
   ASSIGN_OR_RETURN(
       at::Tensor embeds_NC,
       CatchTorch("batching step inputs", [&] { return at::cat(embeds); }));
@@ -55,8 +49,8 @@ absl::Status StepRuns(const Model& model, KvCache& cache,
 
   const std::vector<int64_t> last_rows = LastRowOfEachChunk(chunks);
   HeadGroup logits, coordinate, size;
-  for (size_t k = 0; k < stepping.size(); ++k) {
-    const HeadRequest& h = inputs[k].heads;
+  for (size_t k = 0; k < feeds.size(); ++k) {
+    const HeadRequest& h = feeds[k].heads;
     for (auto [wanted, group] :
          {std::pair{h.logits, &logits}, std::pair{h.coordinate, &coordinate},
           std::pair{h.size, &size}}) {
@@ -65,8 +59,6 @@ absl::Status StepRuns(const Model& model, KvCache& cache,
       group->runs.push_back(k);
     }
   }
-
-  std::vector<StepOutput> outputs(stepping.size());
   RETURN_IF_ERROR(CatchTorchStatus("evaluating heads", [&] {
     if (!logits.rows.empty()) {
       at::Tensor out = model.Logits(RowsOf(hidden_NC, logits.rows));
@@ -85,14 +77,32 @@ absl::Status StepRuns(const Model& model, KvCache& cache,
       for (size_t j = 0; j < size.runs.size(); ++j)
         outputs[size.runs[j]].size_2X = out[j];
     }
+  }));
+  return outputs;
+}
+
+absl::Status StepRuns(const Model& model, KvCache& cache,
+                      absl::Span<ActiveRun> runs, const StepObserver& observe) {
+  std::vector<size_t> stepping;
+  std::vector<Feed> feeds;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i].run->done()) continue;
+    ASSIGN_OR_RETURN(StepInput in, runs[i].run->Next(model));
+    feeds.push_back({runs[i].slot, runs[i].pos, std::move(in.embeds_TC),
+                     in.mask, in.heads});
+    stepping.push_back(i);
+  }
+  if (stepping.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<StepOutput> outputs,
+                   ForwardFeeds(model, cache, feeds));
+  return CatchTorchStatus("accepting step outputs", [&] {
     for (size_t k = 0; k < stepping.size(); ++k) {
       ActiveRun& active = runs[stepping[k]];
-      active.pos += chunks[k].n_tokens;
+      active.pos += static_cast<int>(feeds[k].embeds_TC.size(0));
       if (observe) observe(stepping[k], outputs[k]);
       active.run->Accept(outputs[k]);
     }
-  }));
-  return absl::OkStatus();
+  });
 }
 
 absl::Status RunToCompletion(const Model& model, KvCache& cache,

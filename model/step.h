@@ -6,8 +6,10 @@
 #define MOONDREAM_MODEL_STEP_H_
 
 #include <functional>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "model/kv_cache.h"
 #include "model/moondream.h"
@@ -20,6 +22,24 @@ struct ActiveRun {
   int slot = 0;
   int pos = 0;  // next position to write in the slot
 };
+
+// One sequence's rows in a batched forward: `embeds_TC` written at positions
+// pos..pos+T−1 of `slot`, and the heads to evaluate on its last row (none for
+// a prefill chunk that is not the prompt's last).
+struct Feed {
+  int slot = 0;
+  int pos = 0;
+  at::Tensor embeds_TC;
+  AttentionMask mask = AttentionMask::kCausal;
+  HeadRequest heads;
+};
+
+// One forward over every feed, then each head once over the rows that asked
+// for it. Returns one StepOutput per feed (empty tensors for heads not
+// asked). Fails without touching the cache when a feed would overflow its
+// slot.
+absl::StatusOr<std::vector<StepOutput>> ForwardFeeds(
+    const Model& model, KvCache& cache, absl::Span<const Feed> feeds);
 
 // Sees every run's head outputs after each step (tests compare them with the
 // reference's logits); index is into the span given to StepRuns.
