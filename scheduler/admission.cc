@@ -16,14 +16,15 @@
 
 namespace md::scheduler {
 
-void TenantUsage::Admit(absl::string_view tenant) {
-  ++n_running_by_tenant_[tenant];
+void TenantUsage::Admit(absl::string_view tenant, int n) {
+  if (n > 0) n_running_by_tenant_[tenant] += n;
 }
 
-void TenantUsage::Release(absl::string_view tenant) {
+void TenantUsage::Release(absl::string_view tenant, int n) {
   auto it = n_running_by_tenant_.find(tenant);
   if (it == n_running_by_tenant_.end()) return;
-  if (--it->second <= 0) n_running_by_tenant_.erase(it);
+  it->second -= n;
+  if (it->second <= 0) n_running_by_tenant_.erase(it);
 }
 
 int TenantUsage::Running(absl::string_view tenant) const {
@@ -42,7 +43,8 @@ int TenantUsage::TotalRunning() const {
 namespace {
 
 bool IsTooLong(const QueuedRequest& request, int positions_per_slot) {
-  if (request.prompt_positions < 0 || request.max_new_positions < 0) {
+  if (request.prompt_positions < 0 || request.max_new_positions < 0 ||
+      request.n_slots < 1) {
     return true;  // Malformed sizes can never be served.
   }
   const int64_t n_positions =
@@ -117,16 +119,21 @@ AdmissionDecision DecideAdmission(const std::vector<QueuedRequest>& queue,
   AdmissionDecision decision;
   std::vector<TenantQueue> tenants = SortOut(queue, limits, now, decision);
 
-  const int n_to_admit =
-      std::max(0, std::min(limits.n_free_slots, limits.max_admit_per_step));
-  for (int n_admitted = 0; n_admitted < n_to_admit; ++n_admitted) {
+  int n_free = std::max(0, limits.n_free_slots);
+  const int max_admit = std::max(0, limits.max_admit_per_step);
+  while (n_free > 0 && static_cast<int>(decision.admit.size()) < max_admit) {
     const size_t i_tenant = PickTenant(tenants, queue, usage);
     if (i_tenant == tenants.size()) break;  // Nothing eligible left.
     TenantQueue& tenant = tenants[i_tenant];
     const QueuedRequest& request = queue[tenant.i_requests.front()];
+    if (request.n_slots > n_free) {
+      tenant.i_requests.clear();  // FIFO: its tenant waits for a later step.
+      continue;
+    }
     tenant.i_requests.pop_front();
     decision.admit.push_back(request.id);
-    usage.Admit(request.tenant);
+    usage.Admit(request.tenant, request.n_slots);
+    n_free -= request.n_slots;
   }
   return decision;
 }

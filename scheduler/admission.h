@@ -8,15 +8,18 @@
 //      │                                       knows)
 //      ├──► deadline <= now? ─yes─► expired    (DEADLINE_EXCEEDED)
 //      ├──► prompt + max_new > positions_per_slot ─► too_long (never fits)
-//      └──► eligible ──► fair pick, up to min(n_free_slots,
-//                        max_admit_per_step) ──► admit (rest stay queued)
+//      └──► eligible ──► fair pick while free slots remain, at most
+//                        max_admit_per_step requests ──► admit (rest stay
+//                        queued)
 //
 // Fairness: among tenants with eligible requests, the next slot goes to the
 // tenant with the fewest running slots (ties: the tenant whose oldest
 // eligible request was enqueued first, then the tenant name). Within a
 // tenant, requests are admitted first in, first out. So a tenant with a deep
 // backlog cannot starve another: a newcomer with nothing running wins every
-// freed slot until it holds as many as the backlogged tenant.
+// freed slot until it holds as many as the backlogged tenant. A request that
+// needs more slots than are free holds back the rest of its tenant's queue
+// for this step (FIFO), but not other tenants.
 //
 // The only state is TenantUsage (running slots per tenant), owned by the
 // engine: DecideAdmission counts each admitted request in it, and the engine
@@ -45,6 +48,9 @@ struct QueuedRequest {
   // prefix included) and the most it may generate.
   int prompt_positions = 0;
   int max_new_positions = 0;
+  // Slots the request holds at once (detect_gaze's accurate mode runs 20
+  // probes side by side; everything else needs one).
+  int n_slots = 1;
   bool cancelled = false;
 };
 
@@ -67,11 +73,11 @@ struct AdmissionDecision {
 // Running slots per tenant: the fairness state, owned by the engine thread.
 class TenantUsage {
  public:
-  // A slot was given to a request of `tenant`.
-  void Admit(absl::string_view tenant);
-  // A slot of `tenant` was freed. Releasing more than was admitted is
+  // `n` slots were given to a request of `tenant`.
+  void Admit(absl::string_view tenant, int n = 1);
+  // `n` slots of `tenant` were freed. Releasing more than was admitted is
   // ignored (the count stays at zero).
-  void Release(absl::string_view tenant);
+  void Release(absl::string_view tenant, int n = 1);
   int Running(absl::string_view tenant) const;
   int TotalRunning() const;
 

@@ -263,6 +263,38 @@ TEST(DecideAdmissionTest, TooLongIsRejectedEvenWithFreeSlots) {
   EXPECT_THAT(decision.admit, ElementsAre(2));
 }
 
+// A 20-slot request (accurate gaze) waits for 20 free slots; its tenant's
+// later requests wait behind it (FIFO), another tenant's do not.
+TEST(DecideAdmissionTest, MultiSlotRequestNeedsAllItsSlotsFree) {
+  QueuedRequest gaze = Request(1, "a", kT0);
+  gaze.n_slots = 20;
+  const std::vector<QueuedRequest> queue = {
+      gaze, Request(2, "a", kT0 + absl::Seconds(1)),
+      Request(3, "b", kT0 + absl::Seconds(2))};
+  TenantUsage usage;
+  AdmissionDecision decision = DecideAdmission(queue, Limits(8), kT0, usage);
+  EXPECT_THAT(decision.admit, ElementsAre(3));
+  EXPECT_EQ(usage.Running("a"), 0);
+
+  TenantUsage fresh;
+  decision = DecideAdmission(queue, Limits(21), kT0, fresh);
+  EXPECT_THAT(decision.admit, ElementsAre(1, 3));
+  EXPECT_EQ(fresh.Running("a"), 20);
+  EXPECT_EQ(fresh.TotalRunning(), 21);
+  fresh.Release("a", 20);
+  EXPECT_EQ(fresh.TotalRunning(), 1);
+}
+
+TEST(DecideAdmissionTest, ZeroSlotRequestIsMalformed) {
+  QueuedRequest bad = Request(1, "a", kT0);
+  bad.n_slots = 0;
+  TenantUsage usage;
+  const AdmissionDecision decision =
+      DecideAdmission({bad}, Limits(4), kT0, usage);
+  EXPECT_THAT(decision.too_long, ElementsAre(1));
+  EXPECT_THAT(decision.admit, IsEmpty());
+}
+
 TEST(TenantUsageTest, ReleaseNeverGoesBelowZero) {
   TenantUsage usage;
   usage.Release("a");

@@ -1,0 +1,47 @@
+#include "scheduler/prefix_cache.h"
+
+#include <ATen/ATen.h>
+
+namespace md::scheduler {
+namespace {
+
+int64_t BytesOf(const at::Tensor& t) {
+  return static_cast<int64_t>(t.numel()) *
+         static_cast<int64_t>(t.element_size());
+}
+
+}  // namespace
+
+std::optional<at::Tensor> PrefixCache::Lookup(const std::string& key) {
+  auto it = index_.find(key);
+  if (it == index_.end()) {
+    ++counters_.misses;
+    return std::nullopt;
+  }
+  ++counters_.hits;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->second;
+}
+
+void PrefixCache::Insert(const std::string& key, at::Tensor prefix_L2HPD) {
+  if (auto it = index_.find(key); it != index_.end()) Erase(it->second);
+  const int64_t bytes = BytesOf(prefix_L2HPD);
+  if (bytes > byte_budget_) return;
+  while (!lru_.empty() && counters_.bytes + bytes > byte_budget_) {
+    Erase(std::prev(lru_.end()));
+    ++counters_.evictions;
+  }
+  lru_.emplace_front(key, std::move(prefix_L2HPD));
+  index_[key] = lru_.begin();
+  counters_.bytes += bytes;
+  counters_.entries = static_cast<int64_t>(lru_.size());
+}
+
+void PrefixCache::Erase(std::list<Entry>::iterator it) {
+  counters_.bytes -= BytesOf(it->second);
+  index_.erase(it->first);
+  lru_.erase(it);
+  counters_.entries = static_cast<int64_t>(lru_.size());
+}
+
+}  // namespace md::scheduler
