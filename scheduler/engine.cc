@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "model/detokenizer.h"
@@ -20,6 +21,7 @@
 #include "model/step.h"
 #include "model/tensor_io.h"
 #include "scheduler/admission.h"
+#include "scheduler/image_encoder.h"
 #include "scheduler/prefix_cache.h"
 #include "scheduler/slots.h"
 
@@ -30,8 +32,10 @@ namespace {
 constexpr int kDetectPositionsPerObject = 3;
 constexpr int kPointPositionsPerObject = 2;
 constexpr int kMaxObjectsLimit = 1000;
-// The engine thread wakes at least this often when idle.
+// The engine thread wakes at least this often when idle, and this often
+// while it waits for an image encode (to check deadlines).
 constexpr absl::Duration kIdlePoll = absl::Milliseconds(200);
+constexpr absl::Duration kBusyPoll = absl::Milliseconds(20);
 
 // One slot's sequence: a skill run and where it stands in its slot.
 struct Sequence {
@@ -84,6 +88,10 @@ class Engine::Impl {
         kv_(std::move(cache)),
         slots_(options_.n_slots),
         prefix_cache_(options_.prefix_cache_bytes) {
+    encoder_ = std::make_unique<ImageEncoder>(model_, [this] {
+      absl::MutexLock lock(&mu_);
+      encode_ready_ = true;
+    });
     PublishGauges(0);
   }
 
@@ -119,17 +127,18 @@ class Engine::Impl {
     bump(stats_);
   }
   bool HasInput() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !inbox_.empty() || !cancels_.empty() || stopping_;
+    return !inbox_.empty() || !cancels_.empty() || stopping_ || encode_ready_;
   }
 
   // ---- Engine thread ----
   void Loop();
   void TakeInbox();
-  void Step();
+  // False when the step changed nothing (it waits for an image encode).
+  bool Step();
   void AdmitFromQueue(absl::Time now);
   absl::Status Start(Job& job, absl::Time now);
   void EndCancelledAndExpired(absl::Time now);
-  void PlaceImagePrefixes();
+  void PlaceImagePrefixes(StepReport& report);
   void ForwardOneStep(StepReport& report);
   void FinishCompleted();
   void AbortAll(const absl::Status& status);
@@ -154,6 +163,7 @@ class Engine::Impl {
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool idle_ ABSL_GUARDED_BY(mu_) = true;
+  bool encode_ready_ ABSL_GUARDED_BY(mu_) = false;
 
   mutable absl::Mutex stats_mu_;
   EngineStats stats_ ABSL_GUARDED_BY(stats_mu_);
@@ -166,8 +176,12 @@ class Engine::Impl {
   std::vector<std::unique_ptr<Job>> queue_;
   std::vector<std::unique_ptr<Job>> running_;  // In admission order.
   double model_seconds_ = 0;                   // This step's.
+  bool progress_ = false;                      // This step's: anything changed.
+  absl::flat_hash_set<std::string> encoding_keys_;  // At the encoder.
 
   std::thread thread_;
+  // Last: destroyed first, while mu_ (its callback's lock) still exists.
+  std::unique_ptr<ImageEncoder> encoder_;
 };
 
 // ---- Submission (any thread) ----
@@ -324,13 +338,17 @@ bool Engine::Impl::WaitIdle(absl::Duration timeout) {
 // ---- The engine thread ----
 
 void Engine::Impl::Loop() {
+  bool progressed = false;
   for (;;) {
     bool stopping;
     {
       absl::MutexLock lock(&mu_);
-      if (queue_.empty() && running_.empty()) {
-        mu_.AwaitWithTimeout(absl::Condition(this, &Impl::HasInput), kIdlePoll);
+      if (!progressed) {
+        const bool idle = queue_.empty() && running_.empty();
+        mu_.AwaitWithTimeout(absl::Condition(this, &Impl::HasInput),
+                             idle ? kIdlePoll : kBusyPoll);
       }
+      encode_ready_ = false;
       stopping = stopping_;
     }
     TakeInbox();
@@ -338,7 +356,7 @@ void Engine::Impl::Loop() {
       AbortAll(absl::UnavailableError("the engine stopped"));
       return;
     }
-    if (!queue_.empty() || !running_.empty()) Step();
+    progressed = (!queue_.empty() || !running_.empty()) && Step();
     absl::MutexLock lock(&mu_);
     idle_ = inbox_.empty() && queue_.empty() && running_.empty();
   }
@@ -362,22 +380,21 @@ void Engine::Impl::TakeInbox() {
   }
 }
 
-void Engine::Impl::Step() {
+bool Engine::Impl::Step() {
   const absl::Time start = absl::Now();
   model_seconds_ = 0;
+  progress_ = false;
   StepReport report;
   AdmitFromQueue(start);
   EndCancelledAndExpired(start);
-  PlaceImagePrefixes();
-  const int64_t encoded_before = Stats().images_encoded;
+  PlaceImagePrefixes(report);
   ForwardOneStep(report);
   FinishCompleted();
   SweepFinished();
+  if (!progress_) return false;
 
   report.step_seconds = SecondsSince(start);
   report.model_seconds = model_seconds_;
-  report.images_encoded =
-      static_cast<int>(Stats().images_encoded - encoded_before);
   {
     absl::MutexLock lock(&stats_mu_);
     ++stats_.steps;
@@ -386,6 +403,7 @@ void Engine::Impl::Step() {
   }
   PublishGauges(report.batch_size);
   if (on_step_) on_step_(report);
+  return true;
 }
 
 void Engine::Impl::AdmitFromQueue(absl::Time now) {
@@ -409,6 +427,8 @@ void Engine::Impl::AdmitFromQueue(absl::Time now) {
       .max_admit_per_step = options_.max_admit_per_step};
   const AdmissionDecision decision =
       DecideAdmission(snapshot, limits, now, usage_);
+  progress_ |= !decision.admit.empty() || !decision.expired.empty() ||
+               !decision.cancelled.empty() || !decision.too_long.empty();
 
   absl::flat_hash_map<uint64_t, Job*> by_id;
   for (auto& job : queue_) by_id[job->id] = job.get();
@@ -473,7 +493,8 @@ absl::Status Engine::Impl::Start(Job& job, absl::Time now) {
     case Skill::kCaption:
     case Skill::kQuery:
       job.seqs[0].run = std::make_unique<TextRun>(
-          r.prompt_ids, r.max_tokens, eos, MakeTokenChooser(r.sampling),
+          r.prompt_ids, r.max_tokens, r.ignore_eos ? -1 : eos,
+          MakeTokenChooser(r.sampling),
           [this, job_ptr](int token) { OnTextToken(*job_ptr, token); });
       break;
     case Skill::kDetect:
@@ -522,7 +543,7 @@ void Engine::Impl::EndCancelledAndExpired(absl::Time now) {
   }
 }
 
-void Engine::Impl::PlaceImagePrefixes() {
+void Engine::Impl::PlaceImagePrefixes(StepReport& report) {
   // Sequences waiting for each image, images in admission order.
   struct Waiting {
     const ImageCrops* crops = nullptr;
@@ -540,11 +561,13 @@ void Engine::Impl::PlaceImagePrefixes() {
       it->second.seqs.emplace_back(job.get(), &seq);
     }
   }
-  if (keys.empty()) return;
 
-  auto place = [&](const Waiting& w, const at::Tensor& prefix_L2HPD) {
-    for (auto [job, seq] : w.seqs) {
+  auto place = [&](const std::string& key, const at::Tensor& prefix_L2HPD) {
+    auto it = waiting.find(key);
+    if (it == waiting.end()) return;
+    for (auto [job, seq] : it->second.seqs) {
       if (job->finished) continue;
+      progress_ = true;
       absl::Status placed = CatchTorchStatus("placing an image prefix", [&] {
         WriteSlotPrefix(kv_, seq->slot, prefix_L2HPD);
       });
@@ -557,54 +580,66 @@ void Engine::Impl::PlaceImagePrefixes() {
       seq->state = SlotState::kPrefill;
       slots_.Set(seq->slot, SlotState::kPrefill);
     }
+    waiting.erase(it);
   };
 
+  // A batch the encoder finished: cache its prefixes and place them.
+  if (std::optional<ImageEncoder::Batch> batch = encoder_->TakeFinished()) {
+    progress_ = true;
+    for (const std::string& key : batch->keys) encoding_keys_.erase(key);
+    if (!batch->encoded.ok()) {
+      for (const std::string& key : batch->keys) {
+        auto it = waiting.find(key);
+        if (it == waiting.end()) continue;
+        for (auto [job, seq] : it->second.seqs) {
+          if (job->finished) continue;
+          Count([](EngineStats& s) { ++s.failed; });
+          Finish(*job, batch->encoded.status());
+        }
+        waiting.erase(it);
+      }
+    } else {
+      const int64_t n = static_cast<int64_t>(batch->keys.size());
+      {
+        absl::MutexLock lock(&stats_mu_);
+        stats_.images_encoded += n;
+        stats_.prefix_prefills += n;
+      }
+      report.images_encoded = static_cast<int>(n);
+      report.encode_seconds = batch->seconds;
+      for (size_t i = 0; i < batch->keys.size(); ++i) {
+        const at::Tensor& prefix = (*batch->encoded)[i].prefix_kv_L2HPD;
+        prefix_cache_.Insert(batch->keys[i], prefix);
+        place(batch->keys[i], prefix);
+      }
+    }
+  }
+
+  // Cache hits are placed now; misses go to the encoder as one batch when
+  // it is free (keys already being encoded just wait).
   std::vector<std::string> to_encode;
+  std::vector<ImageCrops> crops;
+  const bool encoder_free = !encoder_->Busy();
   for (const std::string& key : keys) {
-    // Keys beyond this step's vision batch are not looked up (nor counted as
-    // misses) until their turn.
-    const bool cached = prefix_cache_.Contains(key);
-    if (!cached &&
+    if (!waiting.contains(key) || encoding_keys_.contains(key)) continue;
+    if (prefix_cache_.Contains(key)) {
+      std::optional<at::Tensor> hit = prefix_cache_.Lookup(key);
+      place(key, *hit);
+      continue;
+    }
+    if (!encoder_free ||
         static_cast<int>(to_encode.size()) >= options_.max_images_per_step) {
       continue;
     }
-    if (std::optional<at::Tensor> hit = prefix_cache_.Lookup(key)) {
-      place(waiting[key], *hit);
-    } else {
-      to_encode.push_back(key);
-    }
-  }
-  if (to_encode.empty()) return;
-
-  std::vector<ImageCrops> crops;
-  for (const std::string& key : to_encode) {
+    prefix_cache_.Lookup(key);  // Counts the miss.
+    to_encode.push_back(key);
     crops.push_back(*waiting[key].crops);
     for (auto [job, seq] : waiting[key].seqs) job->image_cache_hit = false;
   }
-  const absl::Time start = absl::Now();
-  absl::StatusOr<std::vector<EncodedImage>> encoded =
-      EncodeImages(model_, crops);
-  model_seconds_ += SecondsSince(start);
-  if (!encoded.ok()) {
-    for (const std::string& key : to_encode) {
-      for (auto [job, seq] : waiting[key].seqs) {
-        if (job->finished) continue;
-        Count([](EngineStats& s) { ++s.failed; });
-        Finish(*job, encoded.status());
-      }
-    }
-    return;
-  }
-  {
-    absl::MutexLock lock(&stats_mu_);
-    stats_.images_encoded += static_cast<int64_t>(to_encode.size());
-    stats_.prefix_prefills += static_cast<int64_t>(to_encode.size());
-  }
-  for (size_t i = 0; i < to_encode.size(); ++i) {
-    const at::Tensor& prefix = (*encoded)[i].prefix_kv_L2HPD;
-    prefix_cache_.Insert(to_encode[i], prefix);
-    place(waiting[to_encode[i]], prefix);
-  }
+  if (to_encode.empty()) return;
+  progress_ = true;
+  for (const std::string& key : to_encode) encoding_keys_.insert(key);
+  encoder_->Start(std::move(to_encode), std::move(crops));
 }
 
 void Engine::Impl::ForwardOneStep(StepReport& report) {
@@ -683,6 +718,7 @@ void Engine::Impl::ForwardOneStep(StepReport& report) {
   }
   report.batch_size = static_cast<int>(feeds.size());
   if (feeds.empty()) return;
+  progress_ = true;
 
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<StepOutput>> outputs =
@@ -791,6 +827,7 @@ void Engine::Impl::ReleaseSequence(Job& job, Sequence& seq) {
 void Engine::Impl::Finish(Job& job, const absl::Status& status) {
   if (job.finished) return;
   job.finished = true;
+  progress_ = true;
   for (Sequence& seq : job.seqs) ReleaseSequence(job, seq);
   const absl::Time now = absl::Now();
   RequestSummary summary;

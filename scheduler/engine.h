@@ -9,8 +9,10 @@
 //                        for free slots; expired / cancelled / too long end
 //   EndCancelledAndExpired  running requests past their deadline or
 //                        cancelled free their slots
-//   PlaceImagePrefixes   cache hits are copied into slots; misses are
-//                        vision-encoded and prefilled as one batch
+//   PlaceImagePrefixes   cache hits are copied into slots; misses go to
+//                        the image encoder thread as one batch (vision +
+//                        prefix prefill) and are placed when it finishes,
+//                        while the other streams keep decoding
 //   ForwardOneStep       prompt chunks under the token budget and one decode
 //                        row for every generating sequence, in one forward;
 //                        each sequence consumes its rows (sample, emit)
@@ -92,17 +94,18 @@ struct EngineStats {
   int64_t cancelled = 0;
   int64_t failed = 0;        // Internal errors.
   double step_seconds = 0;   // Total wall time of steps.
-  double model_seconds = 0;  // Of which: forward, heads and vision.
+  double model_seconds = 0;  // Of which: forward and heads.
 };
 
 // What one step did, for histograms (called on the engine thread).
 struct StepReport {
-  int batch_size = 0;      // Sequences fed.
-  int decode_rows = 0;     // Of which one-row decode steps.
-  int prefill_tokens = 0;  // Prompt tokens fed.
-  int images_encoded = 0;
+  int batch_size = 0;         // Sequences fed.
+  int decode_rows = 0;        // Of which one-row decode steps.
+  int prefill_tokens = 0;     // Prompt tokens fed.
+  int images_encoded = 0;     // Encodes that finished before this step.
+  double encode_seconds = 0;  // Their time on the encoder thread.
   double step_seconds = 0;
-  double model_seconds = 0;
+  double model_seconds = 0;  // Forward and heads on the engine thread.
 };
 using StepCallback = std::function<void(const StepReport&)>;
 

@@ -93,7 +93,10 @@ struct Request {
   int max_tokens = kDefaultMaxTokens;  // Caption and query.
   int max_objects = kMaxObjects;       // Detect and point.
   SamplingParams sampling;             // Caption and query.
-  GazeSettings gaze;                   // Gaze.
+  // Caption and query: generate exactly max_tokens, eos or not (for load
+  // tests and benchmarks, as vLLM's ignore_eos).
+  bool ignore_eos = false;
+  GazeSettings gaze;  // Gaze.
   std::shared_ptr<RequestSink> sink;
 };
 

@@ -295,6 +295,34 @@ TEST(EngineSamplingTest, SeededSamplingIsReproducibleWhateverTheBatch) {
   ExpectIdle(*engine);
 }
 
+TEST(EngineSamplingTest, IgnoreEosGeneratesExactlyMaxTokens) {
+  const Json* early = nullptr;
+  for (const Json& c : testing::Cases()["text_cases"]) {
+    if (c["task"] == "query" && c["expected"]["stop_reason"] == "eos" &&
+        !c["expected"]["tokens"].empty()) {
+      early = &c;
+      break;
+    }
+  }
+  ASSERT_NE(early, nullptr);
+  auto engine = MakeEngine(GoldenOptions(2));
+  ASSERT_NE(engine, nullptr);
+  Request r = GoldenRequest(*early);
+  r.ignore_eos = true;
+  const Result got = RunAlone(*engine, r);
+  ASSERT_TRUE(got.status.ok()) << got.status;
+  EXPECT_EQ(static_cast<int>(got.tokens.size()), r.max_tokens);
+  EXPECT_EQ(got.summary.stop, StopReason::kMaxTokens);
+  const auto golden = (*early)["expected"]["tokens"].get<std::vector<int>>();
+  // Until the reference's eos, the same tokens; then eos itself is emitted.
+  ASSERT_GT(got.tokens.size(), golden.size());
+  EXPECT_EQ(std::vector<int>(got.tokens.begin(),
+                             got.tokens.begin() + golden.size()),
+            golden);
+  EXPECT_EQ(got.tokens[golden.size()],
+            GoldenModel().config().tokenizer.eos_id);
+}
+
 // ---- Image prefix cache ----
 
 TEST(EngineCacheTest, SecondRequestOnSameImageSkipsVisionAndPrefill) {

@@ -2,6 +2,7 @@
 //
 //   moondream-bench model [flags]       model building blocks on random weights
 //   moondream-bench tokenizer [flags]   tokenizer throughput
+//   moondream-bench engine [flags]      continuous batching under load
 //   moondream-bench <cmd> --help    a subcommand's flags
 #include <cstdio>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "model/threading.h"
+#include "tools/bench/engine_bench.h"
 #include "tools/bench/model_bench.h"
 #include "tools/bench/tokenizer_bench.h"
 
@@ -26,6 +28,10 @@ constexpr Subcommand kSubcommands[] = {
      md::bench::RunModelBench},
     {"tokenizer", "GPT-2 BPE encode, decode and streaming detokenize MB/s",
      md::bench::RunTokenizerBench},
+    {"engine",
+     "continuous batching: tokens/s vs concurrency, TTFT, inter-token "
+     "latency",
+     md::bench::RunEngineBench},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -29,22 +29,17 @@
 #include "model/text.h"
 #include "model/tiling.h"
 #include "model/weights.h"
+#include "tools/bench/environment.h"
 #include "tools/bench/flags.h"
 #include "tools/bench/op_profile.h"
 #include "tools/bench/stats.h"
+#include "tools/bench/workload.h"
 
 namespace md::bench {
 namespace {
 
 constexpr uint64_t kWeightSeed = 20250109;
 constexpr uint64_t kCropSeed = 7;
-
-// A query prompt's worth of tokens: "\n\nQuestion:" + 12 question tokens +
-// "\n\nAnswer:" (20 in all; the ids only need to be valid).
-constexpr int kPromptIds[] = {198,  198, 24361, 25,   1867,  318, 262,
-                              1048, 287, 428,   2939, 1804,  290, 810,
-                              30,   220, 198,   198,  33706, 25};
-constexpr int kPromptTokens = sizeof(kPromptIds) / sizeof(kPromptIds[0]);
 
 // The two image sizes timed: the smallest (global crop + 1 tile) and the
 // largest the preprocessing picks (global + 12 tiles).
@@ -178,17 +173,11 @@ absl::StatusOr<Parts> ParseParts(const std::string& flag) {
 absl::StatusOr<VisionResult> BenchVision(const Model& model, Tiling tiling,
                                          int n_reps, bool profile,
                                          at::Tensor* embedding_PC) {
-  const int side = model.config().vision.crop_size;
   VisionResult result;
   result.tiling = tiling;
   result.n_crops = 1 + tiling.n_tiles();
-  ASSIGN_OR_RETURN(ImageCrops image, CatchTorch("making random crops", [&] {
-                     at::manual_seed(kCropSeed);
-                     return ImageCrops{
-                         at::randint(0, 256, {result.n_crops, side, side, 3},
-                                     at::TensorOptions().dtype(at::kByte)),
-                         tiling};
-                   }));
+  ASSIGN_OR_RETURN(ImageCrops image,
+                   RandomCrops(model.config().vision, tiling, kCropSeed));
   for (int rep = 0; rep <= n_reps; ++rep) {  // rep 0 warms up
     Stopwatch watch;
     ASSIGN_OR_RETURN(std::vector<at::Tensor> embeddings,
@@ -331,40 +320,6 @@ absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
 }
 
 // ---- Output ----
-
-double Mb(int64_t bytes) { return bytes / (1024.0 * 1024.0); }
-
-// The 1-minute load average (other processes compete for the cores: timings
-// of multi-threaded runs suffer most), or -1 when unknown.
-double LoadAverage() {
-  double load[1];
-  return getloadavg(load, 1) == 1 ? load[0] : -1;
-}
-
-// Environment variables that change how the compute threads behave: OpenMP
-// (LibTorch's pool, oneDNN) and OpenBLAS (fp32 matmuls, its own pool).
-constexpr const char* kThreadingEnv[] = {"OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-                                         "GOMP_SPINCOUNT",
-                                         "OPENBLAS_NUM_THREADS"};
-
-std::string ThreadingEnvText() {
-  std::string out;
-  for (const char* name : kThreadingEnv) {
-    const char* value = std::getenv(name);
-    absl::StrAppend(&out, out.empty() ? "" : " ", name, "=",
-                    value == nullptr ? "(unset)" : value);
-  }
-  return out;
-}
-
-nlohmann::json ThreadingEnvJson() {
-  nlohmann::json env = nlohmann::json::object();
-  for (const char* name : kThreadingEnv) {
-    const char* value = std::getenv(name);
-    env[name] = value == nullptr ? nlohmann::json(nullptr) : value;
-  }
-  return env;
-}
 
 void PrintRow(const std::string& what, double ms, const std::string& extra) {
   std::printf("  %-46s %10.1f ms   %s\n", what.c_str(), ms, extra.c_str());

@@ -1,0 +1,539 @@
+#include "tools/bench/engine_bench.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "model/config.h"
+#include "model/moondream.h"
+#include "model/status_macros.h"
+#include "model/tensor_io.h"
+#include "model/weights.h"
+#include "scheduler/engine.h"
+#include "scheduler/request.h"
+#include "tools/bench/environment.h"
+#include "tools/bench/flags.h"
+#include "tools/bench/stats.h"
+#include "tools/bench/workload.h"
+
+namespace md::bench {
+namespace {
+
+using scheduler::CollectingSink;
+using scheduler::Engine;
+using scheduler::EngineImage;
+using scheduler::EngineOptions;
+using scheduler::Request;
+using scheduler::Skill;
+using scheduler::StepReport;
+
+constexpr uint64_t kWeightSeed = 20250109;
+constexpr absl::Duration kRequestTimeout = absl::Minutes(30);
+
+struct EngineBenchOptions {
+  std::string config_name = "moondream-0.5b";
+  at::ScalarType dtype = at::kBFloat16;
+  int n_threads = 0;
+  std::vector<int> streams;
+  int n_tokens = 0;
+  int n_serial = 0;
+  int n_ttft_reps = 0;
+  int n_itl_streams = 0;
+  int n_itl_images = 0;
+  int n_itl_tokens = 0;
+  int itl_interval_ms = 0;
+  std::string json_path;
+};
+
+// Percentile by nearest rank (p in [0, 100]); 0 when empty.
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t rank = static_cast<size_t>(
+      std::clamp(p / 100.0 * values.size(), 1.0, double(values.size())));
+  return values[rank - 1];
+}
+
+// Every step's report, for the scheduler's share of each step.
+class StepLog {
+ public:
+  void Add(const StepReport& report) {
+    absl::MutexLock lock(&mu_);
+    reports_.push_back(report);
+  }
+  std::vector<StepReport> Take() {
+    absl::MutexLock lock(&mu_);
+    return std::move(reports_);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<StepReport> reports_ ABSL_GUARDED_BY(mu_);
+};
+
+// One image the benchmark sends (random pixels: key by seed).
+absl::StatusOr<std::shared_ptr<const EngineImage>> BenchImage(
+    const Model& model, uint64_t seed) {
+  auto image = std::make_shared<EngineImage>();
+  image->key = absl::StrCat("bench-image-", seed);
+  ASSIGN_OR_RETURN(image->crops,
+                   RandomCrops(model.config().vision, Tiling{1, 1}, seed));
+  return std::shared_ptr<const EngineImage>(std::move(image));
+}
+
+Request QueryRequest(std::shared_ptr<const EngineImage> image, int n_tokens) {
+  Request r;
+  r.skill = Skill::kQuery;
+  r.image = std::move(image);
+  r.prompt_ids.assign(std::begin(kPromptIds), std::end(kPromptIds));
+  r.max_tokens = n_tokens;
+  r.ignore_eos = true;  // Every stream decodes exactly n_tokens.
+  return r;
+}
+
+// Submits all requests at once and waits for every one.
+absl::StatusOr<std::vector<CollectingSink::Result>> RunTogether(
+    Engine& engine, std::vector<Request> requests) {
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (Request& r : requests) {
+    auto sink = std::make_shared<CollectingSink>();
+    r.sink = sink;
+    RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
+    sinks.push_back(std::move(sink));
+  }
+  std::vector<CollectingSink::Result> results;
+  for (auto& sink : sinks) {
+    if (!sink->WaitDone(kRequestTimeout)) {
+      return absl::DeadlineExceededError("a benchmark request never ended");
+    }
+    results.push_back(sink->result());
+    RETURN_IF_ERROR(results.back().status);
+  }
+  return results;
+}
+
+int64_t TokensOf(const std::vector<CollectingSink::Result>& results) {
+  int64_t n = 0;
+  for (const auto& r : results) n += static_cast<int64_t>(r.tokens.size());
+  return n;
+}
+
+struct Throughput {
+  int streams = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+  // Every stream's tokens equal the first serial request's (same request,
+  // greedy): batching changed nothing.
+  bool identical_to_serial = true;
+  std::vector<int> first_tokens;
+  double tokens_per_s() const { return seconds > 0 ? tokens / seconds : 0; }
+};
+
+// `n` requests one after another: the serial baseline.
+absl::StatusOr<Throughput> MeasureSerial(Engine& engine,
+                                         std::shared_ptr<const EngineImage> im,
+                                         int n, int n_tokens) {
+  Throughput t;
+  t.streams = 1;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < n; ++i) {
+    ASSIGN_OR_RETURN(auto results,
+                     RunTogether(engine, {QueryRequest(im, n_tokens)}));
+    t.tokens += TokensOf(results);
+    if (i == 0) t.first_tokens = results[0].tokens;
+    t.identical_to_serial &= results[0].tokens == t.first_tokens;
+  }
+  t.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return t;
+}
+
+absl::StatusOr<Throughput> MeasureConcurrent(
+    Engine& engine, std::shared_ptr<const EngineImage> image, int n_streams,
+    int n_tokens, const std::vector<int>& serial_tokens) {
+  std::vector<Request> requests(n_streams, QueryRequest(image, n_tokens));
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(auto results, RunTogether(engine, std::move(requests)));
+  Throughput t;
+  t.streams = n_streams;
+  t.tokens = TokensOf(results);
+  t.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  for (const auto& r : results) {
+    t.identical_to_serial &= r.tokens == serial_tokens;
+  }
+  return t;
+}
+
+struct Ttft {
+  std::vector<double> miss_ms;
+  std::vector<double> hit_ms;
+};
+
+// Alternates a request on a never-seen image (miss: vision encode + prefix
+// prefill) with one on the same image again (hit: a KV copy).
+absl::StatusOr<Ttft> MeasureTtft(Engine& engine, const Model& model, int n_reps,
+                                 uint64_t first_seed) {
+  Ttft t;
+  for (int rep = 0; rep < n_reps; ++rep) {
+    ASSIGN_OR_RETURN(auto image, BenchImage(model, first_seed + rep));
+    for (bool hit : {false, true}) {
+      ASSIGN_OR_RETURN(auto results,
+                       RunTogether(engine, {QueryRequest(image, 1)}));
+      if (results[0].summary.image_cache_hit != hit) {
+        return absl::InternalError("unexpected image cache outcome");
+      }
+      const double ms =
+          absl::ToDoubleMilliseconds(results[0].summary.time_to_first);
+      (hit ? t.hit_ms : t.miss_ms).push_back(ms);
+    }
+  }
+  return t;
+}
+
+struct Itl {
+  std::vector<double> quiet_ms;     // Streams alone.
+  std::vector<double> arrivals_ms;  // While new images arrive.
+  int images_arrived = 0;
+};
+
+std::vector<double> InterTokenGapsMs(
+    const std::vector<CollectingSink::Result>& results) {
+  std::vector<double> gaps;
+  for (const auto& r : results) {
+    for (size_t i = 1; i < r.token_times.size(); ++i) {
+      gaps.push_back(
+          absl::ToDoubleMilliseconds(r.token_times[i] - r.token_times[i - 1]));
+    }
+  }
+  return gaps;
+}
+
+// `n_itl_streams` streams of `n_itl_tokens` decode alone; then again while
+// a request on a new image arrives every `itl_interval_ms` (their vision
+// encode and prefix prefill run beside the streams).
+absl::StatusOr<Itl> MeasureItl(Engine& engine, const Model& model,
+                               std::shared_ptr<const EngineImage> warm,
+                               const EngineBenchOptions& opts,
+                               uint64_t first_seed) {
+  Itl itl;
+  std::vector<Request> streams(opts.n_itl_streams,
+                               QueryRequest(warm, opts.n_itl_tokens));
+  ASSIGN_OR_RETURN(auto quiet, RunTogether(engine, streams));
+  itl.quiet_ms = InterTokenGapsMs(quiet);
+
+  std::vector<std::shared_ptr<const EngineImage>> images;
+  for (int i = 0; i < opts.n_itl_images; ++i) {
+    ASSIGN_OR_RETURN(auto image, BenchImage(model, first_seed + i));
+    images.push_back(std::move(image));
+  }
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (Request r : streams) {
+    auto sink = std::make_shared<CollectingSink>();
+    r.sink = sink;
+    RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
+    sinks.push_back(std::move(sink));
+  }
+  sinks[0]->WaitFirstOutput(kRequestTimeout);
+  std::vector<std::shared_ptr<CollectingSink>> arrivals;
+  for (auto& image : images) {
+    absl::SleepFor(absl::Milliseconds(opts.itl_interval_ms));
+    if (sinks[0]->result().done) break;
+    Request r = QueryRequest(image, 1);
+    auto sink = std::make_shared<CollectingSink>();
+    r.sink = sink;
+    RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
+    arrivals.push_back(std::move(sink));
+  }
+  std::vector<CollectingSink::Result> results;
+  for (auto& sink : sinks) {
+    sink->WaitDone(kRequestTimeout);
+    results.push_back(sink->result());
+    RETURN_IF_ERROR(results.back().status);
+  }
+  const absl::Time streams_end = results[0].token_times.back();
+  for (auto& sink : arrivals) {
+    sink->WaitDone(kRequestTimeout);
+    const CollectingSink::Result r = sink->result();
+    RETURN_IF_ERROR(r.status);
+    // Encoded while the streams ran: its first token came before their end.
+    if (!r.token_times.empty() && r.token_times[0] < streams_end) {
+      ++itl.images_arrived;
+    }
+  }
+  itl.arrivals_ms = InterTokenGapsMs(results);
+  return itl;
+}
+
+nlohmann::json LatencyJson(const std::vector<double>& ms) {
+  return {{"n", ms.size()},
+          {"p50_ms", Percentile(ms, 50)},
+          {"p90_ms", Percentile(ms, 90)},
+          {"p99_ms", Percentile(ms, 99)},
+          {"max_ms", Percentile(ms, 100)}};
+}
+
+absl::StatusOr<std::vector<int>> ParseStreams(const std::string& flag) {
+  std::vector<int> streams;
+  for (absl::string_view part : absl::StrSplit(flag, ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(part, &n) || n < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--streams: '", part, "' is not a positive integer"));
+    }
+    streams.push_back(n);
+  }
+  return streams;
+}
+
+absl::Status Run(const EngineBenchOptions& opts) {
+  ASSIGN_OR_RETURN(MoondreamConfig config, PresetConfig(opts.config_name));
+  const double load_start = LoadAverage();
+  Stopwatch build;
+  ASSIGN_OR_RETURN(Weights weights,
+                   RandomWeights(config, {opts.dtype, at::kCPU}, kWeightSeed));
+  const int64_t weight_bytes = WeightBytes(config, weights);
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Model> model,
+      Model::Create(config, std::move(weights), {opts.dtype, at::kCPU}));
+  std::printf("%s %s: weights %.0f MiB (random, built in %.1f s)\n",
+              opts.config_name.c_str(), DTypeLabel(opts.dtype).data(),
+              Mb(weight_bytes), build.ElapsedMs() / 1000);
+
+  const int max_streams =
+      std::max(opts.n_itl_streams + 1,
+               *std::max_element(opts.streams.begin(), opts.streams.end()));
+  EngineOptions engine_options;
+  engine_options.n_slots = max_streams;
+  engine_options.positions_per_slot =
+      std::min(config.text.max_context,
+               model->prefix_len() + kPromptTokens +
+                   std::max(opts.n_tokens, opts.n_itl_tokens) + 1);
+  engine_options.max_queue = 4 * max_streams;
+  engine_options.max_admit_per_step = max_streams;
+  engine_options.model_id = "bench";
+  StepLog steps;
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                   Engine::Create(*model, engine_options,
+                                  [&steps](const StepReport& report) {
+                                    steps.Add(report);
+                                  }));
+
+  // Warm up (and fill the cache with the image every stream uses).
+  ASSIGN_OR_RETURN(auto image, BenchImage(*model, 1));
+  RETURN_IF_ERROR(
+      RunTogether(*engine, {QueryRequest(image, 2), QueryRequest(image, 2)})
+          .status());
+  steps.Take();
+
+  std::printf("serial baseline: %d requests of %d tokens, one at a time\n",
+              opts.n_serial, opts.n_tokens);
+  std::fflush(stdout);
+  ASSIGN_OR_RETURN(Throughput serial,
+                   MeasureSerial(*engine, image, opts.n_serial, opts.n_tokens));
+  std::printf("  %8.1f tokens/s\n", serial.tokens_per_s());
+
+  nlohmann::json concurrency = nlohmann::json::array();
+  double speedup_32 = 0;
+  std::vector<double> scheduler_ms, step_ms, scheduler_share;
+  std::printf("%8s %12s %10s %8s %8s %14s %10s\n", "streams", "tokens/s",
+              "speedup", "wall s", "batch", "decode step ms", "= serial");
+  for (int n : opts.streams) {
+    ASSIGN_OR_RETURN(Throughput t,
+                     MeasureConcurrent(*engine, image, n, opts.n_tokens,
+                                       serial.first_tokens));
+    std::vector<double> batch, decode_step_ms;
+    for (const StepReport& s : steps.Take()) {
+      batch.push_back(s.batch_size);
+      if (s.prefill_tokens == 0 && s.images_encoded == 0) {
+        decode_step_ms.push_back(1000 * s.step_seconds);
+      }
+      const double outside_ms = 1000 * (s.step_seconds - s.model_seconds);
+      scheduler_ms.push_back(outside_ms);
+      step_ms.push_back(1000 * s.step_seconds);
+      if (s.step_seconds > 0) {
+        scheduler_share.push_back(outside_ms / (1000 * s.step_seconds));
+      }
+    }
+    const double speedup = t.tokens_per_s() / serial.tokens_per_s();
+    if (n == 32) speedup_32 = speedup;
+    std::printf("%8d %12.1f %9.2fx %8.2f %8.0f %14.1f %10s\n", n,
+                t.tokens_per_s(), speedup, t.seconds, Median(batch),
+                Median(decode_step_ms), t.identical_to_serial ? "yes" : "NO");
+    std::fflush(stdout);
+    concurrency.push_back({{"streams", n},
+                           {"tokens", t.tokens},
+                           {"seconds", t.seconds},
+                           {"tokens_per_s", t.tokens_per_s()},
+                           {"speedup_vs_serial", speedup},
+                           {"median_batch", Median(batch)},
+                           {"median_decode_step_ms", Median(decode_step_ms)},
+                           {"steps", batch.size()},
+                           {"identical_to_serial", t.identical_to_serial}});
+  }
+
+  ASSIGN_OR_RETURN(Ttft ttft,
+                   MeasureTtft(*engine, *model, opts.n_ttft_reps, 1000));
+  const double miss = Median(ttft.miss_ms), hit = Median(ttft.hit_ms);
+  std::printf("TTFT: cache miss %.0f ms, hit %.0f ms (%.1fx)\n", miss, hit,
+              hit > 0 ? miss / hit : 0);
+  steps.Take();
+
+  ASSIGN_OR_RETURN(Itl itl, MeasureItl(*engine, *model, image, opts, 2000));
+  std::printf(
+      "inter-token latency, %d streams: quiet p50 %.0f / p99 %.0f ms; while "
+      "%d new images arrive p50 %.0f / p99 %.0f ms\n",
+      opts.n_itl_streams, Percentile(itl.quiet_ms, 50),
+      Percentile(itl.quiet_ms, 99), itl.images_arrived,
+      Percentile(itl.arrivals_ms, 50), Percentile(itl.arrivals_ms, 99));
+  steps.Take();
+  std::printf(
+      "scheduler time per step outside model compute: median %.2f ms, p99 "
+      "%.2f ms (median %.2f%% of a step)\n",
+      Median(scheduler_ms), Percentile(scheduler_ms, 99),
+      100 * Median(scheduler_share));
+  if (speedup_32 > 0) {
+    std::printf("speedup_32_vs_serial: %.2f\n", speedup_32);
+  }
+
+  if (opts.json_path.empty()) return absl::OkStatus();
+  nlohmann::json report = {
+      {"benchmark", "engine"},
+      {"note", "RANDOM weights: speed only, outputs are meaningless"},
+      {"config", opts.config_name},
+      {"dtype", std::string(DTypeLabel(opts.dtype))},
+      {"threads", at::get_num_threads()},
+      {"hardware_concurrency", std::thread::hardware_concurrency()},
+      {"threading_env", ThreadingEnvJson()},
+      {"load_average_start", load_start},
+      {"load_average_end", LoadAverage()},
+      {"tokens_per_request", opts.n_tokens},
+      {"prompt_tokens", kPromptTokens},
+      {"engine",
+       {{"slots", engine_options.n_slots},
+        {"positions_per_slot", engine_options.positions_per_slot},
+        {"prefill_token_budget", engine_options.prefill_token_budget},
+        {"prefill_chunk_tokens", engine_options.prefill_chunk_tokens}}},
+      {"serial",
+       {{"requests", opts.n_serial},
+        {"tokens", serial.tokens},
+        {"seconds", serial.seconds},
+        {"tokens_per_s", serial.tokens_per_s()}}},
+      {"concurrency", concurrency},
+      {"speedup_32_vs_serial",
+       speedup_32 > 0 ? nlohmann::json(speedup_32) : nlohmann::json(nullptr)},
+      {"ttft",
+       {{"miss_ms", ttft.miss_ms},
+        {"hit_ms", ttft.hit_ms},
+        {"miss_median_ms", miss},
+        {"hit_median_ms", hit},
+        {"miss_over_hit", hit > 0 ? miss / hit : 0}}},
+      {"inter_token_latency",
+       {{"streams", opts.n_itl_streams},
+        {"tokens_per_stream", opts.n_itl_tokens},
+        {"image_interval_ms", opts.itl_interval_ms},
+        {"quiet", LatencyJson(itl.quiet_ms)},
+        {"while_images_arrive", LatencyJson(itl.arrivals_ms)},
+        {"images_arrived_mid_stream", itl.images_arrived}}},
+      {"scheduler_per_step",
+       {{"median_ms", Median(scheduler_ms)},
+        {"p99_ms", Percentile(scheduler_ms, 99)},
+        {"median_share_of_step", Median(scheduler_share)},
+        {"median_step_ms", Median(step_ms)},
+        {"steps", scheduler_ms.size()}}},
+  };
+  std::ofstream(opts.json_path) << report.dump(2) << "\n";
+  std::printf("wrote %s\n", opts.json_path.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunEngineBench(const std::vector<std::string>& args) {
+  EngineBenchOptions opts;
+  std::string dtype_flag = "bf16";
+  std::string streams_flag = "1,2,4,8,16,32";
+  opts.n_threads = static_cast<int>(std::thread::hardware_concurrency());
+  opts.n_tokens = 32;
+  opts.n_serial = 4;
+  opts.n_ttft_reps = 3;
+  opts.n_itl_streams = 8;
+  opts.n_itl_images = 3;
+  opts.n_itl_tokens = 160;
+  opts.itl_interval_ms = 1000;
+  FlagParser flags(
+      "engine",
+      "Loads the continuous-batching engine with query streams on RANDOM\n"
+      "weights: aggregate tokens/s at each concurrency against the same\n"
+      "requests one at a time (serial), TTFT with an image cache miss and\n"
+      "hit, inter-token latency while new images arrive, and the scheduler's\n"
+      "time per step outside model compute. Every stream decodes exactly\n"
+      "--tokens tokens (eos ignored) after a 20-token prompt on a cached "
+      "image.");
+  flags.AddString("config", &opts.config_name, "moondream-0.5b | moondream2");
+  flags.AddString("dtype", &dtype_flag, "fp32 | bf16");
+  flags.AddInt("threads", &opts.n_threads, "intra-op compute threads");
+  flags.AddString("streams", &streams_flag,
+                  "concurrent stream counts, comma-separated");
+  flags.AddInt("tokens", &opts.n_tokens, "tokens per request");
+  flags.AddInt("serial", &opts.n_serial,
+               "requests in the one-at-a-time baseline");
+  flags.AddInt("ttft-reps", &opts.n_ttft_reps,
+               "cache miss / hit pairs for time to first token");
+  flags.AddInt("itl-streams", &opts.n_itl_streams,
+               "streams decoding while new images arrive");
+  flags.AddInt("itl-images", &opts.n_itl_images,
+               "new images sent during those streams");
+  flags.AddInt("itl-tokens", &opts.n_itl_tokens,
+               "tokens per stream in the inter-token latency runs");
+  flags.AddInt("itl-interval-ms", &opts.itl_interval_ms,
+               "time between new images during those streams");
+  flags.AddString("json", &opts.json_path, "write the report to this file");
+  RETURN_IF_ERROR(flags.Parse(args));
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Usage().c_str());
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(opts.dtype, ParseDType(dtype_flag));
+  ASSIGN_OR_RETURN(opts.streams, ParseStreams(streams_flag));
+  if (opts.n_threads < 1 || opts.n_tokens < 2 || opts.n_serial < 1 ||
+      opts.n_ttft_reps < 1 || opts.n_itl_streams < 1 || opts.n_itl_images < 0 ||
+      opts.n_itl_tokens < 2 || opts.itl_interval_ms < 0) {
+    return absl::InvalidArgumentError(
+        "--threads, --serial, --ttft-reps and --itl-streams must be >= 1, "
+        "--tokens and --itl-tokens >= 2, --itl-images and --itl-interval-ms "
+        ">= 0");
+  }
+  if (!opts.json_path.empty() && !std::ofstream(opts.json_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot write --json=", opts.json_path));
+  }
+  SetComputeThreads(opts.n_threads);
+  std::printf(
+      "moondream-bench engine: RANDOM weights -- speed only; outputs are "
+      "meaningless.\nthreads: %d; %s\n",
+      at::get_num_threads(), ThreadingEnvText().c_str());
+  if (const double load = LoadAverage(); load > 0.5) {
+    std::printf(
+        "warning: load average %.2f before starting: timings will be "
+        "noisy\n",
+        load);
+  }
+  return Run(opts);
+}
+
+}  // namespace md::bench

@@ -1,0 +1,27 @@
+// Inputs the benchmarks share: a query prompt's token ids and random image
+// crops (the weights are random too, so only the shapes matter).
+#ifndef MOONDREAM_TOOLS_BENCH_WORKLOAD_H_
+#define MOONDREAM_TOOLS_BENCH_WORKLOAD_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "model/moondream.h"
+#include "model/tiling.h"
+
+namespace md::bench {
+
+// A query prompt's worth of tokens: "\n\nQuestion:" + 12 question tokens +
+// "\n\nAnswer:" (20 in all; the ids only need to be valid).
+inline constexpr int kPromptIds[] = {198,  198, 24361, 25,   1867,  318, 262,
+                                     1048, 287, 428,   2939, 1804,  290, 810,
+                                     30,   220, 198,   198,  33706, 25};
+inline constexpr int kPromptTokens = sizeof(kPromptIds) / sizeof(kPromptIds[0]);
+
+// Uniform random uint8 crops for `tiling` (global crop + tiles), from `seed`.
+absl::StatusOr<ImageCrops> RandomCrops(const VisionConfig& config,
+                                       Tiling tiling, uint64_t seed);
+
+}  // namespace md::bench
+
+#endif  // MOONDREAM_TOOLS_BENCH_WORKLOAD_H_
