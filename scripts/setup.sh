@@ -10,6 +10,10 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev
   libicu-dev              # Unicode classes for the tokenizer
   libvips-dev             # image decoding + vips_resize (bit-exact crops)
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
+  prometheus-cpp-dev      # /metrics
+  libcpp-httplib-dev      # the Moondream-compatible HTTP gateway
+  python3-grpcio python3-grpc-tools  # a client that is not ours, in tests
   libgtest-dev libgmock-dev
   clang-format
 )

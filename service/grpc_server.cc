@@ -1,0 +1,584 @@
+#include "service/grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "model/status_macros.h"
+#include "moondream/v1/moondream.grpc.pb.h"
+#include "service/observer.h"
+
+namespace md::service {
+namespace {
+
+namespace pb = ::moondream::v1;
+using scheduler::Request;
+using scheduler::RequestSummary;
+
+// absl and gRPC share the canonical code numbers.
+grpc::Status ToGrpc(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  // No deadline comes as a time centuries away.
+  if (deadline >
+      std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+std::string Metadata(const grpc::CallbackServerContext& context,
+                     const std::string& key) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(key);
+  if (it == metadata.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+absl::StatusOr<std::string> Authenticate(
+    const Service& service, const grpc::CallbackServerContext& context) {
+  std::string key = Metadata(context, "x-moondream-auth");
+  if (key.empty()) key = Metadata(context, "authorization");
+  return service.Authenticate(key);
+}
+
+ImageRef ToRef(const pb::Image& image) {
+  ImageRef ref;
+  if (image.source_case() == pb::Image::kData) ref.bytes = image.data();
+  if (image.source_case() == pb::Image::kHandle) ref.handle = image.handle();
+  return ref;
+}
+
+TextSettings ToSettings(const pb::SamplingSettings& s) {
+  TextSettings out;
+  if (s.has_max_tokens()) out.max_tokens = s.max_tokens();
+  if (s.has_temperature()) out.temperature = s.temperature();
+  if (s.has_top_p()) out.top_p = s.top_p();
+  if (s.has_min_p()) out.min_p = s.min_p();
+  if (s.has_seed()) out.seed = s.seed();
+  return out;
+}
+
+void FillUsage(const RequestSummary& summary, pb::Usage* usage) {
+  usage->set_prompt_tokens(summary.prompt_tokens);
+  usage->set_output_tokens(summary.output_tokens);
+  usage->set_image_cache_hit(summary.image_cache_hit);
+}
+
+// What an engine sink forwards to: the call's reactor, while it lives.
+class EngineCall {
+ public:
+  virtual ~EngineCall() = default;
+  virtual void OnText(absl::string_view text) {}
+  virtual void OnBox(const Box& box) {}
+  virtual void OnPoint(const md::Point& point) {}
+  virtual void OnGaze(const std::optional<md::Point>& gaze) {}
+  virtual void OnEnd(const absl::Status& status,
+                     const RequestSummary& summary) = 0;
+};
+
+// Shared by a reactor and its engine sink; the reactor clears `call` when
+// gRPC is done with it, so the sink never touches a deleted reactor.
+struct Link {
+  absl::Mutex mu;
+  EngineCall* call ABSL_GUARDED_BY(mu) = nullptr;
+};
+
+class LinkSink final : public scheduler::RequestSink {
+ public:
+  explicit LinkSink(std::shared_ptr<Link> link) : link_(std::move(link)) {}
+  void OnToken(int token, absl::string_view text) override {
+    if (text.empty()) return;
+    absl::MutexLock lock(&link_->mu);
+    if (link_->call != nullptr) link_->call->OnText(text);
+  }
+  void OnTextTail(absl::string_view text) override {
+    absl::MutexLock lock(&link_->mu);
+    if (link_->call != nullptr) link_->call->OnText(text);
+  }
+  void OnBox(const Box& box) override {
+    absl::MutexLock lock(&link_->mu);
+    if (link_->call != nullptr) link_->call->OnBox(box);
+  }
+  void OnPoint(const md::Point& point) override {
+    absl::MutexLock lock(&link_->mu);
+    if (link_->call != nullptr) link_->call->OnPoint(point);
+  }
+  void OnGaze(const std::optional<md::Point>& gaze) override {
+    absl::MutexLock lock(&link_->mu);
+    if (link_->call != nullptr) link_->call->OnGaze(gaze);
+  }
+  void OnDone(const absl::Status& status,
+              const RequestSummary& summary) override {
+    absl::MutexLock lock(&link_->mu);
+    if (link_->call != nullptr) link_->call->OnEnd(status, summary);
+  }
+
+ private:
+  std::shared_ptr<Link> link_;
+};
+
+// The engine side of one call: submit, cancel (also before the id is
+// known), and report to the observer.
+class CallCore {
+ public:
+  CallCore(Service& service, RequestObserver* observer, std::string skill)
+      : service_(service), observer_(observer), skill_(std::move(skill)) {}
+
+  // Fills tenant, deadline and sink, then submits.
+  absl::Status Submit(absl::StatusOr<Request> request,
+                      const std::string& tenant, absl::Time deadline,
+                      std::shared_ptr<Link> link) {
+    tenant_ = tenant;
+    if (!request.ok()) return request.status();
+    request->tenant = tenant;
+    request->deadline = deadline;
+    request->sink = std::make_shared<LinkSink>(std::move(link));
+    ASSIGN_OR_RETURN(uint64_t id, service_.Submit(*std::move(request)));
+    absl::MutexLock lock(&mu_);
+    id_ = id;
+    if (cancelled_) service_.Cancel(id);
+    return absl::OkStatus();
+  }
+
+  void Cancel() {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (id_.has_value()) service_.Cancel(*id_);
+  }
+
+  void Report(const absl::Status& status, const RequestSummary& summary,
+              bool reached_engine) {
+    if (observer_ == nullptr) return;
+    observer_->OnRequestDone(skill_, tenant_.empty() ? "unknown" : tenant_,
+                             status, summary, reached_engine);
+  }
+
+  // Gap since the previous streamed output.
+  void MarkOutput() {
+    const absl::Time now = absl::Now();
+    if (observer_ != nullptr && last_output_.has_value()) {
+      observer_->OnInterTokenGap(now - *last_output_);
+    }
+    last_output_ = now;
+  }
+
+ private:
+  Service& service_;
+  RequestObserver* observer_;
+  const std::string skill_;
+  std::string tenant_;
+  absl::Mutex mu_;
+  std::optional<uint64_t> id_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Time> last_output_;  // Engine thread only.
+};
+
+// Caption and Query: text pieces as they come, then a last message with the
+// finish reason and usage. Writes are one at a time; pieces that arrive
+// while a write is in flight are sent together in the next one.
+class TextStream final : public grpc::ServerWriteReactor<pb::TextChunk>,
+                         public EngineCall {
+ public:
+  TextStream(Service& service, RequestObserver* observer, std::string skill)
+      : core_(service, observer, std::move(skill)),
+        link_(std::make_shared<Link>()) {
+    absl::MutexLock lock(&link_->mu);
+    link_->call = this;
+  }
+
+  void Begin(absl::StatusOr<std::string> tenant,
+             const std::function<absl::StatusOr<Request>()>& build,
+             absl::Time deadline) {
+    absl::Status submitted =
+        tenant.ok() ? core_.Submit(build(), *tenant, deadline, link_)
+                    : tenant.status();
+    if (!submitted.ok()) {
+      core_.Report(submitted, {}, false);
+      Finish(ToGrpc(submitted));
+    }
+  }
+
+  // ---- Engine thread (under the link's lock) ----
+  void OnText(absl::string_view text) override {
+    core_.MarkOutput();
+    absl::MutexLock lock(&mu_);
+    pending_text_.append(text.data(), text.size());
+    MaybeWrite();
+  }
+  void OnEnd(const absl::Status& status,
+             const RequestSummary& summary) override {
+    core_.Report(status, summary, true);
+    absl::MutexLock lock(&mu_);
+    end_status_ = status;
+    end_summary_ = summary;
+    MaybeWrite();
+  }
+
+  // ---- gRPC ----
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) broken_ = true;
+    MaybeWrite();
+  }
+  void OnCancel() override { core_.Cancel(); }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->call = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  void MaybeWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    if (!pending_text_.empty() && !broken_) {
+      out_.Clear();
+      out_.set_text(std::move(pending_text_));
+      pending_text_.clear();
+      writing_ = true;
+      StartWrite(&out_);
+      return;
+    }
+    if (!end_status_.has_value()) return;
+    finished_ = true;
+    if (!end_status_->ok() || broken_) {
+      Finish(ToGrpc(end_status_->ok() ? absl::CancelledError("stream broken")
+                                      : *end_status_));
+      return;
+    }
+    out_.Clear();
+    out_.set_finished(true);
+    out_.set_finish_reason(StopReasonName(end_summary_.stop));
+    FillUsage(end_summary_, out_.mutable_usage());
+    StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+  }
+
+  CallCore core_;
+  std::shared_ptr<Link> link_;
+  absl::Mutex mu_;
+  std::string pending_text_ ABSL_GUARDED_BY(mu_);
+  pb::TextChunk out_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> end_status_ ABSL_GUARDED_BY(mu_);
+  RequestSummary end_summary_ ABSL_GUARDED_BY(mu_);
+};
+
+// Detect, Point and DetectGaze: collect the engine's outputs into the
+// response, finish once.
+template <typename Response>
+class UnaryCall final : public grpc::ServerUnaryReactor, public EngineCall {
+ public:
+  UnaryCall(Service& service, RequestObserver* observer, std::string skill,
+            Response* response)
+      : core_(service, observer, std::move(skill)),
+        link_(std::make_shared<Link>()),
+        response_(response) {
+    absl::MutexLock lock(&link_->mu);
+    link_->call = this;
+  }
+
+  void Begin(absl::StatusOr<std::string> tenant,
+             const std::function<absl::StatusOr<Request>()>& build,
+             absl::Time deadline) {
+    absl::Status submitted =
+        tenant.ok() ? core_.Submit(build(), *tenant, deadline, link_)
+                    : tenant.status();
+    if (!submitted.ok()) {
+      core_.Report(submitted, {}, false);
+      Finish(ToGrpc(submitted));
+    }
+  }
+
+  void OnBox(const Box& box) override {
+    if constexpr (std::is_same_v<Response, pb::DetectResponse>) {
+      pb::BoundingBox* out = response_->add_objects();
+      out->set_x_min(box.x_min);
+      out->set_y_min(box.y_min);
+      out->set_x_max(box.x_max);
+      out->set_y_max(box.y_max);
+    }
+  }
+  void OnPoint(const md::Point& point) override {
+    if constexpr (std::is_same_v<Response, pb::PointResponse>) {
+      pb::Point* out = response_->add_points();
+      out->set_x(point.x);
+      out->set_y(point.y);
+    }
+  }
+  void OnGaze(const std::optional<md::Point>& gaze) override {
+    if constexpr (std::is_same_v<Response, pb::DetectGazeResponse>) {
+      if (gaze.has_value()) {
+        response_->mutable_gaze()->set_x(gaze->x);
+        response_->mutable_gaze()->set_y(gaze->y);
+      }
+    }
+  }
+  void OnEnd(const absl::Status& status,
+             const RequestSummary& summary) override {
+    core_.Report(status, summary, true);
+    if (status.ok()) FillUsage(summary, response_->mutable_usage());
+    Finish(ToGrpc(status));
+  }
+
+  void OnCancel() override { core_.Cancel(); }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->call = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  CallCore core_;
+  std::shared_ptr<Link> link_;
+  Response* response_;
+};
+
+class MoondreamService final : public pb::Moondream::CallbackService {
+ public:
+  MoondreamService(md::service::Service& service, RequestObserver* observer,
+                   int64_t max_message_bytes)
+      : service_(service),
+        observer_(observer),
+        max_message_bytes_(max_message_bytes) {}
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const pb::GetModelInfoRequest*,
+                                         pb::ModelInfo* info) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    absl::StatusOr<std::string> tenant = Authenticate(service_, *context);
+    if (!tenant.ok()) {
+      reactor->Finish(ToGrpc(tenant.status()));
+      return reactor;
+    }
+    const ServiceInfo s = service_.Info();
+    info->set_model(s.model);
+    info->set_weights(s.weights);
+    info->set_random_weights(s.random_weights);
+    info->set_dtype(s.dtype);
+    info->set_device(s.device);
+    info->set_context_length(s.context_length);
+    info->set_image_positions(s.image_positions);
+    info->set_slots(s.slots);
+    info->set_max_message_bytes(max_message_bytes_);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* EncodeImage(grpc::CallbackServerContext* context,
+                                        const pb::EncodeImageRequest* request,
+                                        pb::ImageHandle* handle) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    absl::Status status = [&]() -> absl::Status {
+      RETURN_IF_ERROR(Authenticate(service_, *context).status());
+      if (request->image().source_case() != pb::Image::kData) {
+        return absl::InvalidArgumentError(
+            "EncodeImage takes image bytes (image.data)");
+      }
+      ASSIGN_OR_RETURN(ImageInfo info,
+                       service_.EncodeImage(request->image().data()));
+      handle->set_handle(info.handle);
+      handle->set_width(info.width);
+      handle->set_height(info.height);
+      return absl::OkStatus();
+    }();
+    reactor->Finish(ToGrpc(status));
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<pb::TextChunk>* Caption(
+      grpc::CallbackServerContext* context,
+      const pb::CaptionRequest* request) override {
+    auto* stream = new TextStream(service_, observer_, "caption");
+    stream->Begin(
+        Authenticate(service_, *context),
+        [&] {
+          const CaptionLength length =
+              request->length() == pb::CaptionRequest::SHORT
+                  ? CaptionLength::kShort
+                  : CaptionLength::kNormal;
+          return service_.Caption(ToRef(request->image()), length,
+                                  ToSettings(request->settings()));
+        },
+        DeadlineOf(*context));
+    return stream;
+  }
+
+  grpc::ServerWriteReactor<pb::TextChunk>* Query(
+      grpc::CallbackServerContext* context,
+      const pb::QueryRequest* request) override {
+    auto* stream = new TextStream(service_, observer_, "query");
+    stream->Begin(
+        Authenticate(service_, *context),
+        [&] {
+          return service_.Query(ToRef(request->image()), request->question(),
+                                ToSettings(request->settings()));
+        },
+        DeadlineOf(*context));
+    return stream;
+  }
+
+  grpc::ServerUnaryReactor* Detect(grpc::CallbackServerContext* context,
+                                   const pb::DetectRequest* request,
+                                   pb::DetectResponse* response) override {
+    auto* call = new UnaryCall<pb::DetectResponse>(service_, observer_,
+                                                   "detect", response);
+    call->Begin(
+        Authenticate(service_, *context),
+        [&] {
+          return service_.Detect(ToRef(request->image()), request->object(),
+                                 MaxObjects(*request));
+        },
+        DeadlineOf(*context));
+    return call;
+  }
+
+  grpc::ServerUnaryReactor* Point(grpc::CallbackServerContext* context,
+                                  const pb::PointRequest* request,
+                                  pb::PointResponse* response) override {
+    auto* call = new UnaryCall<pb::PointResponse>(service_, observer_, "point",
+                                                  response);
+    call->Begin(
+        Authenticate(service_, *context),
+        [&] {
+          return service_.Point(ToRef(request->image()), request->object(),
+                                MaxObjects(*request));
+        },
+        DeadlineOf(*context));
+    return call;
+  }
+
+  grpc::ServerUnaryReactor* DetectGaze(
+      grpc::CallbackServerContext* context,
+      const pb::DetectGazeRequest* request,
+      pb::DetectGazeResponse* response) override {
+    auto* call = new UnaryCall<pb::DetectGazeResponse>(service_, observer_,
+                                                       "gaze", response);
+    call->Begin(
+        Authenticate(service_, *context),
+        [&] {
+          GazeCall gaze;
+          gaze.eye = {request->eye().x(), request->eye().y()};
+          gaze.prioritize_accuracy = request->prioritize_accuracy();
+          if (request->has_face()) {
+            const pb::BoundingBox& f = request->face();
+            gaze.face = FaceBox{f.x_min(), f.y_min(), f.x_max(), f.y_max()};
+          }
+          gaze.seed = request->seed();
+          gaze.force_detect = request->force_detect();
+          if (!request->has_eye() && !gaze.prioritize_accuracy) {
+            return absl::StatusOr<Request>(absl::InvalidArgumentError(
+                "eye is missing (or set prioritize_accuracy with a face)"));
+          }
+          return service_.Gaze(ToRef(request->image()), gaze);
+        },
+        DeadlineOf(*context));
+    return call;
+  }
+
+ private:
+  template <typename R>
+  static std::optional<int> MaxObjects(const R& request) {
+    if (!request.has_max_objects()) return std::nullopt;
+    return request.max_objects();
+  }
+
+  md::service::Service& service_;
+  RequestObserver* observer_;
+  const int64_t max_message_bytes_;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+class GrpcServer::Impl {
+ public:
+  Impl(md::service::Service& service, RequestObserver* observer,
+       int64_t max_message_bytes)
+      : service_(service, observer, max_message_bytes) {}
+
+  MoondreamService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
+    Service& service, const GrpcOptions& options, RequestObserver* observer) {
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both the certificate and the key file");
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (!options.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(std::string cert, ReadFile(options.tls_cert_file));
+    ASSIGN_OR_RETURN(std::string key, ReadFile(options.tls_key_file));
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  auto impl =
+      std::make_unique<Impl>(service, observer, options.max_message_bytes);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.address, credentials, &impl->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<int64_t>(options.max_message_bytes, INT32_MAX)));
+  builder.RegisterService(&impl->service_);
+  impl->server_ = builder.BuildAndStart();
+  if (impl->server_ == nullptr || impl->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.address));
+  }
+  impl->server_->GetHealthCheckService()->SetServingStatus(true);
+  return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
+}
+
+GrpcServer::GrpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
+
+int GrpcServer::port() const { return impl_->port_; }
+
+void GrpcServer::SetNotServing() {
+  impl_->server_->GetHealthCheckService()->SetServingStatus(false);
+}
+
+void GrpcServer::Shutdown(absl::Duration deadline) {
+  if (impl_ == nullptr || impl_->server_ == nullptr) return;
+  impl_->server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
+  impl_->server_->Wait();
+  impl_->server_.reset();
+}
+
+}  // namespace md::service

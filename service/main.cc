@@ -1,0 +1,186 @@
+// moondream-server: serves a Moondream model over gRPC (moondream.v1), with
+// Prometheus metrics, until SIGTERM or SIGINT; then it stops admitting,
+// reports NOT_SERVING, lets in-flight requests finish within the grace
+// period and exits 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "model/bundle.h"
+#include "model/status_macros.h"
+#include "model/tensor_io.h"
+#include "model/threading.h"
+#include "scheduler/engine.h"
+#include "service/auth.h"
+#include "service/grpc_server.h"
+#include "service/metrics.h"
+#include "service/service.h"
+
+ABSL_FLAG(std::string, model, "models/tiny-random",
+          "Model directory: model.safetensors, tokenizer.json, optional "
+          "config.json. The default is a tiny RANDOM test model whose answers "
+          "are meaningless (see README 'Real weights').");
+ABSL_FLAG(std::string, preset, "moondream2",
+          "Shapes a model directory without config.json has: moondream2 or "
+          "moondream-0.5b");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
+ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: pick a free one)");
+ABSL_FLAG(int, metrics_port, 9090,
+          "Prometheus /metrics port (-1: no metrics endpoint)");
+ABSL_FLAG(std::string, dtype, "fp32", "Compute dtype: fp32 or bf16");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
+ABSL_FLAG(int, threads, 0, "Compute threads (0: one per core)");
+ABSL_FLAG(int, slots, 8, "Requests decoded side by side (KV cache slots)");
+ABSL_FLAG(int, context, 0,
+          "Positions per slot: image (730) + prompt + answer (0: the model's "
+          "maximum)");
+ABSL_FLAG(int, queue, 256,
+          "Requests that may wait for a slot; more are refused at once with "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, cache_mb, 2048,
+          "Memory for cached image prefixes (a hit skips the vision encoder)");
+ABSL_FLAG(int, max_handles, 1024, "Images kept for EncodeImage handles");
+ABSL_FLAG(int, max_image_mb, 20, "Largest image accepted, in MiB");
+ABSL_FLAG(int64_t, max_image_pixels, 50'000'000,
+          "Largest image accepted, in pixels (checked before decoding)");
+ABSL_FLAG(int, max_text_bytes, 4096, "Longest question or object text");
+ABSL_FLAG(int, max_message_mb, 32, "Largest gRPC request message, in MiB");
+ABSL_FLAG(std::string, api_keys, "",
+          "File of 'KEY TENANT' lines; without it the server is open to all");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (enables TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key (with --tls_cert)");
+ABSL_FLAG(int, grace_seconds, 30,
+          "On SIGTERM, how long in-flight requests may take to finish");
+
+namespace md::service {
+namespace {
+
+absl::Status Serve() {
+  ASSIGN_OR_RETURN(at::ScalarType dtype,
+                   ParseDType(absl::GetFlag(FLAGS_dtype)));
+  ASSIGN_OR_RETURN(at::Device device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  const int threads = absl::GetFlag(FLAGS_threads);
+  SetComputeThreads(threads > 0 ? threads : 0);
+
+  ApiKeys keys;
+  if (!absl::GetFlag(FLAGS_api_keys).empty()) {
+    ASSIGN_OR_RETURN(keys, ApiKeys::FromFile(absl::GetFlag(FLAGS_api_keys)));
+  }
+  ASSIGN_OR_RETURN(
+      ModelBundle bundle,
+      LoadModelBundle(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_preset),
+                      ModelOptions{dtype, device}));
+  std::cerr << "moondream-server: " << DescribeBundle(bundle) << "\n";
+
+  auto metrics = std::make_unique<Metrics>();
+  scheduler::EngineOptions engine;
+  engine.n_slots = absl::GetFlag(FLAGS_slots);
+  engine.positions_per_slot = absl::GetFlag(FLAGS_context);
+  engine.max_queue = absl::GetFlag(FLAGS_queue);
+  engine.prefix_cache_bytes = int64_t{absl::GetFlag(FLAGS_cache_mb)} << 20;
+  ServiceLimits limits;
+  limits.max_image_bytes = int64_t{absl::GetFlag(FLAGS_max_image_mb)} << 20;
+  limits.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  limits.max_text_bytes = absl::GetFlag(FLAGS_max_text_bytes);
+  limits.max_handles = absl::GetFlag(FLAGS_max_handles);
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Service> service,
+      Service::Create(std::move(bundle), engine, limits, std::move(keys),
+                      [m = metrics.get()](const scheduler::StepReport& r) {
+                        m->OnStep(r);
+                      }));
+  metrics->AttachEngine(&service->engine());
+
+  const std::string host = absl::GetFlag(FLAGS_host);
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    RETURN_IF_ERROR(metrics->Serve(host, absl::GetFlag(FLAGS_metrics_port)));
+    std::cerr << "moondream-server: metrics on http://" << host << ":"
+              << metrics->port() << "/metrics\n";
+  }
+  GrpcOptions grpc;
+  grpc.address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
+  grpc.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
+  grpc.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  grpc.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
+                   GrpcServer::Start(*service, grpc, metrics.get()));
+  // Tests and scripts read this line to find the port.
+  std::cout << "moondream-server: serving gRPC on " << host << ":"
+            << server->port() << std::endl;
+
+  // Signals were blocked in every thread before they started; wait here.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const absl::Duration grace =
+      absl::Seconds(absl::GetFlag(FLAGS_grace_seconds));
+  std::cerr << "moondream-server: " << strsignal(signal_number)
+            << ": draining (grace " << grace << ")\n";
+  server->SetNotServing();
+  const bool drained = service->Drain(grace);
+  std::cerr << "moondream-server: "
+            << (drained ? "every request finished"
+                        : "grace period over; cancelling the rest")
+            << "\n";
+  server->Shutdown(absl::Seconds(1));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace md::service
+
+int main(int argc, char** argv) {
+  md::EnsurePassiveOpenMpWait(argv);
+  absl::SetProgramUsageMessage(
+      "serves a Moondream model over gRPC (moondream.v1.Moondream) with "
+      "Prometheus metrics.\n\n"
+      "  moondream-server [--model=DIR] [--grpc_port=50051] "
+      "[--metrics_port=9090]\n\n"
+      "Without --model it serves the tiny RANDOM test model: it answers at "
+      "once,\nbut its answers are meaningless (see README 'Real weights'). "
+      "SIGTERM drains:\nnew requests get UNAVAILABLE, health turns "
+      "NOT_SERVING, in-flight requests\nfinish within --grace_seconds, then "
+      "the server exits 0.");
+  // Accept --grpc-port as well as absl's --grpc_port spelling.
+  std::vector<std::string> spelled(argv, argv + argc);
+  std::vector<char*> argv_fixed;
+  for (std::string& arg : spelled) {
+    if (arg.rfind("--", 0) == 0) {
+      for (size_t i = 2; i < arg.size() && arg[i] != '='; ++i) {
+        if (arg[i] == '-') arg[i] = '_';
+      }
+    }
+    argv_fixed.push_back(arg.data());
+  }
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv_fixed.data());
+  if (args.size() != 1) {
+    std::cerr << "moondream-server takes no positional arguments; --help\n";
+    return 2;
+  }
+  // Every thread started from here on inherits the blocked signals, so only
+  // the main thread's sigwait sees SIGTERM and SIGINT.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  absl::Status status = md::service::Serve();
+  if (!status.ok()) {
+    std::cerr << "moondream-server: " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}

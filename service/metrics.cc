@@ -1,0 +1,241 @@
+#include "service/metrics.h"
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <exception>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+#include "service/http_listener.h"
+
+namespace md::service {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+// Seconds from 5 ms to 2 minutes (latencies of a CPU-bound model).
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+const prometheus::Histogram::BucketBoundaries kBatchBuckets = {1,  2,  4,  8,
+                                                               16, 32, 64, 128};
+
+MetricFamily Single(std::string name, std::string help, MetricType type,
+                    double value) {
+  ClientMetric metric;
+  if (type == MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  return MetricFamily{std::move(name), std::move(help), type, {metric}};
+}
+
+// The engine's own counters and gauges, read at scrape time.
+class EngineCollector final : public prometheus::Collectable {
+ public:
+  void Attach(const scheduler::Engine* engine) { engine_ = engine; }
+
+  std::vector<MetricFamily> Collect() const override {
+    const scheduler::Engine* engine = engine_.load();
+    if (engine == nullptr) return {};
+    const scheduler::EngineStats s = engine->Stats();
+    std::vector<MetricFamily> out = {
+        Single("moondream_queue_length", "Requests waiting for a slot.",
+               MetricType::Gauge, s.queue_length),
+        Single("moondream_running_slots", "Slots holding a request.",
+               MetricType::Gauge, s.slots_in_use),
+        Single("moondream_slots", "Slots of the engine.", MetricType::Gauge,
+               s.n_slots),
+        Single("moondream_kv_usage_ratio",
+               "KV cache positions in use over positions allocated.",
+               MetricType::Gauge,
+               s.kv_positions_total > 0
+                   ? double(s.kv_positions_in_use) / s.kv_positions_total
+                   : 0),
+        Single("moondream_batch_size", "Sequences fed in the last step.",
+               MetricType::Gauge, s.last_batch_size),
+        Single("moondream_image_cache_bytes",
+               "Bytes of image prefix KV in the cache.", MetricType::Gauge,
+               s.cache_bytes),
+        Single("moondream_tokens_in_total",
+               "Prompt tokens prefilled (after the image prefix).",
+               MetricType::Counter, s.tokens_in),
+        Single("moondream_tokens_out_total",
+               "Tokens, coordinates and sizes decoded.", MetricType::Counter,
+               s.tokens_out),
+        Single("moondream_image_cache_hits_total",
+               "Images served from the prefix cache.", MetricType::Counter,
+               s.cache_hits),
+        Single("moondream_image_cache_misses_total",
+               "Images that had to be encoded.", MetricType::Counter,
+               s.cache_misses),
+        Single("moondream_image_cache_evictions_total",
+               "Prefix cache entries evicted under the byte budget.",
+               MetricType::Counter, s.cache_evictions),
+        Single("moondream_images_encoded_total",
+               "Vision encoder runs (one per image).", MetricType::Counter,
+               s.images_encoded),
+        Single("moondream_engine_steps_total", "Engine steps run.",
+               MetricType::Counter, s.steps),
+    };
+    MetricFamily rejections{"moondream_rejections_total",
+                            "Requests the engine refused or ended early, by "
+                            "reason.",
+                            MetricType::Counter,
+                            {}};
+    for (auto [reason, value] :
+         {std::pair{"queue_full", s.rejected_queue_full},
+          std::pair{"too_long", s.rejected_too_long},
+          std::pair{"invalid", s.rejected_invalid},
+          std::pair{"unavailable", s.rejected_unavailable},
+          std::pair{"expired_queued", s.expired_queued},
+          std::pair{"expired_running", s.expired_running},
+          std::pair{"cancelled", s.cancelled}, std::pair{"failed", s.failed}}) {
+      ClientMetric metric;
+      metric.label = {{"reason", reason}};
+      metric.counter.value = static_cast<double>(value);
+      rejections.metric.push_back(std::move(metric));
+    }
+    out.push_back(std::move(rejections));
+    return out;
+  }
+
+ private:
+  std::atomic<const scheduler::Engine*> engine_{nullptr};
+};
+
+}  // namespace
+
+std::string StatusLabel(const absl::Status& status) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+}
+
+class Metrics::Impl {
+ public:
+  Impl()
+      : registry(std::make_shared<prometheus::Registry>()),
+        collector(std::make_shared<EngineCollector>()),
+        requests(prometheus::BuildCounter()
+                     .Name("moondream_requests_total")
+                     .Help("Requests ended, by skill, status and tenant.")
+                     .Register(*registry)),
+        queue(prometheus::BuildHistogram()
+                  .Name("moondream_queue_seconds")
+                  .Help("Time from submission to a slot.")
+                  .Register(*registry)
+                  .Add({}, kLatencyBuckets)),
+        ttft(prometheus::BuildHistogram()
+                 .Name("moondream_time_to_first_token_seconds")
+                 .Help("Time from submission to the first output.")
+                 .Register(*registry)
+                 .Add({}, kLatencyBuckets)),
+        itl(prometheus::BuildHistogram()
+                .Name("moondream_inter_token_latency_seconds")
+                .Help("Time between two streamed outputs of a request.")
+                .Register(*registry)
+                .Add({}, kLatencyBuckets)),
+        duration(prometheus::BuildHistogram()
+                     .Name("moondream_request_duration_seconds")
+                     .Help("End-to-end time of requests the engine ran.")
+                     .Register(*registry)
+                     .Add({}, kLatencyBuckets)),
+        step(prometheus::BuildHistogram()
+                 .Name("moondream_step_seconds")
+                 .Help("Wall time of one engine step.")
+                 .Register(*registry)
+                 .Add({}, kLatencyBuckets)),
+        batch(prometheus::BuildHistogram()
+                  .Name("moondream_step_batch_size")
+                  .Help("Sequences fed per engine step.")
+                  .Register(*registry)
+                  .Add({}, kBatchBuckets)) {}
+
+  std::shared_ptr<prometheus::Registry> registry;
+  std::shared_ptr<EngineCollector> collector;
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Histogram& queue;
+  prometheus::Histogram& ttft;
+  prometheus::Histogram& itl;
+  prometheus::Histogram& duration;
+  prometheus::Histogram& step;
+  prometheus::Histogram& batch;
+  std::unique_ptr<HttpListener> http;
+};
+
+Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
+Metrics::~Metrics() = default;
+
+void Metrics::AttachEngine(const scheduler::Engine* engine) {
+  impl_->collector->Attach(engine);
+}
+
+void Metrics::OnStep(const scheduler::StepReport& report) {
+  impl_->step.Observe(report.step_seconds);
+  impl_->batch.Observe(report.batch_size);
+}
+
+void Metrics::OnRequestDone(absl::string_view skill, absl::string_view tenant,
+                            const absl::Status& status,
+                            const scheduler::RequestSummary& summary,
+                            bool reached_engine) {
+  impl_->requests
+      .Add({{"skill", std::string(skill)},
+            {"status", StatusLabel(status)},
+            {"tenant", std::string(tenant)}})
+      .Increment();
+  if (!reached_engine) return;
+  impl_->queue.Observe(absl::ToDoubleSeconds(summary.queued));
+  if (summary.time_to_first > absl::ZeroDuration()) {
+    impl_->ttft.Observe(absl::ToDoubleSeconds(summary.time_to_first));
+  }
+  impl_->duration.Observe(absl::ToDoubleSeconds(summary.total));
+}
+
+void Metrics::OnInterTokenGap(absl::Duration gap) {
+  impl_->itl.Observe(absl::ToDoubleSeconds(gap));
+}
+
+absl::Status Metrics::Serve(const std::string& host, int port) {
+  ASSIGN_OR_RETURN(
+      impl_->http, HttpListener::Start(host, port, [this](HttpRoutes& routes) {
+        routes.Get("/metrics",
+                   [this](const httplib::Request&, httplib::Response& res) {
+                     res.set_content(Scrape(),
+                                     "text/plain; version=0.0.4; "
+                                     "charset=utf-8");
+                   });
+      }));
+  return absl::OkStatus();
+}
+
+int Metrics::port() const {
+  return impl_->http == nullptr ? 0 : impl_->http->port();
+}
+
+std::string Metrics::Scrape() const {
+  std::vector<MetricFamily> families = impl_->registry->Collect();
+  for (MetricFamily& f : impl_->collector->Collect()) {
+    families.push_back(std::move(f));
+  }
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+}  // namespace md::service

@@ -1,0 +1,67 @@
+// Prometheus metrics (prometheus-cpp), named by Prometheus conventions with
+// a moondream_ prefix:
+//
+//   histograms  moondream_queue_seconds, moondream_time_to_first_token_seconds,
+//               moondream_inter_token_latency_seconds,
+//               moondream_request_duration_seconds (end to end),
+//               moondream_step_seconds, moondream_step_batch_size
+//   counters    moondream_requests_total{skill,status,tenant},
+//               moondream_tokens_in_total, moondream_tokens_out_total,
+//               moondream_image_cache_hits_total,
+//               moondream_image_cache_misses_total,
+//               moondream_image_cache_evictions_total,
+//               moondream_rejections_total{reason}
+//   gauges      moondream_queue_length, moondream_running_slots,
+//               moondream_kv_usage_ratio, moondream_batch_size,
+//               moondream_image_cache_bytes
+//
+// The engine's counters and gauges are read when scraped; the histograms and
+// the per-request counters are fed by the transports (RequestObserver) and
+// the engine's step callback.
+#ifndef MOONDREAM_SERVICE_METRICS_H_
+#define MOONDREAM_SERVICE_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "scheduler/engine.h"
+#include "service/observer.h"
+
+namespace md::service {
+
+class Metrics final : public RequestObserver {
+ public:
+  Metrics();
+  ~Metrics() override;
+
+  // Engine counters and gauges come from `engine` from now on (it must
+  // outlive the metrics' exposer).
+  void AttachEngine(const scheduler::Engine* engine);
+  // For EngineOptions' step callback.
+  void OnStep(const scheduler::StepReport& report);
+
+  void OnRequestDone(absl::string_view skill, absl::string_view tenant,
+                     const absl::Status& status,
+                     const scheduler::RequestSummary& summary,
+                     bool reached_engine) override;
+  void OnInterTokenGap(absl::Duration gap) override;
+
+  // Serves GET /metrics on host:port (port 0 picks a free one).
+  absl::Status Serve(const std::string& host, int port);
+  int port() const;
+  // The current scrape, in the Prometheus text format.
+  std::string Scrape() const;
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// "OK" → "ok", "DEADLINE_EXCEEDED" → "deadline_exceeded".
+std::string StatusLabel(const absl::Status& status);
+
+}  // namespace md::service
+
+#endif  // MOONDREAM_SERVICE_METRICS_H_

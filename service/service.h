@@ -1,0 +1,144 @@
+// The transport-independent service: what the gRPC server and the HTTP
+// gateway both call. It authenticates, resolves images (bytes or handles),
+// validates and tokenizes text, turns settings into an engine request, and
+// submits it. Errors are absl statuses whose codes the transports map 1:1 to
+// gRPC codes or HTTP statuses, with messages a caller can act on.
+#ifndef MOONDREAM_SERVICE_SERVICE_H_
+#define MOONDREAM_SERVICE_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "model/bundle.h"
+#include "scheduler/engine.h"
+#include "scheduler/request.h"
+#include "service/auth.h"
+#include "service/handles.h"
+
+namespace md::service {
+
+struct ServiceLimits {
+  int64_t max_image_bytes = int64_t{20} << 20;
+  int64_t max_image_pixels = 50'000'000;
+  int max_text_bytes = 4096;
+  int max_handles = 1024;
+};
+
+// Either bytes or a handle (exactly one).
+struct ImageRef {
+  std::string bytes;
+  std::string handle;
+};
+
+// Optional fields take the skill's defaults.
+struct TextSettings {
+  std::optional<int> max_tokens;
+  std::optional<float> temperature;
+  std::optional<float> top_p;
+  std::optional<float> min_p;
+  std::optional<uint64_t> seed;
+};
+
+struct GazeCall {
+  Point eye;
+  std::optional<FaceBox> face;
+  bool prioritize_accuracy = false;
+  uint64_t seed = 0;
+  bool force_detect = false;
+};
+
+struct ImageInfo {
+  std::string handle;
+  int width = 0;
+  int height = 0;
+};
+
+struct ServiceInfo {
+  std::string model;
+  std::string weights;
+  bool random_weights = false;
+  std::string dtype;
+  std::string device;
+  int context_length = 0;
+  int image_positions = 0;
+  int slots = 0;
+};
+
+class Service {
+ public:
+  // Starts the engine on `bundle`'s model.
+  static absl::StatusOr<std::unique_ptr<Service>> Create(
+      ModelBundle bundle, scheduler::EngineOptions engine_options,
+      ServiceLimits limits, ApiKeys keys, scheduler::StepCallback on_step = {});
+
+  // The tenant of an API key (see ApiKeys).
+  absl::StatusOr<std::string> Authenticate(absl::string_view key) const {
+    return keys_.Authenticate(key);
+  }
+
+  absl::StatusOr<ImageInfo> EncodeImage(absl::string_view bytes);
+
+  // Engine requests for each skill, validated; the caller sets tenant,
+  // deadline and sink, then Submits.
+  absl::StatusOr<scheduler::Request> Caption(const ImageRef& image,
+                                             CaptionLength length,
+                                             const TextSettings& settings);
+  absl::StatusOr<scheduler::Request> Query(const ImageRef& image,
+                                           absl::string_view question,
+                                           const TextSettings& settings);
+  absl::StatusOr<scheduler::Request> Detect(const ImageRef& image,
+                                            absl::string_view object,
+                                            std::optional<int> max_objects);
+  absl::StatusOr<scheduler::Request> Point(const ImageRef& image,
+                                           absl::string_view object,
+                                           std::optional<int> max_objects);
+  absl::StatusOr<scheduler::Request> Gaze(const ImageRef& image,
+                                          const GazeCall& call);
+
+  absl::StatusOr<uint64_t> Submit(scheduler::Request request) {
+    return engine_->Submit(std::move(request));
+  }
+  void Cancel(uint64_t id) { engine_->Cancel(id); }
+
+  // Stops admitting and waits up to `grace` for in-flight requests.
+  bool Drain(absl::Duration grace) { return engine_->Drain(grace); }
+
+  ServiceInfo Info() const;
+  const ModelBundle& bundle() const { return bundle_; }
+  scheduler::Engine& engine() { return *engine_; }
+  const ServiceLimits& limits() const { return limits_; }
+
+ private:
+  Service(ModelBundle bundle, ServiceLimits limits, ApiKeys keys);
+
+  absl::StatusOr<std::shared_ptr<const StoredImage>> Decode(
+      absl::string_view bytes) const;
+  absl::StatusOr<std::shared_ptr<const scheduler::EngineImage>> Resolve(
+      const ImageRef& image, bool with_mirror);
+  absl::StatusOr<std::vector<int>> TokenizeField(absl::string_view field,
+                                                 absl::string_view text) const;
+  absl::StatusOr<scheduler::Request> Region(scheduler::Skill skill,
+                                            const ImageRef& image,
+                                            absl::string_view object,
+                                            std::optional<int> max_objects);
+
+  ModelBundle bundle_;
+  const ServiceLimits limits_;
+  const ApiKeys keys_;
+  std::string model_id_;
+  HandleStore handles_;
+  std::unique_ptr<scheduler::Engine> engine_;
+};
+
+// True when `text` is well-formed UTF-8 (no overlongs, surrogates or code
+// points past U+10FFFF).
+bool IsValidUtf8(absl::string_view text);
+
+}  // namespace md::service
+
+#endif  // MOONDREAM_SERVICE_SERVICE_H_
