@@ -72,6 +72,7 @@ TextSettings ToSettings(const pb::SamplingSettings& s) {
   if (s.has_top_p()) out.top_p = s.top_p();
   if (s.has_min_p()) out.min_p = s.min_p();
   if (s.has_seed()) out.seed = s.seed();
+  out.ignore_eos = s.ignore_eos();
   return out;
 }
 

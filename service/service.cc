@@ -213,6 +213,7 @@ absl::StatusOr<Request> Service::Caption(const ImageRef& image,
   ASSIGN_OR_RETURN(r.prompt_ids, CaptionPrompt(config, length));
   ASSIGN_OR_RETURN(r.sampling, Sampling(settings));
   RETURN_IF_ERROR(ApplyMaxTokens(settings, config.text.max_context, r));
+  r.ignore_eos = settings.ignore_eos;
   ASSIGN_OR_RETURN(r.image, Resolve(image, false));
   return r;
 }
@@ -227,6 +228,7 @@ absl::StatusOr<Request> Service::Query(const ImageRef& image,
   ASSIGN_OR_RETURN(r.prompt_ids, QueryPrompt(config, ids));
   ASSIGN_OR_RETURN(r.sampling, Sampling(settings));
   RETURN_IF_ERROR(ApplyMaxTokens(settings, config.text.max_context, r));
+  r.ignore_eos = settings.ignore_eos;
   ASSIGN_OR_RETURN(r.image, Resolve(image, false));
   return r;
 }

@@ -42,6 +42,7 @@ struct TextSettings {
   std::optional<float> top_p;
   std::optional<float> min_p;
   std::optional<uint64_t> seed;
+  bool ignore_eos = false;
 };
 
 struct GazeCall {

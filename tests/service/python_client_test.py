@@ -1,0 +1,229 @@
+#!/usr/bin/python3
+"""A client that is not ours: Debian's python3-grpcio calls every RPC of a
+real moondream-server process, then sends SIGTERM while streams are in flight
+and checks that every stream completes and the process exits 0.
+
+usage: python_client_test.py SERVER_BINARY SOURCE_DIR
+"""
+
+import concurrent.futures
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import grpc
+
+SERVER, SOURCE = sys.argv[1], sys.argv[2]
+PASSED, FAILED = [], []
+
+
+def check(name, condition, detail=""):
+    (PASSED if condition else FAILED).append(name)
+    print(("ok   " if condition else "FAIL ") + name +
+          ("" if condition else f": {detail}"), flush=True)
+
+
+def generate_stubs(out_dir):
+    subprocess.run(
+        ["protoc", f"-I{SOURCE}/proto", f"--python_out={out_dir}",
+         f"--grpc_python_out={out_dir}",
+         "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
+         f"{SOURCE}/proto/moondream/v1/moondream.proto"],
+        check=True)
+    sys.path.insert(0, out_dir)
+    return (importlib.import_module("moondream.v1.moondream_pb2"),
+            importlib.import_module("moondream.v1.moondream_pb2_grpc"))
+
+
+def start_server():
+    process = subprocess.Popen(
+        [SERVER, f"--model={SOURCE}/models/tiny-random", "--grpc_port=0",
+         "--metrics_port=0", "--host=127.0.0.1", "--slots=3",
+         "--threads=2", "--grace_seconds=60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if "serving gRPC on" not in line:
+        process.kill()
+        raise RuntimeError("server did not start: " + line +
+                           process.stderr.read())
+    metrics_port = None
+    while metrics_port is None:
+        err = process.stderr.readline()
+        if not err:
+            raise RuntimeError("server printed no metrics port")
+        if "metrics on http://" in err:
+            metrics_port = err.strip().rsplit(":", 1)[1].split("/")[0]
+    def echo_stderr():
+        for err_line in process.stderr:
+            print("server: " + err_line.rstrip(), flush=True)
+
+    threading.Thread(target=echo_stderr, daemon=True).start()
+    return process, line.strip().rsplit(":", 1)[1], metrics_port
+
+
+def metric(port, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                  timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def health(channel):
+    # grpc.health.v1.Health/Check with an empty request; SERVING is
+    # status = 1, serialized as b"\x08\x01".
+    check_call = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=lambda r: r,
+        response_deserializer=lambda r: r)
+    return check_call(b"", timeout=10)
+
+
+def image_bytes(name):
+    with open(f"{SOURCE}/tests/data/golden/images/{name}.png", "rb") as f:
+        return f.read()
+
+
+def every_rpc(pb, stub, channel):
+    check("health is SERVING", health(channel) == b"\x08\x01")
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    check("GetModelInfo says the weights are random", info.random_weights)
+    check("GetModelInfo image positions", info.image_positions == 730,
+          info.image_positions)
+
+    handle = stub.EncodeImage(pb.EncodeImageRequest(
+        image=pb.Image(data=image_bytes("rgb_378x378"))), timeout=60)
+    check("EncodeImage returns a handle",
+          handle.handle and handle.width == 378 and handle.height == 378,
+          handle)
+
+    chunks = list(stub.Caption(pb.CaptionRequest(
+        image=pb.Image(handle=handle.handle), length=pb.CaptionRequest.SHORT,
+        settings=pb.SamplingSettings(max_tokens=8)), timeout=60))
+    check("Caption streams and finishes",
+          chunks and chunks[-1].finished and
+          chunks[-1].finish_reason in ("eos", "max_tokens"), chunks)
+
+    chunks = list(stub.Query(pb.QueryRequest(
+        image=pb.Image(handle=handle.handle), question=b"What is this?",
+        settings=pb.SamplingSettings(max_tokens=8)), timeout=60))
+    check("Query on a handle streams and hits the image cache",
+          chunks and chunks[-1].finished and
+          chunks[-1].usage.image_cache_hit, chunks)
+
+    detect = stub.Detect(pb.DetectRequest(
+        image=pb.Image(data=image_bytes("gray_200x150")), object=b"face",
+        max_objects=3), timeout=60)
+    check("Detect answers", len(detect.objects) <= 3, detect)
+
+    point = stub.Point(pb.PointRequest(
+        image=pb.Image(handle=handle.handle), object=b"cup"), timeout=60)
+    check("Point answers", len(point.points) <= 50, point)
+
+    gaze = stub.DetectGaze(pb.DetectGazeRequest(
+        image=pb.Image(handle=handle.handle), eye=pb.Point(x=0.4, y=0.3)),
+        timeout=60)
+    check("DetectGaze answers", gaze.usage.prompt_tokens > 0, gaze)
+
+    try:
+        list(stub.Query(pb.QueryRequest(
+            image=pb.Image(handle=handle.handle), question=b""), timeout=30))
+        check("empty question is refused", False, "no error")
+    except grpc.RpcError as e:
+        check("empty question is INVALID_ARGUMENT",
+              e.code() == grpc.StatusCode.INVALID_ARGUMENT and
+              "question" in e.details(), (e.code(), e.details()))
+    try:
+        stub.Point(pb.PointRequest(image=pb.Image(handle="nope"),
+                                   object=b"cup"), timeout=30)
+        check("unknown handle is refused", False, "no error")
+    except grpc.RpcError as e:
+        check("unknown handle is NOT_FOUND",
+              e.code() == grpc.StatusCode.NOT_FOUND, (e.code(), e.details()))
+
+
+def drain_on_sigterm(pb, stub, channel, process, metrics_port):
+    # Six long streams (ignore_eos: exactly max_tokens each) on a server with
+    # 3 slots: three run, three wait queued.
+    started = [threading.Event() for _ in range(6)]
+
+    def stream(i):
+        chunks = []
+        for chunk in stub.Query(pb.QueryRequest(
+                image=pb.Image(data=image_bytes("gray_200x150")),
+                question=b"Tell me everything.",
+                settings=pb.SamplingSettings(max_tokens=400, ignore_eos=True)),
+                timeout=300):
+            chunks.append(chunk)
+            started[i].set()
+        return chunks
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(stream, i) for i in range(6)]
+        deadline = time.time() + 60
+        while time.time() < deadline and not (
+                sum(e.is_set() for e in started) >= 3 and
+                metric(metrics_port, "moondream_queue_length") == 3):
+            time.sleep(0.01)
+        running = sum(e.is_set() for e in started)
+        queued = metric(metrics_port, "moondream_queue_length")
+        check("three streams running and three queued at SIGTERM",
+              running >= 3 and queued == 3, (running, queued))
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        draining = sum(not f.done() for f in futures)
+        check("health is NOT_SERVING while draining",
+              health(channel) == b"\x08\x02")
+        try:
+            list(stub.Query(pb.QueryRequest(
+                image=pb.Image(data=image_bytes("gray_200x150")),
+                question=b"late", settings=pb.SamplingSettings(max_tokens=2)),
+                timeout=10))
+            check("a call while draining is refused", False, "accepted")
+        except grpc.RpcError as e:
+            check("a call while draining is UNAVAILABLE",
+                  e.code() == grpc.StatusCode.UNAVAILABLE and draining > 0,
+                  (e.code(), e.details(), draining))
+        results = []
+        for f in futures:
+            try:
+                results.append(f.result())
+            except grpc.RpcError as e:
+                results.append(e)
+    completed = [r for r in results
+                 if isinstance(r, list) and r and r[-1].finished]
+    check("every in-flight stream completed", len(completed) == 6,
+          [r if not isinstance(r, list) else "ok" for r in results])
+    try:
+        code = process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = "timeout"
+    check("the server exited 0", code == 0, code)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as out_dir:
+        pb, pb_grpc = generate_stubs(out_dir)
+        process, port, metrics_port = start_server()
+        try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            stub = pb_grpc.MoondreamStub(channel)
+            every_rpc(pb, stub, channel)
+            drain_on_sigterm(pb, stub, channel, process, metrics_port)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    print(f"{len(PASSED)} passed, {len(FAILED)} failed")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
