@@ -1,7 +1,7 @@
-// moondream-server: serves a Moondream model over gRPC (moondream.v1), with
-// Prometheus metrics, until SIGTERM or SIGINT; then it stops admitting,
-// reports NOT_SERVING, lets in-flight requests finish within the grace
-// period and exits 0.
+// moondream-server: serves a Moondream model over gRPC (moondream.v1) and a
+// Moondream-compatible HTTP API, with Prometheus metrics, until SIGTERM or
+// SIGINT; then it stops admitting, reports NOT_SERVING, lets in-flight requests
+// finish within the grace period and exits 0.
 #include <pthread.h>
 #include <signal.h>
 
@@ -23,6 +23,7 @@
 #include "scheduler/engine.h"
 #include "service/auth.h"
 #include "service/grpc_server.h"
+#include "service/http_gateway.h"
 #include "service/metrics.h"
 #include "service/service.h"
 
@@ -35,6 +36,10 @@ ABSL_FLAG(std::string, preset, "moondream2",
           "moondream-0.5b");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: pick a free one)");
+ABSL_FLAG(int, http_port, 8080,
+          "Moondream-compatible HTTP API port (0: pick a free one; -1: off)");
+ABSL_FLAG(int, http_timeout_seconds, 300,
+          "How long an HTTP request may take before 504");
 ABSL_FLAG(int, metrics_port, 9090,
           "Prometheus /metrics port (-1: no metrics endpoint)");
 ABSL_FLAG(std::string, dtype, "fp32", "Compute dtype: fp32 or bf16");
@@ -114,6 +119,18 @@ absl::Status Serve() {
   grpc.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                    GrpcServer::Start(*service, grpc, metrics.get()));
+  std::unique_ptr<HttpGateway> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpOptions options;
+    options.host = host;
+    options.port = absl::GetFlag(FLAGS_http_port);
+    options.max_body_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
+    options.timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_seconds));
+    ASSIGN_OR_RETURN(http,
+                     HttpGateway::Start(*service, options, metrics.get()));
+    std::cerr << "moondream-server: HTTP API on http://" << host << ":"
+              << http->port() << "/v1/\n";
+  }
   // Tests and scripts read this line to find the port.
   std::cout << "moondream-server: serving gRPC on " << host << ":"
             << server->port() << std::endl;
@@ -130,12 +147,14 @@ absl::Status Serve() {
   std::cerr << "moondream-server: " << strsignal(signal_number)
             << ": draining (grace " << grace << ")\n";
   server->SetNotServing();
+  if (http != nullptr) http->SetNotReady();
   const bool drained = service->Drain(grace);
   std::cerr << "moondream-server: "
             << (drained ? "every request finished"
                         : "grace period over; cancelling the rest")
             << "\n";
   server->Shutdown(absl::Seconds(1));
+  if (http != nullptr) http->Stop();
   return absl::OkStatus();
 }
 
@@ -145,10 +164,11 @@ absl::Status Serve() {
 int main(int argc, char** argv) {
   md::EnsurePassiveOpenMpWait(argv);
   absl::SetProgramUsageMessage(
-      "serves a Moondream model over gRPC (moondream.v1.Moondream) with "
-      "Prometheus metrics.\n\n"
+      "serves a Moondream model over gRPC (moondream.v1.Moondream) and a "
+      "Moondream-compatible\nHTTP API (POST /v1/caption, /v1/query, "
+      "/v1/detect, /v1/point, /v1/gaze), with\nPrometheus metrics.\n\n"
       "  moondream-server [--model=DIR] [--grpc_port=50051] "
-      "[--metrics_port=9090]\n\n"
+      "[--http_port=8080] [--metrics_port=9090]\n\n"
       "Without --model it serves the tiny RANDOM test model: it answers at "
       "once,\nbut its answers are meaningless (see README 'Real weights'). "
       "SIGTERM drains:\nnew requests get UNAVAILABLE, health turns "

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "model/image_decode.h"
 #include "model/preprocess.h"
@@ -135,17 +137,23 @@ absl::StatusOr<std::shared_ptr<const StoredImage>> Service::Decode(
     absl::string_view bytes) const {
   if (bytes.empty()) return absl::InvalidArgumentError("image is empty");
   if (static_cast<int64_t>(bytes.size()) > limits_.max_image_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("image is ", bytes.size(),
-                                                   " bytes; the limit is ",
-                                                   limits_.max_image_bytes));
+    absl::Status too_large = absl::InvalidArgumentError(
+        absl::StrCat("image is ", bytes.size(), " bytes; the limit is ",
+                     limits_.max_image_bytes));
+    too_large.SetPayload(kHttpStatusPayload, absl::Cord("413"));
+    return too_large;
   }
   DecodeOptions options;
   options.max_pixels = limits_.max_image_pixels;
   absl::StatusOr<RgbImage> rgb =
       DecodeImage(std::string_view(bytes.data(), bytes.size()), options);
   if (!rgb.ok()) {
-    return absl::InvalidArgumentError(
+    absl::Status bad = absl::InvalidArgumentError(
         absl::StrCat("image: ", rgb.status().message()));
+    if (absl::StrContains(rgb.status().message(), "pixels")) {
+      bad.SetPayload(kHttpStatusPayload, absl::Cord("413"));
+    }
+    return bad;
   }
   auto stored = std::make_shared<StoredImage>();
   ASSIGN_OR_RETURN(stored->prepared,

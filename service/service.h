@@ -136,6 +136,10 @@ class Service {
   std::unique_ptr<scheduler::Engine> engine_;
 };
 
+// A status payload naming the HTTP status that fits better than the code's
+// usual one (413 for an image over the size limits).
+inline constexpr char kHttpStatusPayload[] = "moondream/http-status";
+
 // True when `text` is well-formed UTF-8 (no overlongs, surrogates or code
 // points past U+10FFFF).
 bool IsValidUtf8(absl::string_view text);

@@ -1,0 +1,79 @@
+// The HTTP gateway, compatible with the Moondream API that the official
+// clients speak:
+//
+//   POST /v1/caption  {"image_url", "length": "short"|"normal", "stream",
+//                      "settings": {"max_tokens", "temperature", "top_p",
+//                      "min_p", "seed", "ignore_eos"}}   → {"caption"}
+//   POST /v1/query    {"image_url", "question", "stream", "settings"}
+//                                                        → {"answer"}
+//   POST /v1/detect   {"image_url", "object", "settings": {"max_objects"}}
+//                                                        → {"objects": [..]}
+//   POST /v1/point    {"image_url", "object", "settings"} → {"points": [..]}
+//   POST /v1/gaze     {"image_url", "eye": {"x","y"}, "face": {"x_min",..},
+//                      "prioritize_accuracy", "seed", "force_detect"}
+//                                                        → {"gaze": {..}|null}
+//   GET  /health      200 while the process runs
+//   GET  /ready       200 while serving, 503 while draining
+//
+// image_url is a data URL (data:image/...;base64,...) or "handle:H" for an
+// image encoded over gRPC. "stream": true answers caption and query as
+// server-sent events, data: {"chunk": "..."} ... data: {"completed": true}.
+// The API key comes in X-Moondream-Auth (or Authorization: Bearer). Errors
+// are {"error": {"code", "message"}} with 400, 401, 404, 413, 429 (with
+// Retry-After), 503 or 504.
+#ifndef MOONDREAM_SERVICE_HTTP_GATEWAY_H_
+#define MOONDREAM_SERVICE_HTTP_GATEWAY_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "service/http_listener.h"
+#include "service/observer.h"
+#include "service/service.h"
+
+namespace md::service {
+
+struct HttpOptions {
+  std::string host = "0.0.0.0";
+  int port = 8080;  // 0 picks a free port.
+  // Largest request body (a base64 image is 4/3 of its bytes).
+  int64_t max_body_bytes = int64_t{32} << 20;
+  // How long a request may take before 504.
+  absl::Duration timeout = absl::Minutes(5);
+  // Concurrent connections served.
+  int threads = 64;
+};
+
+class HttpGateway {
+ public:
+  static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(
+      Service& service, const HttpOptions& options,
+      RequestObserver* observer = nullptr);
+  ~HttpGateway();
+
+  int port() const { return listener_->port(); }
+  // /ready answers 503 from now on.
+  void SetNotReady() { ready_ = false; }
+  void Stop() { listener_->Stop(); }
+
+ private:
+  HttpGateway() = default;
+  std::atomic<bool> ready_{true};
+  std::shared_ptr<void> endpoints_;  // Outlives the listener's handlers.
+  std::unique_ptr<HttpListener> listener_;
+};
+
+// The HTTP status for a service error (400, 401, 404, 413, 429, 499, 500,
+// 503, 504).
+int HttpStatusFor(const absl::Status& status);
+
+// data:[<type>][;base64],<data> → the decoded bytes.
+absl::StatusOr<std::string> DecodeDataUrl(absl::string_view url);
+
+}  // namespace md::service
+
+#endif  // MOONDREAM_SERVICE_HTTP_GATEWAY_H_
