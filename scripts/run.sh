@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Builds, then runs moondream-cli on the default model (the tiny random test
-# model: its answers are meaningless; see README "Real weights").
-#   ./scripts/run.sh                                 # caption a sample image
-#   ./scripts/run.sh query --image=x.jpg --question="What is this?" --model=DIR
+# Builds, then runs moondream-server on the default model (the tiny random
+# test model: it answers at once, but its answers are meaningless; see README
+# "Real weights"). Flags go to the server:
+#   ./scripts/run.sh                                  # gRPC :50051, HTTP :8080, metrics :9090
+#   ./scripts/run.sh --model=DIR --dtype=bf16 --slots=16
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/build.sh moondream-cli >/dev/null
-if [ $# -eq 0 ]; then
-  set -- caption --image=tests/data/golden/images/rgb_shapes_1000x700.png --length=short
-fi
-exec ./build/tools/moondream-cli "$@"
+./scripts/build.sh moondream-server >/dev/null
+cat >&2 <<'USAGE'
+Try it from another terminal:
+  curl -s localhost:8080/v1/query -H 'Content-Type: application/json' -d \
+    "{\"image_url\":\"data:image/png;base64,$(base64 -w0 tests/data/golden/images/rgb_378x378.png)\",\"question\":\"What is this?\"}"
+  curl -s localhost:9090/metrics | grep moondream_
+Stop with Ctrl-C (or SIGTERM): in-flight requests finish first.
+USAGE
+exec ./build/service/moondream-server "$@"
