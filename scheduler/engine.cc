@@ -159,6 +159,8 @@ class Engine::Impl {
   std::vector<std::unique_ptr<Job>> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> cancels_ ABSL_GUARDED_BY(mu_);
   int n_queued_ ABSL_GUARDED_BY(mu_) = 0;  // Inbox and queue.
+  absl::flat_hash_map<std::string, int> n_queued_by_tenant_
+      ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -308,6 +310,15 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(Request request) {
     Count([](EngineStats& s) { ++s.rejected_queue_full; });
     return room;
   }
+  const int limit = options_.max_queued_per_tenant;
+  int& n_tenant = n_queued_by_tenant_[job->request.tenant];
+  if (limit > 0 && n_tenant >= limit) {
+    Count([](EngineStats& s) { ++s.rejected_tenant_limit; });
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant '", job->request.tenant, "' has ", n_tenant,
+        " requests queued (limit ", limit, "); retry after a short backoff"));
+  }
+  ++n_tenant;
   const uint64_t id = next_id_++;
   job->id = id;
   inbox_.push_back(std::move(job));
@@ -466,6 +477,10 @@ void Engine::Impl::AdmitFromQueue(absl::Time now) {
   });
   absl::MutexLock lock(&mu_);
   n_queued_ = static_cast<int>(inbox_.size() + queue_.size());
+  n_queued_by_tenant_.clear();
+  for (const auto* jobs : {&inbox_, &queue_}) {
+    for (const auto& job : *jobs) ++n_queued_by_tenant_[job->request.tenant];
+  }
 }
 
 absl::Status Engine::Impl::Start(Job& job, absl::Time now) {
@@ -812,6 +827,7 @@ void Engine::Impl::AbortAll(const absl::Status& status) {
   PublishGauges(0);
   absl::MutexLock lock(&mu_);
   n_queued_ = 0;
+  n_queued_by_tenant_.clear();
   idle_ = true;
 }
 
@@ -934,9 +950,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
     return absl::InvalidArgumentError(
         absl::StrCat("slots must be >= 1, got ", options.n_slots));
   }
-  if (options.max_queue < 0 || options.max_admit_per_step < 1 ||
-      options.prefill_chunk_tokens < 1 || options.prefill_token_budget < 1 ||
-      options.max_images_per_step < 1 || options.prefix_cache_bytes < 0) {
+  if (options.max_queue < 0 || options.max_queued_per_tenant < 0 ||
+      options.max_admit_per_step < 1 || options.prefill_chunk_tokens < 1 ||
+      options.prefill_token_budget < 1 || options.max_images_per_step < 1 ||
+      options.prefix_cache_bytes < 0) {
     return absl::InvalidArgumentError(
         "engine limits must be positive (queue may be 0, cache bytes >= 0)");
   }

@@ -41,6 +41,9 @@ struct EngineOptions {
   int positions_per_slot = 0;
   // Requests waiting for a slot; a full queue rejects at once.
   int max_queue = 256;
+  // Requests one tenant may have waiting (0: only max_queue applies), so a
+  // tenant's burst cannot fill the queue that everyone shares.
+  int max_queued_per_tenant = 0;
   // Requests admitted per step (bounds the prefill work one step starts).
   int max_admit_per_step = 8;
   // Prompts are prefilled in chunks of at most this many tokens, cut at
@@ -86,6 +89,7 @@ struct EngineStats {
   int64_t cache_misses = 0;
   int64_t cache_evictions = 0;
   int64_t rejected_queue_full = 0;
+  int64_t rejected_tenant_limit = 0;
   int64_t rejected_too_long = 0;
   int64_t rejected_invalid = 0;
   int64_t rejected_unavailable = 0;  // Submitted while draining.

@@ -52,6 +52,9 @@ ABSL_FLAG(int, context, 0,
 ABSL_FLAG(int, queue, 256,
           "Requests that may wait for a slot; more are refused at once with "
           "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, tenant_queue, 0,
+          "Requests one tenant may have queued (0: only --queue applies); "
+          "more get RESOURCE_EXHAUSTED / 429");
 ABSL_FLAG(int, cache_mb, 2048,
           "Memory for cached image prefixes (a hit skips the vision encoder)");
 ABSL_FLAG(int, max_handles, 1024, "Images kept for EncodeImage handles");
@@ -92,6 +95,7 @@ absl::Status Serve() {
   engine.n_slots = absl::GetFlag(FLAGS_slots);
   engine.positions_per_slot = absl::GetFlag(FLAGS_context);
   engine.max_queue = absl::GetFlag(FLAGS_queue);
+  engine.max_queued_per_tenant = absl::GetFlag(FLAGS_tenant_queue);
   engine.prefix_cache_bytes = int64_t{absl::GetFlag(FLAGS_cache_mb)} << 20;
   ServiceLimits limits;
   limits.max_image_bytes = int64_t{absl::GetFlag(FLAGS_max_image_mb)} << 20;

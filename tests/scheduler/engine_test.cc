@@ -316,11 +316,10 @@ TEST(EngineSamplingTest, IgnoreEosGeneratesExactlyMaxTokens) {
   const auto golden = (*early)["expected"]["tokens"].get<std::vector<int>>();
   // Until the reference's eos, the same tokens; then eos itself is emitted.
   ASSERT_GT(got.tokens.size(), golden.size());
-  EXPECT_EQ(std::vector<int>(got.tokens.begin(),
-                             got.tokens.begin() + golden.size()),
-            golden);
-  EXPECT_EQ(got.tokens[golden.size()],
-            GoldenModel().config().tokenizer.eos_id);
+  EXPECT_EQ(
+      std::vector<int>(got.tokens.begin(), got.tokens.begin() + golden.size()),
+      golden);
+  EXPECT_EQ(got.tokens[golden.size()], GoldenModel().config().tokenizer.eos_id);
 }
 
 // ---- Image prefix cache ----
@@ -447,6 +446,37 @@ TEST(EngineLifecycleTest, FullQueueRejectsAtOnceWithRetryHint) {
     ASSERT_TRUE(sink->WaitDone(kWait));
     ExpectMatchesGolden(c, sink->result());
   }
+  ExpectIdle(*engine);
+}
+
+TEST(EngineLifecycleTest, PerTenantQueueLimitKeepsRoomForOthers) {
+  EngineOptions options = GoldenOptions(1);
+  options.max_queued_per_tenant = 1;
+  auto engine = MakeEngine(options);
+  ASSERT_NE(engine, nullptr);
+  const Json& c = LongTextCase();
+  auto running = SubmitGated(*engine, GoldenRequest(c));
+  ASSERT_TRUE(running->WaitReached());
+  Request a = GoldenRequest(c);
+  a.tenant = "a";
+  auto queued_a = SubmitCollecting(*engine, a);
+  a.sink = std::make_shared<CollectingSink>();
+  auto rejected = engine->Submit(a);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(rejected.status().message(), HasSubstr("tenant 'a'"));
+  Request b = GoldenRequest(c);
+  b.tenant = "b";
+  auto queued_b = SubmitCollecting(*engine, b);
+  EXPECT_EQ(engine->Stats().rejected_tenant_limit, 1);
+  running->Open();
+  for (auto* sink : {queued_a.get(), queued_b.get()}) {
+    ASSERT_TRUE(sink->WaitDone(kWait));
+    ExpectMatchesGolden(c, sink->result());
+  }
+  ExpectIdle(*engine);
+  // Once its request left the queue, the tenant may queue again.
+  a.sink = std::make_shared<CollectingSink>();
+  EXPECT_TRUE(engine->Submit(a).ok());
   ExpectIdle(*engine);
 }
 

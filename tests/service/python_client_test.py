@@ -91,6 +91,28 @@ def image_bytes(name):
         return f.read()
 
 
+FAMILIES = [
+    "moondream_queue_seconds", "moondream_time_to_first_token_seconds",
+    "moondream_inter_token_latency_seconds",
+    "moondream_request_duration_seconds", "moondream_requests_total",
+    "moondream_tokens_in_total", "moondream_tokens_out_total",
+    "moondream_image_cache_hits_total", "moondream_image_cache_misses_total",
+    "moondream_queue_length", "moondream_running_slots",
+    "moondream_kv_usage_ratio", "moondream_batch_size"]
+
+
+def scrape_has_every_family(metrics_port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    typed = {line.split()[2] for line in text.splitlines()
+             if line.startswith("# TYPE ")}
+    missing = [f for f in FAMILIES if f not in typed]
+    check("GET /metrics holds every family", not missing, missing)
+    check("requests are counted by skill, status and tenant",
+          'moondream_requests_total{skill="query",status="ok",'
+          'tenant="anonymous"}' in text)
+
+
 def every_rpc(pb, stub, channel):
     check("health is SERVING", health(channel) == b"\x08\x01")
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
@@ -217,6 +239,7 @@ def main():
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
             stub = pb_grpc.MoondreamStub(channel)
             every_rpc(pb, stub, channel)
+            scrape_has_every_family(metrics_port)
             drain_on_sigterm(pb, stub, channel, process, metrics_port)
         finally:
             if process.poll() is None:
