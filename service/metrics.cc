@@ -101,6 +101,7 @@ class EngineCollector final : public prometheus::Collectable {
                             {}};
     for (auto [reason, value] :
          {std::pair{"queue_full", s.rejected_queue_full},
+          std::pair{"tenant_limit", s.rejected_tenant_limit},
           std::pair{"too_long", s.rejected_too_long},
           std::pair{"invalid", s.rejected_invalid},
           std::pair{"unavailable", s.rejected_unavailable},
