@@ -191,19 +191,19 @@ class CallCore {
   std::optional<absl::Time> last_output_;  // Engine thread only.
 };
 
-// Caption and Query: text pieces as they come, then a last message with the
-// finish reason and usage. Writes are one at a time; pieces that arrive
-// while a write is in flight are sent together in the next one.
-class TextStream final : public grpc::ServerWriteReactor<pb::TextChunk>,
-                         public EngineCall {
+// A reactor linked to its engine sink: submits the call, forwards client
+// cancellation, and unlinks itself from the sink before gRPC deletes it.
+template <typename Reactor>
+class LinkedCall : public Reactor, public EngineCall {
  public:
-  TextStream(Service& service, RequestObserver* observer, std::string skill)
+  LinkedCall(Service& service, RequestObserver* observer, std::string skill)
       : core_(service, observer, std::move(skill)),
         link_(std::make_shared<Link>()) {
     absl::MutexLock lock(&link_->mu);
     link_->call = this;
   }
 
+  // Authenticates, builds and submits; a failure finishes the call here.
   void Begin(absl::StatusOr<std::string> tenant,
              const std::function<absl::StatusOr<Request>()>& build,
              absl::Time deadline) {
@@ -212,9 +212,33 @@ class TextStream final : public grpc::ServerWriteReactor<pb::TextChunk>,
                     : tenant.status();
     if (!submitted.ok()) {
       core_.Report(submitted, {}, false);
-      Finish(ToGrpc(submitted));
+      this->Finish(ToGrpc(submitted));
     }
   }
+
+  void OnCancel() override { core_.Cancel(); }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->call = nullptr;
+    }
+    delete this;
+  }
+
+ protected:
+  CallCore core_;
+
+ private:
+  std::shared_ptr<Link> link_;
+};
+
+// Caption and Query: text pieces as they come, then a last message with the
+// finish reason and usage. Writes are one at a time; pieces that arrive
+// while a write is in flight are sent together in the next one.
+class TextStream final
+    : public LinkedCall<grpc::ServerWriteReactor<pb::TextChunk>> {
+ public:
+  using LinkedCall::LinkedCall;
 
   // ---- Engine thread (under the link's lock) ----
   void OnText(absl::string_view text) override {
@@ -238,14 +262,6 @@ class TextStream final : public grpc::ServerWriteReactor<pb::TextChunk>,
     writing_ = false;
     if (!ok) broken_ = true;
     MaybeWrite();
-  }
-  void OnCancel() override { core_.Cancel(); }
-  void OnDone() override {
-    {
-      absl::MutexLock lock(&link_->mu);
-      link_->call = nullptr;
-    }
-    delete this;
   }
 
  private:
@@ -273,8 +289,6 @@ class TextStream final : public grpc::ServerWriteReactor<pb::TextChunk>,
     StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
   }
 
-  CallCore core_;
-  std::shared_ptr<Link> link_;
   absl::Mutex mu_;
   std::string pending_text_ ABSL_GUARDED_BY(mu_);
   pb::TextChunk out_ ABSL_GUARDED_BY(mu_);
@@ -288,28 +302,11 @@ class TextStream final : public grpc::ServerWriteReactor<pb::TextChunk>,
 // Detect, Point and DetectGaze: collect the engine's outputs into the
 // response, finish once.
 template <typename Response>
-class UnaryCall final : public grpc::ServerUnaryReactor, public EngineCall {
+class UnaryCall final : public LinkedCall<grpc::ServerUnaryReactor> {
  public:
   UnaryCall(Service& service, RequestObserver* observer, std::string skill,
             Response* response)
-      : core_(service, observer, std::move(skill)),
-        link_(std::make_shared<Link>()),
-        response_(response) {
-    absl::MutexLock lock(&link_->mu);
-    link_->call = this;
-  }
-
-  void Begin(absl::StatusOr<std::string> tenant,
-             const std::function<absl::StatusOr<Request>()>& build,
-             absl::Time deadline) {
-    absl::Status submitted =
-        tenant.ok() ? core_.Submit(build(), *tenant, deadline, link_)
-                    : tenant.status();
-    if (!submitted.ok()) {
-      core_.Report(submitted, {}, false);
-      Finish(ToGrpc(submitted));
-    }
-  }
+      : LinkedCall(service, observer, std::move(skill)), response_(response) {}
 
   void OnBox(const Box& box) override {
     if constexpr (std::is_same_v<Response, pb::DetectResponse>) {
@@ -342,18 +339,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public EngineCall {
     Finish(ToGrpc(status));
   }
 
-  void OnCancel() override { core_.Cancel(); }
-  void OnDone() override {
-    {
-      absl::MutexLock lock(&link_->mu);
-      link_->call = nullptr;
-    }
-    delete this;
-  }
-
  private:
-  CallCore core_;
-  std::shared_ptr<Link> link_;
   Response* response_;
 };
 

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "model/bundle.h"
+#include "model/command_line.h"
 #include "model/status_macros.h"
 #include "model/tensor_io.h"
 #include "model/threading.h"
@@ -179,17 +180,8 @@ int main(int argc, char** argv) {
       "NOT_SERVING, in-flight requests\nfinish within --grace_seconds, then "
       "the server exits 0.");
   // Accept --grpc-port as well as absl's --grpc_port spelling.
-  std::vector<std::string> spelled(argv, argv + argc);
-  std::vector<char*> argv_fixed;
-  for (std::string& arg : spelled) {
-    if (arg.rfind("--", 0) == 0) {
-      for (size_t i = 2; i < arg.size() && arg[i] != '='; ++i) {
-        if (arg[i] == '-') arg[i] = '_';
-      }
-    }
-    argv_fixed.push_back(arg.data());
-  }
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv_fixed.data());
+  md::UnderscoredArgv underscored(argc, argv);
+  std::vector<char*> args = absl::ParseCommandLine(argc, underscored.argv());
   if (args.size() != 1) {
     std::cerr << "moondream-server takes no positional arguments; --help\n";
     return 2;

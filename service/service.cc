@@ -54,8 +54,11 @@ absl::StatusOr<SamplingParams> Sampling(const TextSettings& s) {
   return p;
 }
 
-absl::Status ApplyMaxTokens(const TextSettings& s, int context_room,
-                            Request& r) {
+// Sampling, max_tokens and ignore_eos for caption and query.
+absl::Status ApplyTextSettings(const TextSettings& s, int context_room,
+                               Request& r) {
+  ASSIGN_OR_RETURN(r.sampling, Sampling(s));
+  r.ignore_eos = s.ignore_eos;
   if (!s.max_tokens) return absl::OkStatus();
   if (*s.max_tokens < 1 || *s.max_tokens > context_room) {
     return absl::InvalidArgumentError(
@@ -219,9 +222,7 @@ absl::StatusOr<Request> Service::Caption(const ImageRef& image,
   r.skill = Skill::kCaption;
   const MoondreamConfig& config = bundle_.model->config();
   ASSIGN_OR_RETURN(r.prompt_ids, CaptionPrompt(config, length));
-  ASSIGN_OR_RETURN(r.sampling, Sampling(settings));
-  RETURN_IF_ERROR(ApplyMaxTokens(settings, config.text.max_context, r));
-  r.ignore_eos = settings.ignore_eos;
+  RETURN_IF_ERROR(ApplyTextSettings(settings, config.text.max_context, r));
   ASSIGN_OR_RETURN(r.image, Resolve(image, false));
   return r;
 }
@@ -234,9 +235,7 @@ absl::StatusOr<Request> Service::Query(const ImageRef& image,
   const MoondreamConfig& config = bundle_.model->config();
   ASSIGN_OR_RETURN(std::vector<int> ids, TokenizeField("question", question));
   ASSIGN_OR_RETURN(r.prompt_ids, QueryPrompt(config, ids));
-  ASSIGN_OR_RETURN(r.sampling, Sampling(settings));
-  RETURN_IF_ERROR(ApplyMaxTokens(settings, config.text.max_context, r));
-  r.ignore_eos = settings.ignore_eos;
+  RETURN_IF_ERROR(ApplyTextSettings(settings, config.text.max_context, r));
   ASSIGN_OR_RETURN(r.image, Resolve(image, false));
   return r;
 }

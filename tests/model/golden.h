@@ -13,6 +13,8 @@
 #include <sstream>
 #include <string>
 
+#include "model/config.h"
+#include "model/moondream.h"
 #include "model/safetensors.h"
 #include "model/tensor_io.h"
 
@@ -56,6 +58,17 @@ inline at::Tensor CaseTensor(const std::string& name) {
   auto tensor = ToTensor(*view);
   EXPECT_TRUE(tensor.ok()) << tensor.status();
   return tensor.ok() ? *tensor : at::Tensor();
+}
+
+// The golden model in float32 on 2 compute threads, loaded once.
+inline const Model& GoldenModel() {
+  static const Model* model = [] {
+    SetComputeThreads(2);
+    auto loaded = Model::Load(GoldenDir(), Moondream2Config(), ModelOptions{});
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return loaded.ok() ? loaded->release() : nullptr;
+  }();
+  return *model;
 }
 
 inline double Tolerance(const std::string& kind) {

@@ -23,16 +23,7 @@ using ::md::testing::GoldenDir;
 using ::md::testing::MaxAbsDiff;
 using ::md::testing::Tolerance;
 using Json = nlohmann::json;
-
-const Model& GoldenModel() {
-  static const Model* model = [] {
-    SetComputeThreads(2);
-    auto loaded = Model::Load(GoldenDir(), Moondream2Config(), ModelOptions{});
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    return loaded.ok() ? loaded->release() : nullptr;
-  }();
-  return *model;
-}
+using ::md::testing::GoldenModel;
 
 const Json& ImageCase(const std::string& name) {
   for (const Json& image : Cases()["images"]) {

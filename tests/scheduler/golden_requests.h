@@ -23,16 +23,7 @@ using Json = nlohmann::json;
 using ::md::testing::Cases;
 using ::md::testing::CaseTensor;
 using ::md::testing::GoldenDir;
-
-inline const Model& GoldenModel() {
-  static const Model* model = [] {
-    SetComputeThreads(2);
-    auto loaded = Model::Load(GoldenDir(), Moondream2Config(), ModelOptions{});
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    return loaded.ok() ? loaded->release() : nullptr;
-  }();
-  return *model;
-}
+using ::md::testing::GoldenModel;
 
 inline const Json& GoldenImage(const std::string& name) {
   for (const Json& image : Cases()["images"]) {

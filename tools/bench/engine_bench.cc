@@ -107,8 +107,8 @@ Request QueryRequest(std::shared_ptr<const EngineImage> image, int n_tokens) {
   return r;
 }
 
-// Submits all requests at once and waits for every one.
-absl::StatusOr<std::vector<CollectingSink::Result>> RunTogether(
+// Submits every request with a sink of its own; returns the sinks.
+absl::StatusOr<std::vector<std::shared_ptr<CollectingSink>>> SubmitAll(
     Engine& engine, std::vector<Request> requests) {
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (Request& r : requests) {
@@ -117,6 +117,13 @@ absl::StatusOr<std::vector<CollectingSink::Result>> RunTogether(
     RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
     sinks.push_back(std::move(sink));
   }
+  return sinks;
+}
+
+// Submits all requests at once and waits for every one.
+absl::StatusOr<std::vector<CollectingSink::Result>> RunTogether(
+    Engine& engine, std::vector<Request> requests) {
+  ASSIGN_OR_RETURN(auto sinks, SubmitAll(engine, std::move(requests)));
   std::vector<CollectingSink::Result> results;
   for (auto& sink : sinks) {
     if (!sink->WaitDone(kRequestTimeout)) {
@@ -241,23 +248,14 @@ absl::StatusOr<Itl> MeasureItl(Engine& engine, const Model& model,
     ASSIGN_OR_RETURN(auto image, BenchImage(model, first_seed + i));
     images.push_back(std::move(image));
   }
-  std::vector<std::shared_ptr<CollectingSink>> sinks;
-  for (Request r : streams) {
-    auto sink = std::make_shared<CollectingSink>();
-    r.sink = sink;
-    RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
-    sinks.push_back(std::move(sink));
-  }
+  ASSIGN_OR_RETURN(auto sinks, SubmitAll(engine, streams));
   sinks[0]->WaitFirstOutput(kRequestTimeout);
   std::vector<std::shared_ptr<CollectingSink>> arrivals;
   for (auto& image : images) {
     absl::SleepFor(absl::Milliseconds(opts.itl_interval_ms));
     if (sinks[0]->result().done) break;
-    Request r = QueryRequest(image, 1);
-    auto sink = std::make_shared<CollectingSink>();
-    r.sink = sink;
-    RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
-    arrivals.push_back(std::move(sink));
+    ASSIGN_OR_RETURN(auto arrived, SubmitAll(engine, {QueryRequest(image, 1)}));
+    arrivals.push_back(std::move(arrived[0]));
   }
   std::vector<CollectingSink::Result> results;
   for (auto& sink : sinks) {

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "model/bundle.h"
+#include "model/command_line.h"
 #include "model/detokenizer.h"
 #include "model/image_decode.h"
 #include "model/preprocess.h"
@@ -304,17 +305,8 @@ int main(int argc, char** argv) {
       "whose\n"
       "answers are meaningless; see README 'Real weights').");
   // Accept --max-tokens as well as absl's --max_tokens spelling.
-  std::vector<std::string> spelled(argv, argv + argc);
-  std::vector<char*> argv_fixed;
-  for (std::string& arg : spelled) {
-    if (arg.rfind("--", 0) == 0) {
-      for (size_t i = 2; i < arg.size() && arg[i] != '='; ++i) {
-        if (arg[i] == '-') arg[i] = '_';
-      }
-    }
-    argv_fixed.push_back(arg.data());
-  }
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv_fixed.data());
+  md::UnderscoredArgv underscored(argc, argv);
+  std::vector<char*> args = absl::ParseCommandLine(argc, underscored.argv());
   if (args.size() != 2) {
     std::cerr << "usage: moondream-cli <caption|query|detect|point|gaze> "
                  "[flags]; --help for more\n";
