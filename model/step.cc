@@ -38,7 +38,8 @@ absl::StatusOr<std::vector<StepOutput>> ForwardFeeds(
           "context overflow: slot ", feed.slot, " needs position ",
           feed.pos + n_tokens - 1, " but holds ", cache.n_positions));
     }
-    chunks.push_back({feed.slot, feed.pos, n_tokens, feed.mask});
+    chunks.push_back(
+        {feed.slot, feed.pos, n_tokens, feed.mask, feed.prefix_slot});
     embeds.push_back(feed.embeds_TC);
   }
   ASSIGN_OR_RETURN(

@@ -32,6 +32,7 @@ struct Feed {
   at::Tensor embeds_TC;
   AttentionMask mask = AttentionMask::kCausal;
   HeadRequest heads;
+  int prefix_slot = -1;  // See SequenceChunk::prefix_slot.
 };
 
 // One forward over every feed, then each head once over the rows that asked

@@ -54,24 +54,46 @@ struct BatchPlan {
   at::Tensor slot_N, position_N;   // where each row's K/V goes
   std::vector<int64_t> first_row;  // per chunk
   std::vector<at::Tensor> hidden_keys_1TK;  // per chunk; undefined: none
-  // Single-token chunks (decode steps), attended by one fused kernel call.
+  // Chunks whose tokens run as decode queries (decode steps and prompt
+  // chunks after the image prefix), attended by one fused kernel call.
   std::vector<size_t> decode_chunks;
   std::vector<int> decode_slots, decode_n_keys;
+  // Where each decode row reads its image prefix (empty: its own slot).
+  std::vector<int> decode_prefix_slots;
+  int prefix_len = 0;
   at::Tensor decode_rows_B;
 };
+
+// Whether each token of the chunk attends exactly to the keys up to its own
+// position, so it can run as a decode query: single tokens, and causal
+// chunks after the image prefix (prompt prefill).
+bool RunsAsDecodeQueries(const SequenceChunk& chunk, int prefix_len) {
+  return chunk.n_tokens == 1 || (chunk.mask == AttentionMask::kCausal &&
+                                 chunk.start_pos >= prefix_len);
+}
 
 BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
                         const RotaryTable& rotary, int prefix_len,
                         at::Device device) {
   std::vector<int64_t> slots, positions, decode_rows;
   BatchPlan plan;
+  plan.prefix_len = prefix_len;
+  // Grouping pays when rows share prefix reads: several tokens of one
+  // chunk, or decode rows pointed at another slot's copy of their prefix.
+  bool any_shared_prefix = false;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const SequenceChunk& chunk = chunks[i];
-    if (chunk.n_tokens == 1) {
+    if (RunsAsDecodeQueries(chunk, prefix_len)) {
       plan.decode_chunks.push_back(i);
-      plan.decode_slots.push_back(chunk.slot);
-      plan.decode_n_keys.push_back(chunk.start_pos + 1);
-      decode_rows.push_back(static_cast<int64_t>(positions.size()));
+      const int prefix_slot =
+          chunk.prefix_slot >= 0 ? chunk.prefix_slot : chunk.slot;
+      any_shared_prefix |= prefix_slot != chunk.slot || chunk.n_tokens > 1;
+      for (int t = 0; t < chunk.n_tokens; ++t) {
+        plan.decode_slots.push_back(chunk.slot);
+        plan.decode_n_keys.push_back(chunk.start_pos + t + 1);
+        plan.decode_prefix_slots.push_back(prefix_slot);
+        decode_rows.push_back(static_cast<int64_t>(positions.size()) + t);
+      }
     }
     plan.first_row.push_back(static_cast<int64_t>(positions.size()));
     plan.hidden_keys_1TK.push_back(HiddenKeys(chunk, prefix_len, device));
@@ -80,6 +102,10 @@ BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
       positions.push_back(chunk.start_pos + i);
     }
   }
+  // Any decode row with fewer keys than the prefix (a model without an
+  // image prefix, or a very short context) takes the ungrouped path.
+  for (int n : plan.decode_n_keys) any_shared_prefix &= n >= prefix_len;
+  if (!any_shared_prefix || prefix_len <= 0) plan.decode_prefix_slots.clear();
   plan.decode_rows_B = at::tensor(decode_rows, at::kLong).to(device);
   plan.slot_N = at::tensor(slots, at::kLong).to(device);
   plan.position_N = at::tensor(positions, at::kLong).to(device);
@@ -137,7 +163,8 @@ at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
     // All decode steps of the batch in one pass over their slots' K/V.
     at::Tensor out_BHD = DecodeAttention(
         q_NHD.index_select(0, plan.decode_rows_B), k_SHPD, v_SHPD,
-        plan.decode_slots, plan.decode_n_keys, /*scale=*/1.0);
+        plan.decode_slots, plan.decode_n_keys, /*scale=*/1.0,
+        plan.decode_prefix_slots, plan.prefix_len);
     if (out_BHD.defined()) {
       out_NC.index_copy_(0, plan.decode_rows_B,
                          out_BHD.reshape({out_BHD.size(0), c}));
@@ -182,6 +209,11 @@ absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
     if (chunk.slot < 0 || chunk.slot >= cache.n_slots) {
       return absl::InvalidArgumentError(absl::StrCat(
           "decoder: slot ", chunk.slot, " outside 0..", cache.n_slots - 1));
+    }
+    if (chunk.prefix_slot >= cache.n_slots) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("decoder: prefix slot ", chunk.prefix_slot,
+                       " outside 0..", cache.n_slots - 1));
     }
     if (!slots.insert(chunk.slot).second) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -34,6 +34,11 @@ struct SequenceChunk {
   int start_pos = 0;  // position of the chunk's first token in the slot
   int n_tokens = 0;   // rows of the flat batch that belong to this chunk
   AttentionMask mask = AttentionMask::kCausal;
+  // A decode step (one token) may read its image prefix positions from
+  // another slot that holds the same bits (a copy of the same cached image
+  // prefix), so that sequences on one image read it from memory once. -1:
+  // its own slot. Results are bit-identical either way.
+  int prefix_slot = -1;
 };
 
 // cos/sin of position × frequency for the 16 rotary frequencies,

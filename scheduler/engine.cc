@@ -45,6 +45,9 @@ struct Sequence {
   SlotState state = SlotState::kAwaitingImage;
   const ImageCrops* crops = nullptr;
   std::string image_key;
+  // Which copy of the image prefix the slot holds: slots with equal ids hold
+  // equal bits, so their decode rows may share one read of the prefix.
+  uint64_t prefix_id = 0;
   // The run's first input (the prompt), fed in chunks; reset once fed.
   std::optional<StepInput> prompt;
   int prompt_fed = 0;
@@ -577,14 +580,14 @@ void Engine::Impl::PlaceImagePrefixes(StepReport& report) {
     }
   }
 
-  auto place = [&](const std::string& key, const at::Tensor& prefix_L2HPD) {
+  auto place = [&](const std::string& key, const CachedPrefix& prefix) {
     auto it = waiting.find(key);
     if (it == waiting.end()) return;
     for (auto [job, seq] : it->second.seqs) {
       if (job->finished) continue;
       progress_ = true;
       absl::Status placed = CatchTorchStatus("placing an image prefix", [&] {
-        WriteSlotPrefix(kv_, seq->slot, prefix_L2HPD);
+        WriteSlotPrefix(kv_, seq->slot, prefix.prefix_L2HPD);
       });
       if (!placed.ok()) {
         Count([](EngineStats& s) { ++s.failed; });
@@ -592,6 +595,7 @@ void Engine::Impl::PlaceImagePrefixes(StepReport& report) {
         continue;
       }
       seq->pos = model_.prefix_len();
+      seq->prefix_id = prefix.id;
       seq->state = SlotState::kPrefill;
       slots_.Set(seq->slot, SlotState::kPrefill);
     }
@@ -623,9 +627,9 @@ void Engine::Impl::PlaceImagePrefixes(StepReport& report) {
       report.images_encoded = static_cast<int>(n);
       report.encode_seconds = batch->seconds;
       for (size_t i = 0; i < batch->keys.size(); ++i) {
-        const at::Tensor& prefix = (*batch->encoded)[i].prefix_kv_L2HPD;
-        prefix_cache_.Insert(batch->keys[i], prefix);
-        place(batch->keys[i], prefix);
+        place(batch->keys[i],
+              prefix_cache_.Insert(batch->keys[i],
+                                   (*batch->encoded)[i].prefix_kv_L2HPD));
       }
     }
   }
@@ -638,8 +642,7 @@ void Engine::Impl::PlaceImagePrefixes(StepReport& report) {
   for (const std::string& key : keys) {
     if (!waiting.contains(key) || encoding_keys_.contains(key)) continue;
     if (prefix_cache_.Contains(key)) {
-      std::optional<at::Tensor> hit = prefix_cache_.Lookup(key);
-      place(key, *hit);
+      place(key, *prefix_cache_.Lookup(key));
       continue;
     }
     if (!encoder_free ||
@@ -678,7 +681,10 @@ void Engine::Impl::ForwardOneStep(StepReport& report) {
     return std::move(*in);
   };
 
-  // Every generating sequence decodes one row.
+  // Every generating sequence decodes one row. Rows whose slots hold the same
+  // copy of an image prefix read it from the first such row's slot: from
+  // memory once for all of them.
+  absl::flat_hash_map<uint64_t, int> prefix_slot_by_copy;
   for (auto& job : running_) {
     for (Sequence& seq : job->seqs) {
       if (job->finished || seq.state != SlotState::kDecode || seq.run->done()) {
@@ -686,8 +692,11 @@ void Engine::Impl::ForwardOneStep(StepReport& report) {
       }
       std::optional<StepInput> in = next_input(*job, seq);
       if (!in.has_value()) break;
-      feeds.push_back(
-          {seq.slot, seq.pos, std::move(in->embeds_TC), in->mask, in->heads});
+      const int prefix_slot =
+          prefix_slot_by_copy.try_emplace(seq.prefix_id, seq.slot)
+              .first->second;
+      feeds.push_back({seq.slot, seq.pos, std::move(in->embeds_TC), in->mask,
+                       in->heads, prefix_slot});
       owners.push_back({job.get(), &seq, false, true});
       ++report.decode_rows;
     }

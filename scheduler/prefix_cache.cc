@@ -12,7 +12,7 @@ int64_t BytesOf(const at::Tensor& t) {
 
 }  // namespace
 
-std::optional<at::Tensor> PrefixCache::Lookup(const std::string& key) {
+std::optional<CachedPrefix> PrefixCache::Lookup(const std::string& key) {
   auto it = index_.find(key);
   if (it == index_.end()) {
     ++counters_.misses;
@@ -23,22 +23,25 @@ std::optional<at::Tensor> PrefixCache::Lookup(const std::string& key) {
   return it->second->second;
 }
 
-void PrefixCache::Insert(const std::string& key, at::Tensor prefix_L2HPD) {
+CachedPrefix PrefixCache::Insert(const std::string& key,
+                                 at::Tensor prefix_L2HPD) {
+  CachedPrefix entry{std::move(prefix_L2HPD), next_id_++};
   if (auto it = index_.find(key); it != index_.end()) Erase(it->second);
-  const int64_t bytes = BytesOf(prefix_L2HPD);
-  if (bytes > byte_budget_) return;
+  const int64_t bytes = BytesOf(entry.prefix_L2HPD);
+  if (bytes > byte_budget_) return entry;
   while (!lru_.empty() && counters_.bytes + bytes > byte_budget_) {
     Erase(std::prev(lru_.end()));
     ++counters_.evictions;
   }
-  lru_.emplace_front(key, std::move(prefix_L2HPD));
+  lru_.emplace_front(key, entry);
   index_[key] = lru_.begin();
   counters_.bytes += bytes;
   counters_.entries = static_cast<int64_t>(lru_.size());
+  return entry;
 }
 
 void PrefixCache::Erase(std::list<Entry>::iterator it) {
-  counters_.bytes -= BytesOf(it->second);
+  counters_.bytes -= BytesOf(it->second.prefix_L2HPD);
   index_.erase(it->first);
   lru_.erase(it);
   counters_.entries = static_cast<int64_t>(lru_.size());

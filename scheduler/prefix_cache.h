@@ -28,23 +28,31 @@ struct PrefixCacheCounters {
   int64_t bytes = 0;
 };
 
+// A prefix and the id of this copy: every Insert makes a new id, so two
+// slots placed from the same id hold the same bits.
+struct CachedPrefix {
+  at::Tensor prefix_L2HPD;
+  uint64_t id = 0;
+};
+
 class PrefixCache {
  public:
   explicit PrefixCache(int64_t byte_budget) : byte_budget_(byte_budget) {}
 
   // The cached prefix (a hit, now most recent), or nullopt (a miss).
-  std::optional<at::Tensor> Lookup(const std::string& key);
+  std::optional<CachedPrefix> Lookup(const std::string& key);
   // Keeps `prefix_L2HPD` as the most recent entry, evicting the least recent
   // ones until the budget holds. An entry larger than the whole budget is
   // not kept (and evicts nothing). Replaces an entry with the same key.
-  void Insert(const std::string& key, at::Tensor prefix_L2HPD);
+  // Returns the prefix with its new id (kept or not).
+  CachedPrefix Insert(const std::string& key, at::Tensor prefix_L2HPD);
   bool Contains(const std::string& key) const { return index_.contains(key); }
 
   const PrefixCacheCounters& counters() const { return counters_; }
   int64_t byte_budget() const { return byte_budget_; }
 
  private:
-  using Entry = std::pair<std::string, at::Tensor>;
+  using Entry = std::pair<std::string, CachedPrefix>;
 
   void Erase(std::list<Entry>::iterator it);
 
@@ -52,6 +60,7 @@ class PrefixCache {
   std::list<Entry> lru_;  // Most recent first.
   absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_;
   PrefixCacheCounters counters_;
+  uint64_t next_id_ = 1;
 };
 
 }  // namespace md::scheduler

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "model/kernels/x86_simd.h"
@@ -226,6 +227,76 @@ constexpr WeightedSumBf16Fn kWeightedSumBf16[kMaxTileGroups] = {
     WeightedSumBf16<4>, WeightedSumBf16<5>, WeightedSumBf16<6>,
     WeightedSumBf16<7>, WeightedSumBf16<8>};
 
+// Pass 3 in pieces, for sequences that share rows: acc[16·kG] += Σ_k
+// p[k]·v[k] over this piece, with the same fused multiply-adds in the same
+// order as WeightedSum* (fp32 acc stored between pieces loses nothing).
+template <int kG>
+MD_AVX512 void AccumulateF32(const float* p, const float* v, int n, int d,
+                             float* acc_out) {
+  __m512 acc[kG];
+#pragma GCC unroll 8
+  for (int g = 0; g < kG; ++g) acc[g] = _mm512_loadu_ps(acc_out + 16 * g);
+  for (int k = 0; k < n; ++k) {
+    const __m512 w = _mm512_set1_ps(p[k]);
+    const float* row = v + static_cast<int64_t>(k) * d;
+#pragma GCC unroll 8
+    for (int g = 0; g < kG; ++g) {
+      acc[g] = _mm512_fmadd_ps(w, _mm512_loadu_ps(row + 16 * g), acc[g]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int g = 0; g < kG; ++g) _mm512_storeu_ps(acc_out + 16 * g, acc[g]);
+}
+
+template <int kG>
+MD_AVX512_BF16 void AccumulateBf16(const float* p, const uint16_t* v, int n,
+                                   int d, float* acc_out) {
+  __m512 acc[kG];
+#pragma GCC unroll 8
+  for (int g = 0; g < kG; ++g) acc[g] = _mm512_loadu_ps(acc_out + 16 * g);
+  for (int k = 0; k < n; ++k) {
+    const __m512 w = _mm512_set1_ps(p[k]);
+    const uint16_t* row = v + static_cast<int64_t>(k) * d;
+#pragma GCC unroll 8
+    for (int g = 0; g < kG; ++g) {
+      const __m512i x = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * g)));
+      acc[g] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)),
+                               acc[g]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int g = 0; g < kG; ++g) _mm512_storeu_ps(acc_out + 16 * g, acc[g]);
+}
+
+using AccumulateF32Fn = void (*)(const float*, const float*, int, int, float*);
+using AccumulateBf16Fn = void (*)(const float*, const uint16_t*, int, int,
+                                  float*);
+constexpr AccumulateF32Fn kAccumulateF32[kMaxTileGroups] = {
+    AccumulateF32<1>, AccumulateF32<2>, AccumulateF32<3>, AccumulateF32<4>,
+    AccumulateF32<5>, AccumulateF32<6>, AccumulateF32<7>, AccumulateF32<8>};
+constexpr AccumulateBf16Fn kAccumulateBf16[kMaxTileGroups] = {
+    AccumulateBf16<1>, AccumulateBf16<2>, AccumulateBf16<3>, AccumulateBf16<4>,
+    AccumulateBf16<5>, AccumulateBf16<6>, AccumulateBf16<7>, AccumulateBf16<8>};
+
+// out = acc / sum, as the last step of WeightedSum*.
+MD_AVX512 void FinishF32(const float* acc, int d, float sum, float* out) {
+  const __m512 vsum = _mm512_set1_ps(sum);
+  for (int c = 0; c < d; c += 16) {
+    _mm512_storeu_ps(out + c, _mm512_div_ps(_mm512_loadu_ps(acc + c), vsum));
+  }
+}
+
+MD_AVX512_BF16 void FinishBf16(const float* acc, int d, float sum,
+                               uint16_t* out) {
+  const __m512 vsum = _mm512_set1_ps(sum);
+  for (int c = 0; c < d; c += 16) {
+    const __m256bh y =
+        _mm512_cvtneps_pbh(_mm512_div_ps(_mm512_loadu_ps(acc + c), vsum));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)y);
+  }
+}
+
 // One (sequence, head): q [D], keys/values [n, D] rows, out [D]; scores has
 // room for n floats.
 MD_AVX512 void AttendF32(const float* q, const float* keys, const float* values,
@@ -265,6 +336,93 @@ MD_AVX512_BF16 void AttendBf16(const uint16_t* q, const uint16_t* keys,
   }
 }
 
+// Pass 1 with the head dim known at compile time where it is common.
+MD_AVX512 float ScoresAnyF32(const float* q, const float* keys, int n, int d,
+                             float scale, float* s) {
+  if (d == 64) return ScoresF32<64>(q, keys, n, d, scale, s);
+  if (d == 128) return ScoresF32<128>(q, keys, n, d, scale, s);
+  return ScoresF32<0>(q, keys, n, d, scale, s);
+}
+
+MD_AVX512_BF16 float ScoresAnyBf16(const uint16_t* q, const uint16_t* keys,
+                                   int n, int d, float scale, float* s) {
+  if (d == 64) return ScoresBf16<64>(q, keys, n, d, scale, s);
+  if (d == 128) return ScoresBf16<128>(q, keys, n, d, scale, s);
+  return ScoresBf16<0>(q, keys, n, d, scale, s);
+}
+
+// Shared K/V rows scored (and summed) per pass over a group: 64 rows of a
+// 64-dim head are 8 KiB in bf16, so they stay in L1 while every member of
+// the group reads them.
+constexpr int kSharedRows = 64;
+
+// One head of one sequence in a group that shares its first prefix_len rows.
+template <typename T>
+struct Member {
+  const T* q;
+  const T* own_keys;  // the sequence's slot, row 0
+  const T* own_values;
+  int n;  // keys in all, >= prefix_len
+  T* out;
+};
+
+// Every member's attention over [shared rows 0..prefix_len) + [own rows
+// prefix_len..n): the same per-sequence operations, in the same order, as
+// Attend*, with the loops over rows outside the loops over members so that
+// each shared row comes from memory once. scores has G·stride floats and acc
+// G·d floats.
+template <typename T, typename ScoresFn, typename AccumulateTable,
+          typename FinishFn>
+inline void AttendGroup(absl::Span<const Member<T>> members,
+                        const T* shared_keys, const T* shared_values,
+                        int prefix_len, int d, float scale, int stride,
+                        float* scores, float* acc, ScoresFn score,
+                        const AccumulateTable& accumulate, FinishFn finish) {
+  const int g = static_cast<int>(members.size());
+  std::vector<float> maxes(g, -std::numeric_limits<float>::infinity());
+  std::vector<float> sums(g);
+  for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
+    const int n = std::min(kSharedRows, prefix_len - k0);
+    for (int m = 0; m < g; ++m) {
+      maxes[m] = std::max(
+          maxes[m], score(members[m].q, shared_keys + int64_t{k0} * d, n, d,
+                          scale, scores + int64_t{m} * stride + k0));
+    }
+  }
+  for (int m = 0; m < g; ++m) {
+    const Member<T>& x = members[m];
+    float* s = scores + int64_t{m} * stride;
+    if (x.n > prefix_len) {
+      maxes[m] =
+          std::max(maxes[m], score(x.q, x.own_keys + int64_t{prefix_len} * d,
+                                   x.n - prefix_len, d, scale, s + prefix_len));
+    }
+    sums[m] = ExpAndSum(s, x.n, maxes[m]);
+  }
+  std::fill(acc, acc + int64_t{g} * d, 0.0f);
+  for (int g0 = 0; g0 < d / 16; g0 += kMaxTileGroups) {
+    const auto add = accumulate[std::min(kMaxTileGroups, d / 16 - g0) - 1];
+    for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
+      const int n = std::min(kSharedRows, prefix_len - k0);
+      for (int m = 0; m < g; ++m) {
+        add(scores + int64_t{m} * stride + k0,
+            shared_values + int64_t{k0} * d + 16 * g0, n, d,
+            acc + int64_t{m} * d + 16 * g0);
+      }
+    }
+    for (int m = 0; m < g; ++m) {
+      const Member<T>& x = members[m];
+      if (x.n <= prefix_len) continue;
+      add(scores + int64_t{m} * stride + prefix_len,
+          x.own_values + int64_t{prefix_len} * d + 16 * g0, x.n - prefix_len, d,
+          acc + int64_t{m} * d + 16 * g0);
+    }
+  }
+  for (int m = 0; m < g; ++m) {
+    finish(acc + int64_t{m} * d, d, sums[m], members[m].out);
+  }
+}
+
 bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  absl::Span<const int> slots, absl::Span<const int> n_keys) {
   if (!q.defined() || !k.defined() || !v.defined()) return false;
@@ -295,6 +453,82 @@ bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return true;
 }
 
+// DecodeAttention with groups of sequences that share their prefix rows.
+at::Tensor SharedPrefixAttention(
+    const at::Tensor& q_BHD, const at::Tensor& k_SHPD, const at::Tensor& v_SHPD,
+    absl::Span<const int> slots, absl::Span<const int> n_keys, double scale,
+    absl::Span<const int> prefix_slots, int prefix_len) {
+  const bool bf16 = q_BHD.scalar_type() == at::kBFloat16;
+  if (!(bf16 ? CpuHasAvx512Bf16() : CpuHasAvx512())) return {};
+  const int64_t n_batch = q_BHD.size(0), n_heads = q_BHD.size(1);
+  const int d = static_cast<int>(q_BHD.size(2));
+  const int64_t n_positions = k_SHPD.size(2);
+  at::Tensor out_BHD = at::empty({n_batch, n_heads, d}, q_BHD.options());
+
+  // Sequences by the slot their prefix rows are read from, in batch order.
+  std::vector<int> group_slot;
+  std::vector<std::vector<int64_t>> groups;
+  for (int64_t i = 0; i < n_batch; ++i) {
+    auto it = std::find(group_slot.begin(), group_slot.end(), prefix_slots[i]);
+    if (it == group_slot.end()) {
+      group_slot.push_back(prefix_slots[i]);
+      groups.emplace_back();
+      it = group_slot.end() - 1;
+    }
+    groups[it - group_slot.begin()].push_back(i);
+  }
+  const int stride = *std::max_element(n_keys.begin(), n_keys.end());
+  const float scale_f = static_cast<float>(scale);
+  const int64_t elem = q_BHD.element_size();
+  const int64_t q_stride_b = q_BHD.stride(0), q_stride_h = q_BHD.stride(1);
+  const char* q_base = static_cast<const char*>(q_BHD.data_ptr());
+  const char* k_base = static_cast<const char*>(k_SHPD.data_ptr());
+  const char* v_base = static_cast<const char*>(v_SHPD.data_ptr());
+  char* out_base = static_cast<char*>(out_BHD.data_ptr());
+  auto row0 = [&](const char* base, int slot, int64_t h) {
+    return base +
+           (static_cast<int64_t>(slot) * n_heads + h) * n_positions * d * elem;
+  };
+
+  const int64_t n_items = static_cast<int64_t>(groups.size()) * n_heads;
+  at::parallel_for(0, n_items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores, acc;
+    for (int64_t item = begin; item < end; ++item) {
+      const std::vector<int64_t>& group = groups[item / n_heads];
+      const int shared_slot = group_slot[item / n_heads];
+      const int64_t h = item % n_heads;
+      scores.resize(group.size() * stride);
+      acc.resize(group.size() * d);
+      auto run = [&](auto* tag, auto score, const auto& accumulate,
+                     auto finish) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        std::vector<Member<T>> members;
+        for (int64_t i : group) {
+          members.push_back(
+              {reinterpret_cast<const T*>(
+                   q_base + (i * q_stride_b + h * q_stride_h) * elem),
+               reinterpret_cast<const T*>(row0(k_base, slots[i], h)),
+               reinterpret_cast<const T*>(row0(v_base, slots[i], h)), n_keys[i],
+               reinterpret_cast<T*>(out_base + (i * n_heads + h) * d * elem)});
+        }
+        AttendGroup<T>(members,
+                       reinterpret_cast<const T*>(row0(k_base, shared_slot, h)),
+                       reinterpret_cast<const T*>(row0(v_base, shared_slot, h)),
+                       prefix_len, d, scale_f, stride, scores.data(),
+                       acc.data(), score, accumulate, finish);
+      };
+      if (bf16) {
+        run(static_cast<uint16_t*>(nullptr), ScoresAnyBf16, kAccumulateBf16,
+            FinishBf16);
+      } else {
+        run(static_cast<float*>(nullptr), ScoresAnyF32, kAccumulateF32,
+            FinishF32);
+      }
+    }
+  });
+  return out_BHD;
+}
+
 #endif  // defined(__x86_64__)
 
 }  // namespace
@@ -302,9 +536,23 @@ bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 at::Tensor DecodeAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
                            const at::Tensor& v_SHPD,
                            absl::Span<const int> slots,
-                           absl::Span<const int> n_keys, double scale) {
+                           absl::Span<const int> n_keys, double scale,
+                           absl::Span<const int> prefix_slots, int prefix_len) {
 #if defined(__x86_64__)
   if (!ValidInputs(q_BHD, k_SHPD, v_SHPD, slots, n_keys)) return {};
+  if (!prefix_slots.empty() && prefix_len > 0) {
+    if (prefix_slots.size() != slots.size() || prefix_len > k_SHPD.size(2)) {
+      return {};
+    }
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (prefix_slots[i] < 0 || prefix_slots[i] >= k_SHPD.size(0) ||
+          n_keys[i] < prefix_len) {
+        return {};
+      }
+    }
+    return SharedPrefixAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale,
+                                 prefix_slots, prefix_len);
+  }
   const bool bf16 = q_BHD.scalar_type() == at::kBFloat16;
   if (!(bf16 ? CpuHasAvx512Bf16() : CpuHasAvx512())) return {};
 

@@ -27,10 +27,20 @@ namespace md {
 // layout, bad sizes or indices, or a CPU without AVX-512 F/BW/VL/DQ, plus
 // AVX512-BF16 for bf16) so the caller falls back. Work is split over
 // (sequence, head) pairs on LibTorch's intra-op threads.
+//
+// Shared prefixes: with prefix_slots (B entries) and prefix_len > 0,
+// sequence i reads its positions below prefix_len from slot prefix_slots[i]
+// instead of its own; the caller promises those positions hold the same bits
+// in both slots (copies of one cached image prefix). Sequences with the same
+// prefix slot are then computed together, each block of shared K/V rows read
+// from memory once for all of them, while every output is bit-identical to
+// computing each sequence alone (same operations in the same order).
 at::Tensor DecodeAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
                            const at::Tensor& v_SHPD,
                            absl::Span<const int> slots,
-                           absl::Span<const int> n_keys, double scale);
+                           absl::Span<const int> n_keys, double scale,
+                           absl::Span<const int> prefix_slots = {},
+                           int prefix_len = 0);
 
 }  // namespace md
 

@@ -301,5 +301,52 @@ TEST(DecodeAttentionTest, ReturnsUndefinedWhenItDoesNotApply) {
   EXPECT_FALSE(call(q, k, v, slots, {5, P + 1}));
 }
 
+// Sequences whose first 730 positions are copies of one prefix: reading
+// those rows from one slot for the whole group must give, bit for bit, what
+// each sequence gives alone from its own slot.
+TEST(DecodeAttentionSharedPrefixTest, BitIdenticalToEachSequenceAlone) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(DtypeName(dtype));
+    if (!CpuRunsKernel(dtype)) GTEST_SKIP() << "CPU lacks AVX-512 (BF16)";
+    at::manual_seed(77);
+    const int S = 12, H = 4, P = 800, D = 64, kPrefix = 730;
+    at::Tensor k = at::randn({S, H, P, D}).to(dtype);
+    at::Tensor v = at::randn({S, H, P, D}).to(dtype);
+    // Two images: slots 0..6 hold prefix A, slots 7..11 prefix B.
+    for (int s = 1; s < S; ++s) {
+      const int source = s < 7 ? 0 : 7;
+      if (s == source) continue;
+      k[s].narrow(1, 0, kPrefix).copy_(k[source].narrow(1, 0, kPrefix));
+      v[s].narrow(1, 0, kPrefix).copy_(v[source].narrow(1, 0, kPrefix));
+    }
+    const std::vector<int> slots = {3, 0, 8, 6, 11, 1, 7, 2, 10};
+    std::vector<int> n_keys, prefix_slots;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      n_keys.push_back(kPrefix + 1 + static_cast<int>(7 * i % 60));
+      // Each group reads the shared rows from one member's slot.
+      prefix_slots.push_back(slots[i] < 7 ? 6 : 11);
+    }
+    at::Tensor q =
+        at::randn({static_cast<int64_t>(slots.size()), H, D}).to(dtype);
+    at::Tensor alone = DecodeAttention(q, k, v, slots, n_keys, 0.125);
+    at::Tensor shared =
+        DecodeAttention(q, k, v, slots, n_keys, 0.125, prefix_slots, kPrefix);
+    ASSERT_TRUE(alone.defined());
+    ASSERT_TRUE(shared.defined());
+    EXPECT_TRUE(at::equal(alone, shared))
+        << (alone.to(at::kFloat) - shared.to(at::kFloat)).abs().max();
+    // Too few keys for the prefix, or a bad prefix slot: falls back.
+    std::vector<int> short_keys = n_keys;
+    short_keys[0] = 10;
+    EXPECT_FALSE(DecodeAttention(q, k, v, slots, short_keys, 0.125,
+                                 prefix_slots, kPrefix)
+                     .defined());
+    std::vector<int> bad = prefix_slots;
+    bad[1] = S;
+    EXPECT_FALSE(
+        DecodeAttention(q, k, v, slots, n_keys, 0.125, bad, kPrefix).defined());
+  }
+}
+
 }  // namespace
 }  // namespace md

@@ -15,9 +15,9 @@ TEST(PrefixCacheTest, MissThenHitReturnsTheSameValues) {
   PrefixCache cache(1000);
   EXPECT_FALSE(cache.Lookup("a").has_value());
   cache.Insert("a", Prefix(10, 1.5f));
-  std::optional<at::Tensor> hit = cache.Lookup("a");
+  std::optional<CachedPrefix> hit = cache.Lookup("a");
   ASSERT_TRUE(hit.has_value());
-  EXPECT_TRUE(at::equal(*hit, Prefix(10, 1.5f)));
+  EXPECT_TRUE(at::equal(hit->prefix_L2HPD, Prefix(10, 1.5f)));
   EXPECT_EQ(cache.counters().hits, 1);
   EXPECT_EQ(cache.counters().misses, 1);
   EXPECT_EQ(cache.counters().bytes, 40);
@@ -62,7 +62,20 @@ TEST(PrefixCacheTest, ReinsertingAKeyReplacesItsBytes) {
   cache.Insert("a", Prefix(20, 2));
   EXPECT_EQ(cache.counters().entries, 1);
   EXPECT_EQ(cache.counters().bytes, 80);
-  EXPECT_TRUE(at::equal(*cache.Lookup("a"), Prefix(20, 2)));
+  EXPECT_TRUE(at::equal(cache.Lookup("a")->prefix_L2HPD, Prefix(20, 2)));
+}
+
+TEST(PrefixCacheTest, EveryInsertIsANewCopyId) {
+  PrefixCache cache(1000);
+  const uint64_t first = cache.Insert("a", Prefix(10, 1)).id;
+  EXPECT_EQ(cache.Lookup("a")->id, first);
+  EXPECT_EQ(cache.Lookup("a")->id, first);
+  const uint64_t second = cache.Insert("a", Prefix(10, 1)).id;
+  EXPECT_NE(second, first);
+  EXPECT_EQ(cache.Lookup("a")->id, second);
+  PrefixCache none(0);
+  EXPECT_NE(none.Insert("b", Prefix(10, 1)).id,
+            none.Insert("b", Prefix(10, 1)).id);
 }
 
 TEST(PrefixCacheTest, ZeroBudgetKeepsNothing) {
