@@ -782,6 +782,11 @@ void Engine::Impl::ForwardOneStep(StepReport& report) {
       Finish(*o.job, accepted);
       continue;
     }
+    // Text counts its emitted tokens; regions every coordinate and size.
+    if (o.job->request.skill != Skill::kCaption &&
+        o.job->request.skill != Skill::kQuery) {
+      ++o.job->output_tokens;
+    }
     ReportRegionProgress(*o.job, seq);
     if (seq.run->done()) ReleaseSequence(*o.job, seq);
   }
@@ -896,13 +901,11 @@ void Engine::Impl::ReportRegionProgress(Job& job, Sequence& seq) {
   if (job.request.skill == Skill::kDetect) {
     for (; seq.objects_reported < run.boxes().size(); ++seq.objects_reported) {
       MarkOutput(job);
-      ++job.output_tokens;
       sink.OnBox(run.boxes()[seq.objects_reported]);
     }
   } else {
     for (; seq.objects_reported < run.points().size(); ++seq.objects_reported) {
       MarkOutput(job);
-      ++job.output_tokens;
       sink.OnPoint(run.points()[seq.objects_reported]);
     }
   }

@@ -272,6 +272,9 @@ TEST_F(GrpcTest, DetectPointAndGazeAnswer) {
       EXPECT_TRUE(absl::StrContains(status.error_message(), "20"));
     } else {
       ASSERT_TRUE(status.ok()) << status.error_message();
+      // Decode decisions: the first token (with x read from the same
+      // state), then y after feeding x; no gaze ends at the first token.
+      EXPECT_EQ(response.usage().output_tokens(), response.has_gaze() ? 2 : 1);
     }
   }
   ExpectIdle();
