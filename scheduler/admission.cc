@@ -126,10 +126,9 @@ AdmissionDecision DecideAdmission(const std::vector<QueuedRequest>& queue,
     if (i_tenant == tenants.size()) break;  // Nothing eligible left.
     TenantQueue& tenant = tenants[i_tenant];
     const QueuedRequest& request = queue[tenant.i_requests.front()];
-    if (request.n_slots > n_free) {
-      tenant.i_requests.clear();  // FIFO: its tenant waits for a later step.
-      continue;
-    }
+    // The fair pick does not fit: admit nobody else, so that freed slots
+    // gather for it instead of going to smaller requests forever.
+    if (request.n_slots > n_free) break;
     tenant.i_requests.pop_front();
     decision.admit.push_back(request.id);
     usage.Admit(request.tenant, request.n_slots);

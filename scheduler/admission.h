@@ -17,9 +17,10 @@
 // eligible request was enqueued first, then the tenant name). Within a
 // tenant, requests are admitted first in, first out. So a tenant with a deep
 // backlog cannot starve another: a newcomer with nothing running wins every
-// freed slot until it holds as many as the backlogged tenant. A request that
-// needs more slots than are free holds back the rest of its tenant's queue
-// for this step (FIFO), but not other tenants.
+// freed slot until it holds as many as the backlogged tenant. When the fair
+// pick needs more slots than are free (accurate gaze takes 20), admission
+// stops for the step: freed slots gather for it, so small requests of other
+// tenants cannot starve it.
 //
 // The only state is TenantUsage (running slots per tenant), owned by the
 // engine: DecideAdmission counts each admitted request in it, and the engine

@@ -14,6 +14,7 @@ PACKAGES=(
   prometheus-cpp-dev      # /metrics
   libcpp-httplib-dev      # the Moondream-compatible HTTP gateway
   python3-grpcio python3-grpc-tools  # a client that is not ours, in tests
+  openssl                 # test certificates for the TLS test
   libgtest-dev libgmock-dev
   clang-format
 )

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -532,6 +533,55 @@ TEST_F(GrpcTest, DeadlineEndsTheCallAndFreesTheSlot) {
   const scheduler::EngineStats after = service_->engine().Stats();
   EXPECT_GT(after.expired_queued + after.expired_running + after.cancelled,
             before.expired_queued + before.expired_running + before.cancelled);
+}
+
+// ---- TLS ----
+
+TEST_F(GrpcTest, TlsServerAnswersTlsClientsOnly) {
+  const std::string key = ::testing::TempDir() + "/tls_key.pem";
+  const std::string cert = ::testing::TempDir() + "/tls_cert.pem";
+  const std::string make_cert =
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + key + " -out " +
+      cert +
+      " -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+      ">/dev/null 2>&1";
+  ASSERT_EQ(std::system(make_cert.c_str()), 0) << make_cert;
+
+  GrpcOptions options;
+  options.address = "127.0.0.1:0";
+  options.tls_cert_file = cert;
+  options.tls_key_file = key;
+  auto server = GrpcServer::Start(*service_, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadBytes(cert);
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  auto tls = pb::Moondream::NewStub(
+      grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args));
+  grpc::ClientContext context;
+  Authorize(context);
+  pb::ModelInfo info;
+  const grpc::Status status = tls->GetModelInfo(&context, {}, &info);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(info.image_positions(), 730);
+
+  auto plain = pb::Moondream::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext plain_context;
+  Authorize(plain_context);
+  plain_context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(5));
+  EXPECT_FALSE(plain->GetModelInfo(&plain_context, {}, &info).ok());
+
+  options.tls_key_file = "";
+  EXPECT_EQ(GrpcServer::Start(*service_, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.tls_key_file = "/no/such/key.pem";
+  EXPECT_EQ(GrpcServer::Start(*service_, options).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 // ---- Metrics ----
