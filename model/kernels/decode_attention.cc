@@ -164,72 +164,10 @@ MD_AVX512_BF16 float ScoresBf16(const uint16_t* q, const uint16_t* keys, int n,
   return _mm512_reduce_max_ps(vmax);
 }
 
-// Pass 3 (fp32) for kG·16 dims starting at v/out: out = Σ_k p[k]·v[k] / sum,
-// v's rows d apart.
-template <int kG>
-MD_AVX512 void WeightedSumF32(const float* p, const float* v, int n, int d,
-                              float sum, float* out) {
-  __m512 acc[kG];
-#pragma GCC unroll 8
-  for (int g = 0; g < kG; ++g) acc[g] = _mm512_setzero_ps();
-  for (int k = 0; k < n; ++k) {
-    const __m512 w = _mm512_set1_ps(p[k]);
-    const float* row = v + static_cast<int64_t>(k) * d;
-#pragma GCC unroll 8
-    for (int g = 0; g < kG; ++g) {
-      acc[g] = _mm512_fmadd_ps(w, _mm512_loadu_ps(row + 16 * g), acc[g]);
-    }
-  }
-  const __m512 vsum = _mm512_set1_ps(sum);
-#pragma GCC unroll 8
-  for (int g = 0; g < kG; ++g) {
-    _mm512_storeu_ps(out + 16 * g, _mm512_div_ps(acc[g], vsum));
-  }
-}
-
-// Pass 3 (bf16 V, fp32 accumulation, one rounding to bf16 at the end).
-template <int kG>
-MD_AVX512_BF16 void WeightedSumBf16(const float* p, const uint16_t* v, int n,
-                                    int d, float sum, uint16_t* out) {
-  __m512 acc[kG];
-#pragma GCC unroll 8
-  for (int g = 0; g < kG; ++g) acc[g] = _mm512_setzero_ps();
-  for (int k = 0; k < n; ++k) {
-    const __m512 w = _mm512_set1_ps(p[k]);
-    const uint16_t* row = v + static_cast<int64_t>(k) * d;
-#pragma GCC unroll 8
-    for (int g = 0; g < kG; ++g) {
-      // bf16 → fp32 is the bf16 bits in the high half of the fp32 word.
-      const __m512i x = _mm512_cvtepu16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * g)));
-      acc[g] = _mm512_fmadd_ps(w, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)),
-                               acc[g]);
-    }
-  }
-  const __m512 vsum = _mm512_set1_ps(sum);
-#pragma GCC unroll 8
-  for (int g = 0; g < kG; ++g) {
-    const __m256bh y = _mm512_cvtneps_pbh(_mm512_div_ps(acc[g], vsum));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * g), (__m256i)y);
-  }
-}
-
-// WeightedSum*<G> for G = 1..kMaxTileGroups, indexed by G − 1.
-using WeightedSumF32Fn = void (*)(const float*, const float*, int, int, float,
-                                  float*);
-using WeightedSumBf16Fn = void (*)(const float*, const uint16_t*, int, int,
-                                   float, uint16_t*);
-constexpr WeightedSumF32Fn kWeightedSumF32[kMaxTileGroups] = {
-    WeightedSumF32<1>, WeightedSumF32<2>, WeightedSumF32<3>, WeightedSumF32<4>,
-    WeightedSumF32<5>, WeightedSumF32<6>, WeightedSumF32<7>, WeightedSumF32<8>};
-constexpr WeightedSumBf16Fn kWeightedSumBf16[kMaxTileGroups] = {
-    WeightedSumBf16<1>, WeightedSumBf16<2>, WeightedSumBf16<3>,
-    WeightedSumBf16<4>, WeightedSumBf16<5>, WeightedSumBf16<6>,
-    WeightedSumBf16<7>, WeightedSumBf16<8>};
-
-// Pass 3 in pieces, for sequences that share rows: acc[16·kG] += Σ_k
-// p[k]·v[k] over this piece, with the same fused multiply-adds in the same
-// order as WeightedSum* (fp32 acc stored between pieces loses nothing).
+// Pass 3 for kG·16 dims starting at v/acc_out: acc += Σ_k p[k]·v[k], v's
+// rows d apart. Called once over all rows, or piece by piece over rows that
+// are shared: the same fused multiply-adds in the same order either way (an
+// fp32 accumulator stored between pieces loses nothing).
 template <int kG>
 MD_AVX512 void AccumulateF32(const float* p, const float* v, int n, int d,
                              float* acc_out) {
@@ -279,7 +217,7 @@ constexpr AccumulateBf16Fn kAccumulateBf16[kMaxTileGroups] = {
     AccumulateBf16<1>, AccumulateBf16<2>, AccumulateBf16<3>, AccumulateBf16<4>,
     AccumulateBf16<5>, AccumulateBf16<6>, AccumulateBf16<7>, AccumulateBf16<8>};
 
-// out = acc / sum, as the last step of WeightedSum*.
+// Pass 3's end: out = acc / sum (bf16: rounded once).
 MD_AVX512 void FinishF32(const float* acc, int d, float sum, float* out) {
   const __m512 vsum = _mm512_set1_ps(sum);
   for (int c = 0; c < d; c += 16) {
@@ -294,45 +232,6 @@ MD_AVX512_BF16 void FinishBf16(const float* acc, int d, float sum,
     const __m256bh y =
         _mm512_cvtneps_pbh(_mm512_div_ps(_mm512_loadu_ps(acc + c), vsum));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)y);
-  }
-}
-
-// One (sequence, head): q [D], keys/values [n, D] rows, out [D]; scores has
-// room for n floats.
-MD_AVX512 void AttendF32(const float* q, const float* keys, const float* values,
-                         int n, int d, float scale, float* scores, float* out) {
-  float max;
-  if (d == 64) {
-    max = ScoresF32<64>(q, keys, n, d, scale, scores);
-  } else if (d == 128) {
-    max = ScoresF32<128>(q, keys, n, d, scale, scores);
-  } else {
-    max = ScoresF32<0>(q, keys, n, d, scale, scores);
-  }
-  const float sum = ExpAndSum(scores, n, max);
-  for (int g0 = 0; g0 < d / 16; g0 += kMaxTileGroups) {
-    const int groups = std::min(kMaxTileGroups, d / 16 - g0);
-    kWeightedSumF32[groups - 1](scores, values + 16 * g0, n, d, sum,
-                                out + 16 * g0);
-  }
-}
-
-MD_AVX512_BF16 void AttendBf16(const uint16_t* q, const uint16_t* keys,
-                               const uint16_t* values, int n, int d,
-                               float scale, float* scores, uint16_t* out) {
-  float max;
-  if (d == 64) {
-    max = ScoresBf16<64>(q, keys, n, d, scale, scores);
-  } else if (d == 128) {
-    max = ScoresBf16<128>(q, keys, n, d, scale, scores);
-  } else {
-    max = ScoresBf16<0>(q, keys, n, d, scale, scores);
-  }
-  const float sum = ExpAndSum(scores, n, max);
-  for (int g0 = 0; g0 < d / 16; g0 += kMaxTileGroups) {
-    const int groups = std::min(kMaxTileGroups, d / 16 - g0);
-    kWeightedSumBf16[groups - 1](scores, values + 16 * g0, n, d, sum,
-                                 out + 16 * g0);
   }
 }
 
@@ -453,22 +352,32 @@ bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return true;
 }
 
-// DecodeAttention with groups of sequences that share their prefix rows.
-at::Tensor SharedPrefixAttention(
-    const at::Tensor& q_BHD, const at::Tensor& k_SHPD, const at::Tensor& v_SHPD,
-    absl::Span<const int> slots, absl::Span<const int> n_keys, double scale,
-    absl::Span<const int> prefix_slots, int prefix_len) {
+// DecodeAttention over groups: sequences that share their first prefix_len
+// rows (read from the group's slot), or, with prefix_len 0, each sequence
+// alone.
+at::Tensor GroupedAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
+                            const at::Tensor& v_SHPD,
+                            absl::Span<const int> slots,
+                            absl::Span<const int> n_keys, double scale,
+                            absl::Span<const int> prefix_slots,
+                            int prefix_len) {
   const bool bf16 = q_BHD.scalar_type() == at::kBFloat16;
   if (!(bf16 ? CpuHasAvx512Bf16() : CpuHasAvx512())) return {};
   const int64_t n_batch = q_BHD.size(0), n_heads = q_BHD.size(1);
   const int d = static_cast<int>(q_BHD.size(2));
   const int64_t n_positions = k_SHPD.size(2);
   at::Tensor out_BHD = at::empty({n_batch, n_heads, d}, q_BHD.options());
+  if (out_BHD.numel() == 0) return out_BHD;
 
   // Sequences by the slot their prefix rows are read from, in batch order.
   std::vector<int> group_slot;
   std::vector<std::vector<int64_t>> groups;
   for (int64_t i = 0; i < n_batch; ++i) {
+    if (prefix_len == 0) {
+      group_slot.push_back(slots[i]);
+      groups.push_back({i});
+      continue;
+    }
     auto it = std::find(group_slot.begin(), group_slot.end(), prefix_slots[i]);
     if (it == group_slot.end()) {
       group_slot.push_back(prefix_slots[i]);
@@ -550,51 +459,10 @@ at::Tensor DecodeAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
         return {};
       }
     }
-    return SharedPrefixAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale,
-                                 prefix_slots, prefix_len);
+    return GroupedAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale,
+                            prefix_slots, prefix_len);
   }
-  const bool bf16 = q_BHD.scalar_type() == at::kBFloat16;
-  if (!(bf16 ? CpuHasAvx512Bf16() : CpuHasAvx512())) return {};
-
-  const int64_t n_batch = q_BHD.size(0), n_heads = q_BHD.size(1);
-  const int d = static_cast<int>(q_BHD.size(2));
-  const int64_t n_positions = k_SHPD.size(2);
-  at::Tensor out_BHD = at::empty({n_batch, n_heads, d}, q_BHD.options());
-  if (out_BHD.numel() == 0) return out_BHD;
-
-  const int64_t q_stride_b = q_BHD.stride(0), q_stride_h = q_BHD.stride(1);
-  const int max_keys = *std::max_element(n_keys.begin(), n_keys.end());
-  const float scale_f = static_cast<float>(scale);
-  const int64_t elem = q_BHD.element_size();
-  const char* q_base = static_cast<const char*>(q_BHD.data_ptr());
-  const char* k_base = static_cast<const char*>(k_SHPD.data_ptr());
-  const char* v_base = static_cast<const char*>(v_SHPD.data_ptr());
-  char* out_base = static_cast<char*>(out_BHD.data_ptr());
-
-  at::parallel_for(0, n_batch * n_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(max_keys);
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t i = bh / n_heads, h = bh % n_heads;
-      const char* q = q_base + (i * q_stride_b + h * q_stride_h) * elem;
-      const int64_t cache_offset =
-          (static_cast<int64_t>(slots[i]) * n_heads + h) * n_positions * d;
-      const char* keys = k_base + cache_offset * elem;
-      const char* values = v_base + cache_offset * elem;
-      char* out = out_base + bh * d * elem;
-      if (bf16) {
-        AttendBf16(reinterpret_cast<const uint16_t*>(q),
-                   reinterpret_cast<const uint16_t*>(keys),
-                   reinterpret_cast<const uint16_t*>(values), n_keys[i], d,
-                   scale_f, scores.data(), reinterpret_cast<uint16_t*>(out));
-      } else {
-        AttendF32(reinterpret_cast<const float*>(q),
-                  reinterpret_cast<const float*>(keys),
-                  reinterpret_cast<const float*>(values), n_keys[i], d, scale_f,
-                  scores.data(), reinterpret_cast<float*>(out));
-      }
-    }
-  });
-  return out_BHD;
+  return GroupedAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale, {}, 0);
 #else
   return {};
 #endif
