@@ -96,7 +96,11 @@ BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
       }
     }
     plan.first_row.push_back(static_cast<int64_t>(positions.size()));
-    plan.hidden_keys_1TK.push_back(HiddenKeys(chunk, prefix_len, device));
+    // Chunks that run as decode queries need no mask unless the fused
+    // kernel cannot run here; Attention builds it then.
+    plan.hidden_keys_1TK.push_back(RunsAsDecodeQueries(chunk, prefix_len)
+                                       ? at::Tensor()
+                                       : HiddenKeys(chunk, prefix_len, device));
     for (int i = 0; i < chunk.n_tokens; ++i) {
       slots.push_back(chunk.slot);
       positions.push_back(chunk.start_pos + i);
@@ -175,9 +179,13 @@ at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
     if (done[i]) continue;
     const SequenceChunk& chunk = chunks[i];
     const int64_t row = plan.first_row[i], t = chunk.n_tokens;
+    const at::Tensor hidden_keys_1TK =
+        RunsAsDecodeQueries(chunk, plan.prefix_len)
+            ? HiddenKeys(chunk, plan.prefix_len, x_NC.device())
+            : plan.hidden_keys_1TK[i];
     out_NC.narrow(0, row, t).copy_(
         ChunkAttention(q_NHD.narrow(0, row, t), k_SHPD[chunk.slot],
-                       v_SHPD[chunk.slot], chunk, plan.hidden_keys_1TK[i]));
+                       v_SHPD[chunk.slot], chunk, hidden_keys_1TK));
   }
   return Linear(out_NC, w.proj);
 }
