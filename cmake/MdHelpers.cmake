@@ -20,10 +20,15 @@ macro(md_configure_cuda)
   endif()
 endmacro()
 
-# md_add_test(NAME name SRCS a.cc... DEPS libs... [LABELS l...] [ASAN])
-# One GoogleTest binary per call, registered with CTest.
+# md_add_test(NAME name SRCS a.cc... DEPS libs... [LABELS l...] [ASAN]
+#             [TIMEOUT seconds])
+# One GoogleTest binary per call, registered with CTest. Every test has a
+# timeout (default 600 s), so a hang fails instead of stalling CI.
 function(md_add_test)
-  cmake_parse_arguments(T "ASAN" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "ASAN" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
   add_executable(${T_NAME} ${T_SRCS})
   target_compile_options(${T_NAME} PRIVATE ${MD_WARNINGS})
   target_link_libraries(${T_NAME} PRIVATE ${T_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
@@ -37,6 +42,6 @@ function(md_add_test)
   if(NOT T_LABELS)
     set(T_LABELS unit)
   endif()
-  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}"
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")
 endfunction()

@@ -3,8 +3,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
-#include "model/tensor_io.h"
+#include "base/status_macros.h"
+#include "model/io/tensor_io.h"
 
 namespace md {
 namespace {

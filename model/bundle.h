@@ -9,9 +9,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "model/moondream.h"
-#include "model/skills.h"
-#include "model/tokenizer.h"
+#include "model/net/moondream.h"
+#include "model/skills/skills.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace md {
 

@@ -18,7 +18,8 @@
 // tenant, requests are admitted first in, first out. So a tenant with a deep
 // backlog cannot starve another: a newcomer with nothing running wins every
 // freed slot until it holds as many as the backlogged tenant. When the fair
-// pick needs more slots than are free (accurate gaze takes 20), admission
+// pick needs more slots than are free (a job of several sequences takes one
+// slot each, up to the engine's slot count), admission
 // stops for the step: freed slots gather for it, so small requests of other
 // tenants cannot starve it.
 //
@@ -49,8 +50,8 @@ struct QueuedRequest {
   // prefix included) and the most it may generate.
   int prompt_positions = 0;
   int max_new_positions = 0;
-  // Slots the request holds at once (detect_gaze's accurate mode runs 20
-  // probes side by side; everything else needs one).
+  // Slots the request holds at once (a job of several sequences runs them
+  // side by side; most need one).
   int n_slots = 1;
   bool cancelled = false;
 };

@@ -1,22 +1,28 @@
 // The engine: one thread owns the model, the slot KV cache and the image
-// prefix cache, and runs the continuous-batching loop (DESIGN.md §3). Other
-// threads Submit requests, Cancel them, read Stats, and get results through
-// each request's sink.
+// prefix cache, and runs the continuous-batching loop (docs/DESIGN.md §3).
+// Other threads Submit requests, Cancel them, read Stats, and get results
+// through each request's sink.
 //
-// One engine step:
+// One engine step (engine.cc):
 //   TakeInbox            new requests join the queue; cancellations land
 //   AdmitFromQueue       the admission policy (admission.h) picks requests
 //                        for free slots; expired / cancelled / too long end
 //   EndCancelledAndExpired  running requests past their deadline or
 //                        cancelled free their slots
-//   PlaceImagePrefixes   cache hits are copied into slots; misses go to
-//                        the image encoder thread as one batch (vision +
-//                        prefix prefill) and are placed when it finishes,
-//                        while the other streams keep decoding
-//   ForwardOneStep       prompt chunks under the token budget and one decode
-//                        row for every generating sequence, in one forward;
-//                        each sequence consumes its rows (sample, emit)
+//   PlaceImagePrefixes   (placement.cc) cache hits are copied into slots;
+//                        misses go to the image encoder thread as one batch
+//                        (vision + prefix prefill) and are placed when it
+//                        finishes, while the other streams keep decoding
+//   ForwardOneStep       the batch planner (batch_planner.h) picks prompt
+//                        chunks and decode rows; one forward on the
+//                        executor; each sequence's job consumes its rows
 //   FinishCompleted      done requests report and free their slots
+// Submission (Submit, Cancel, Drain) is in submission.cc. The engine knows
+// no skill: a request's job (model/skills/jobs.h) does.
+//
+// Failures: anything a step's work throws or returns ends the requests it
+// belongs to with INTERNAL (a failed batched forward is retried one sequence
+// at a time, so only the failing one ends); the engine goes on.
 #ifndef MOONDREAM_SCHEDULER_ENGINE_H_
 #define MOONDREAM_SCHEDULER_ENGINE_H_
 
@@ -28,9 +34,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "model/moondream.h"
-#include "model/skills.h"
-#include "model/tokenizer.h"
+#include "model/net/moondream.h"
+#include "scheduler/executor.h"
 #include "scheduler/request.h"
 
 namespace md::scheduler {
@@ -57,10 +62,6 @@ struct EngineOptions {
   int64_t prefix_cache_bytes = int64_t{2} << 30;
   // Part of every image key, so a cache never serves another model's KV.
   std::string model_id = "model";
-  // The two strings detect_gaze tokenizes, in this model's vocabulary.
-  GazePromptIds gaze_ids = Gpt2GazePromptIds();
-  // For text pieces in OnToken; without one, OnToken gets empty text.
-  const Tokenizer* tokenizer = nullptr;
 };
 
 // Counters only grow; gauges are the state after the last step. The engine
@@ -115,9 +116,16 @@ using StepCallback = std::function<void(const StepReport&)>;
 
 class Engine {
  public:
-  // Starts the engine thread. `model` must outlive the engine.
+  // Starts the engine thread on the model, with a KV cache of
+  // options.n_slots × options.positions_per_slot. `model` must outlive the
+  // engine.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(
       const Model& model, EngineOptions options, StepCallback on_step = {});
+  // The same on any executor (tests use a fake); its slots and context
+  // override options.n_slots and options.positions_per_slot.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      std::unique_ptr<Executor> executor, EngineOptions options,
+      StepCallback on_step = {});
   // Stops: queued and running requests end with UNAVAILABLE.
   ~Engine();
 
@@ -130,6 +138,11 @@ class Engine {
   // full; retry later), UNAVAILABLE (draining or stopped). Everything after
   // acceptance, errors included, arrives through the sink.
   absl::StatusOr<uint64_t> Submit(Request request);
+  // What Submit would answer now about room for one more request of
+  // `tenant` (queue full, tenant limit, draining), so callers can refuse
+  // before costly work such as decoding the image. Counts as Submit's
+  // refusals do; a later Submit may still refuse.
+  absl::Status CheckRoom(const std::string& tenant);
   // Ends the request with CANCELLED at the next step; its slot is freed.
   // Unknown or finished ids are ignored.
   void Cancel(uint64_t id);

@@ -4,11 +4,12 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "model/io/tensor_io.h"
 
 namespace md::scheduler {
 
-ImageEncoder::ImageEncoder(const Model& model, std::function<void()> on_done)
-    : model_(model), on_done_(std::move(on_done)) {
+ImageEncoder::ImageEncoder(Executor& executor, std::function<void()> on_done)
+    : executor_(executor), on_done_(std::move(on_done)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -50,8 +51,13 @@ void ImageEncoder::Loop() {
       running_ = true;
     }
     const absl::Time start = absl::Now();
-    // EncodeImages reports LibTorch failures as statuses; nothing throws.
-    Batch batch{std::move(work.keys), EncodeImages(model_, work.crops), 0};
+    // Nothing may throw out of this thread: an exception becomes the
+    // batch's status.
+    Batch batch{
+        std::move(work.keys),
+        CatchExceptions("encoding images",
+                        [&] { return executor_.EncodeImages(work.crops); }),
+        0};
     batch.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     {
       absl::MutexLock lock(&mu_);

@@ -14,8 +14,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "model/moondream.h"
-#include "model/skills.h"
+#include "model/net/moondream.h"
+#include "model/skills/skills.h"
+#include "scheduler/executor.h"
 
 namespace md::scheduler {
 
@@ -29,7 +30,7 @@ class ImageEncoder {
 
   // `on_done` runs on the encoder thread after each batch (to wake the
   // engine); it must be quick.
-  ImageEncoder(const Model& model, std::function<void()> on_done);
+  ImageEncoder(Executor& executor, std::function<void()> on_done);
   // Finishes the batch in progress, then stops.
   ~ImageEncoder();
 
@@ -49,7 +50,7 @@ class ImageEncoder {
     return pending_.has_value() || stop_;
   }
 
-  const Model& model_;
+  Executor& executor_;
   const std::function<void()> on_done_;
 
   mutable absl::Mutex mu_;

@@ -7,26 +7,10 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_format.h"
-#include "model/preprocess.h"
-#include "model/status_macros.h"
+#include "base/status_macros.h"
+#include "model/net/preprocess.h"
 
 namespace md::scheduler {
-
-const char* SkillName(Skill skill) {
-  switch (skill) {
-    case Skill::kCaption:
-      return "caption";
-    case Skill::kQuery:
-      return "query";
-    case Skill::kDetect:
-      return "detect";
-    case Skill::kPoint:
-      return "point";
-    case Skill::kGaze:
-      return "gaze";
-  }
-  return "unknown";
-}
 
 std::string ImageKey(const RgbImage& image, absl::string_view model_id) {
   const absl::string_view pixels(

@@ -1,10 +1,10 @@
 // What callers hand the engine, and how results come back.
 //
-// A request names its skill, its image (prepared off the engine thread: the
-// crops and a content key), its prompt as token ids, its limits and sampling
-// settings. Results go to the request's sink, called on the engine thread as
-// they are decided: text pieces, objects, points, a gaze point, then exactly
-// one OnDone with the final status.
+// A request carries its skill's job (what to run, validated when built), its
+// image (prepared off the engine thread: the crops and a content key), its
+// tenant and deadline. Results go to the request's sink, called on the engine
+// thread as they are decided: the job's outputs, then exactly one OnDone with
+// the final status.
 #ifndef MOONDREAM_SCHEDULER_REQUEST_H_
 #define MOONDREAM_SCHEDULER_REQUEST_H_
 
@@ -19,25 +19,29 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "model/image_decode.h"
-#include "model/moondream.h"
-#include "model/runs.h"
-#include "model/sampling.h"
-#include "model/skills.h"
+#include "model/image/image_decode.h"
+#include "model/net/moondream.h"
+#include "model/skills/jobs.h"
+#include "model/skills/runs.h"
 
 namespace md::scheduler {
-
-enum class Skill { kCaption, kQuery, kDetect, kPoint, kGaze };
-const char* SkillName(Skill skill);
 
 // An image ready for the engine. `key` identifies the decoded pixels (and the
 // model they were cropped for); equal keys share one prefix cache entry.
 struct EngineImage {
   std::string key;
   ImageCrops crops;
-  // The mirror image, for detect_gaze with prioritize_accuracy.
+  // The mirror image, for jobs with sequences on it (ImageSide::kMirror).
   std::optional<ImageCrops> mirrored;
   std::string mirrored_key;
+
+  // The crops and key of one side (the mirror only when prepared with it).
+  const ImageCrops& crops_of(ImageSide side) const {
+    return side == ImageSide::kMirror ? *mirrored : crops;
+  }
+  const std::string& key_of(ImageSide side) const {
+    return side == ImageSide::kMirror ? mirrored_key : key;
+  }
 };
 
 // Crops `image` for `model` (and its mirror image when asked), keyed by a
@@ -59,44 +63,22 @@ struct RequestSummary {
   absl::Duration total;          // Submit → done.
 };
 
-// Called on the engine thread: implementations must be quick and must not
-// call back into the engine.
-class RequestSink {
+// What a request's outputs go to, and how it ends. Called on the engine
+// thread: implementations must be quick and must not call back into the
+// engine. Outputs (OutputSink, model/skills/jobs.h) arrive as the request's
+// job decides them, then exactly one OnDone, last.
+class RequestSink : public OutputSink {
  public:
-  virtual ~RequestSink() = default;
-  // `text` is what `token` completes (empty while a character is partial).
-  virtual void OnToken(int token, absl::string_view text) {}
-  // Text still held back at the end (a partial character, as U+FFFD).
-  virtual void OnTextTail(absl::string_view text) {}
-  virtual void OnBox(const Box& box) {}
-  virtual void OnPoint(const Point& point) {}
-  virtual void OnGaze(const std::optional<Point>& gaze) {}
-  // Exactly once, last.
   virtual void OnDone(const absl::Status& status,
                       const RequestSummary& summary) = 0;
 };
 
-struct GazeSettings {
-  Point eye;                    // Where the eye is (single probe).
-  std::optional<FaceBox> face;  // Set: prioritize_accuracy (20 probes).
-  uint64_t seed = 0;            // For the accurate probes' eye positions.
-  bool force_detect = false;
-};
-
 struct Request {
-  Skill skill = Skill::kQuery;
+  // The skill's work, built and validated by model/skills/jobs.h.
+  std::unique_ptr<SkillJob> job;
   std::string tenant = "default";
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<const EngineImage> image;
-  // Caption, query, detect, point: the whole prompt (template applied).
-  std::vector<int> prompt_ids;
-  int max_tokens = kDefaultMaxTokens;  // Caption and query.
-  int max_objects = kMaxObjects;       // Detect and point.
-  SamplingParams sampling;             // Caption and query.
-  // Caption and query: generate exactly max_tokens, eos or not (for load
-  // tests and benchmarks, as vLLM's ignore_eos).
-  bool ignore_eos = false;
-  GazeSettings gaze;  // Gaze.
   std::shared_ptr<RequestSink> sink;
 };
 

@@ -1,5 +1,5 @@
 // The engine's slots: row s of every layer's K and V tensors ([S, H, P, D],
-// model/kv_cache.h) belongs to at most one sequence at a time.
+// model/net/kv_cache.h) belongs to at most one sequence at a time.
 //
 // One slot, P positions (the context per slot, a setting):
 //

@@ -16,7 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "model/status_macros.h"
+#include "base/files.h"
+#include "base/status_macros.h"
+#include "model/skills/skill_table.h"
 #include "moondream/v1/moondream.grpc.pb.h"
 #include "service/observer.h"
 
@@ -58,8 +60,9 @@ absl::StatusOr<std::string> Authenticate(
   return service.Authenticate(key);
 }
 
-ImageRef ToRef(const pb::Image& image) {
+ImageRef ToRef(const pb::Image& image, const std::string& tenant) {
   ImageRef ref;
+  ref.tenant = tenant;
   if (image.source_case() == pb::Image::kData) ref.bytes = image.data();
   if (image.source_case() == pb::Image::kHandle) ref.handle = image.handle();
   return ref;
@@ -139,8 +142,8 @@ class LinkSink final : public scheduler::RequestSink {
 // known), and report to the observer.
 class CallCore {
  public:
-  CallCore(Service& service, RequestObserver* observer, std::string skill)
-      : service_(service), observer_(observer), skill_(std::move(skill)) {}
+  CallCore(Service& service, RequestObserver* observer, Skill skill)
+      : service_(service), observer_(observer), skill_(SkillName(skill)) {}
 
   // Fills tenant, deadline and sink, then submits.
   absl::Status Submit(absl::StatusOr<Request> request,
@@ -156,6 +159,11 @@ class CallCore {
     id_ = id;
     if (cancelled_) service_.Cancel(id);
     return absl::OkStatus();
+  }
+
+  absl::Status CheckRoom(const std::string& tenant) {
+    tenant_ = tenant;
+    return service_.CheckRoom(tenant);
   }
 
   void Cancel() {
@@ -196,20 +204,24 @@ class CallCore {
 template <typename Reactor>
 class LinkedCall : public Reactor, public EngineCall {
  public:
-  LinkedCall(Service& service, RequestObserver* observer, std::string skill)
+  LinkedCall(Service& service, RequestObserver* observer, Skill skill)
       : core_(service, observer, std::move(skill)),
         link_(std::make_shared<Link>()) {
     absl::MutexLock lock(&link_->mu);
     link_->call = this;
   }
 
-  // Authenticates, builds and submits; a failure finishes the call here.
-  void Begin(absl::StatusOr<std::string> tenant,
-             const std::function<absl::StatusOr<Request>()>& build,
-             absl::Time deadline) {
-    absl::Status submitted =
-        tenant.ok() ? core_.Submit(build(), *tenant, deadline, link_)
-                    : tenant.status();
+  // Authenticates, checks for room (before the costly build: decoding the
+  // image), builds and submits; a failure finishes the call here.
+  void Begin(
+      absl::StatusOr<std::string> tenant,
+      const std::function<absl::StatusOr<Request>(const std::string&)>& build,
+      absl::Time deadline) {
+    absl::Status submitted = tenant.status();
+    if (tenant.ok()) submitted = core_.CheckRoom(*tenant);
+    if (submitted.ok()) {
+      submitted = core_.Submit(build(*tenant), *tenant, deadline, link_);
+    }
     if (!submitted.ok()) {
       core_.Report(submitted, {}, false);
       this->Finish(ToGrpc(submitted));
@@ -304,7 +316,7 @@ class TextStream final
 template <typename Response>
 class UnaryCall final : public LinkedCall<grpc::ServerUnaryReactor> {
  public:
-  UnaryCall(Service& service, RequestObserver* observer, std::string skill,
+  UnaryCall(Service& service, RequestObserver* observer, Skill skill,
             Response* response)
       : LinkedCall(service, observer, std::move(skill)), response_(response) {}
 
@@ -379,13 +391,13 @@ class MoondreamService final : public pb::Moondream::CallbackService {
                                         pb::ImageHandle* handle) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     absl::Status status = [&]() -> absl::Status {
-      RETURN_IF_ERROR(Authenticate(service_, *context).status());
       if (request->image().source_case() != pb::Image::kData) {
         return absl::InvalidArgumentError(
             "EncodeImage takes image bytes (image.data)");
       }
+      ASSIGN_OR_RETURN(std::string tenant, Authenticate(service_, *context));
       ASSIGN_OR_RETURN(ImageInfo info,
-                       service_.EncodeImage(request->image().data()));
+                       service_.EncodeImage(request->image().data(), tenant));
       handle->set_handle(info.handle);
       handle->set_width(info.width);
       handle->set_height(info.height);
@@ -398,15 +410,15 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   grpc::ServerWriteReactor<pb::TextChunk>* Caption(
       grpc::CallbackServerContext* context,
       const pb::CaptionRequest* request) override {
-    auto* stream = new TextStream(service_, observer_, "caption");
+    auto* stream = new TextStream(service_, observer_, Skill::kCaption);
     stream->Begin(
         Authenticate(service_, *context),
-        [&] {
+        [&](const std::string& tenant) {
           const CaptionLength length =
               request->length() == pb::CaptionRequest::SHORT
                   ? CaptionLength::kShort
                   : CaptionLength::kNormal;
-          return service_.Caption(ToRef(request->image()), length,
+          return service_.Caption(ToRef(request->image(), tenant), length,
                                   ToSettings(request->settings()));
         },
         DeadlineOf(*context));
@@ -416,11 +428,12 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   grpc::ServerWriteReactor<pb::TextChunk>* Query(
       grpc::CallbackServerContext* context,
       const pb::QueryRequest* request) override {
-    auto* stream = new TextStream(service_, observer_, "query");
+    auto* stream = new TextStream(service_, observer_, Skill::kQuery);
     stream->Begin(
         Authenticate(service_, *context),
-        [&] {
-          return service_.Query(ToRef(request->image()), request->question(),
+        [&](const std::string& tenant) {
+          return service_.Query(ToRef(request->image(), tenant),
+                                request->question(),
                                 ToSettings(request->settings()));
         },
         DeadlineOf(*context));
@@ -431,12 +444,12 @@ class MoondreamService final : public pb::Moondream::CallbackService {
                                    const pb::DetectRequest* request,
                                    pb::DetectResponse* response) override {
     auto* call = new UnaryCall<pb::DetectResponse>(service_, observer_,
-                                                   "detect", response);
+                                                   Skill::kDetect, response);
     call->Begin(
         Authenticate(service_, *context),
-        [&] {
-          return service_.Detect(ToRef(request->image()), request->object(),
-                                 MaxObjects(*request));
+        [&](const std::string& tenant) {
+          return service_.Detect(ToRef(request->image(), tenant),
+                                 request->object(), MaxObjects(*request));
         },
         DeadlineOf(*context));
     return call;
@@ -445,13 +458,13 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   grpc::ServerUnaryReactor* Point(grpc::CallbackServerContext* context,
                                   const pb::PointRequest* request,
                                   pb::PointResponse* response) override {
-    auto* call = new UnaryCall<pb::PointResponse>(service_, observer_, "point",
-                                                  response);
+    auto* call = new UnaryCall<pb::PointResponse>(service_, observer_,
+                                                  Skill::kPoint, response);
     call->Begin(
         Authenticate(service_, *context),
-        [&] {
-          return service_.Point(ToRef(request->image()), request->object(),
-                                MaxObjects(*request));
+        [&](const std::string& tenant) {
+          return service_.Point(ToRef(request->image(), tenant),
+                                request->object(), MaxObjects(*request));
         },
         DeadlineOf(*context));
     return call;
@@ -462,10 +475,10 @@ class MoondreamService final : public pb::Moondream::CallbackService {
       const pb::DetectGazeRequest* request,
       pb::DetectGazeResponse* response) override {
     auto* call = new UnaryCall<pb::DetectGazeResponse>(service_, observer_,
-                                                       "gaze", response);
+                                                       Skill::kGaze, response);
     call->Begin(
         Authenticate(service_, *context),
-        [&] {
+        [&](const std::string& tenant) {
           GazeCall gaze;
           gaze.eye = {request->eye().x(), request->eye().y()};
           gaze.prioritize_accuracy = request->prioritize_accuracy();
@@ -479,7 +492,7 @@ class MoondreamService final : public pb::Moondream::CallbackService {
             return absl::StatusOr<Request>(absl::InvalidArgumentError(
                 "eye is missing (or set prioritize_accuracy with a face)"));
           }
-          return service_.Gaze(ToRef(request->image()), gaze);
+          return service_.Gaze(ToRef(request->image(), tenant), gaze);
         },
         DeadlineOf(*context));
     return call;
@@ -496,14 +509,6 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   RequestObserver* observer_;
   const int64_t max_message_bytes_;
 };
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 }  // namespace
 
@@ -527,8 +532,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {
-    ASSIGN_OR_RETURN(std::string cert, ReadFile(options.tls_cert_file));
-    ASSIGN_OR_RETURN(std::string key, ReadFile(options.tls_key_file));
+    ASSIGN_OR_RETURN(std::string cert, ReadFileToString(options.tls_cert_file,
+                                                        "TLS certificate"));
+    ASSIGN_OR_RETURN(std::string key,
+                     ReadFileToString(options.tls_key_file, "TLS key"));
     grpc::SslServerCredentialsOptions ssl;
     ssl.pem_key_cert_pairs.push_back({key, cert});
     credentials = grpc::SslServerCredentials(ssl);

@@ -1,10 +1,15 @@
 // Images kept for later requests: EncodeImage returns a handle, and a
-// request may send the handle instead of the bytes. The most recently used
-// `capacity` images are kept; an evicted or unknown handle is NOT_FOUND.
-// Thread-safe.
+// request may send the handle instead of the bytes.
+//
+// Handles belong to the tenant that made them: another tenant's handle is
+// NOT_FOUND, exactly like an unknown one, so a tenant can learn nothing of
+// another's images. The store is bounded by count and by bytes (what an
+// entry holds: its crops and the encoded image, never the decoded pixels);
+// the least recently used entries go first. Thread-safe.
 #ifndef MOONDREAM_SERVICE_HANDLES_H_
 #define MOONDREAM_SERVICE_HANDLES_H_
 
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <string>
@@ -12,34 +17,48 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "model/image_decode.h"
 #include "scheduler/request.h"
 
 namespace md::service {
 
-// What a handle keeps: the prepared image, and the decoded pixels (to
-// prepare the mirror image that detect_gaze's accurate mode needs).
+// What a handle keeps: the prepared image (crops and its key), and the
+// encoded bytes (to prepare the mirror image detect_gaze's accurate mode
+// needs, on demand).
 struct StoredImage {
-  RgbImage rgb;
+  std::string tenant;
+  std::string encoded;
+  int width = 0;
+  int height = 0;
   std::shared_ptr<const scheduler::EngineImage> prepared;
+
+  int64_t bytes() const;
 };
 
 class HandleStore {
  public:
-  explicit HandleStore(int capacity) : capacity_(capacity) {}
+  HandleStore(int max_entries, int64_t max_bytes)
+      : max_entries_(max_entries), max_bytes_(max_bytes) {}
 
-  // Keeps `image` and returns its handle: the image's content key, so the
-  // same image always gets the same handle.
-  std::string Put(std::shared_ptr<const StoredImage> image);
+  // Keeps `image` and returns its handle: its content key (which includes
+  // the tenant), so the same image of the same tenant gets the same handle.
+  // An image larger than the whole budget is refused.
+  absl::StatusOr<std::string> Put(std::shared_ptr<const StoredImage> image);
   absl::StatusOr<std::shared_ptr<const StoredImage>> Get(
-      const std::string& handle);
+      const std::string& handle, absl::string_view tenant);
+
+  int64_t bytes() const;
+  int entries() const;
 
  private:
   using Entry = std::pair<std::string, std::shared_ptr<const StoredImage>>;
+  void EvictOverBudget() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const int capacity_;
-  absl::Mutex mu_;
+  const int max_entries_;
+  const int64_t max_bytes_;
+  mutable absl::Mutex mu_;
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::list<Entry> lru_ ABSL_GUARDED_BY(mu_);  // Most recent first.
   absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_
       ABSL_GUARDED_BY(mu_);

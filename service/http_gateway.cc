@@ -1,9 +1,9 @@
 #include "service/http_gateway.h"
 
-#include <httplib.h>
-
+#include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -12,12 +12,15 @@
 #include <variant>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "model/status_macros.h"
+#include "base/status_macros.h"
+#include "model/skills/skill_table.h"
+#include "service/http/http_server.h"
 #include "service/metrics.h"
 
 namespace md::service {
@@ -112,41 +115,30 @@ class GatewaySink final : public scheduler::RequestSink {
 
 // ---- Requests ----
 
-const char* ErrorCode(int http_status) {
-  switch (http_status) {
-    case 400:
-      return "invalid_request";
-    case 401:
-      return "unauthenticated";
-    case 404:
-      return "not_found";
-    case 413:
-      return "too_large";
-    case 429:
-      return "overloaded";
-    case 499:
-      return "cancelled";
-    case 503:
-      return "unavailable";
-    case 504:
-      return "timeout";
-    default:
-      return "internal";
-  }
-}
-
 Json ErrorJson(const absl::Status& status, int http_status) {
   return {{"error",
-           {{"code", ErrorCode(http_status)},
+           {{"code", http::ErrorCodeName(http_status)},
             {"status", StatusLabel(status)},
             {"message", std::string(status.message())}}}};
 }
 
-void SendError(httplib::Response& res, const absl::Status& status) {
+void SendError(http::Exchange& exchange, const absl::Status& status) {
   const int http_status = HttpStatusFor(status);
-  res.status = http_status;
-  if (http_status == 429) res.set_header("Retry-After", "1");
-  res.set_content(ErrorJson(status, http_status).dump(), "application/json");
+  http::HeaderList headers;
+  if (http_status == 429) headers.emplace_back("Retry-After", "1");
+  exchange.Respond(http_status, "application/json",
+                   ErrorJson(status, http_status).dump(), headers);
+}
+
+void SendJson(http::Exchange& exchange, const Json& body) {
+  exchange.Respond(200, "application/json", body.dump());
+}
+
+// An error with the HTTP status to answer it with, decided where the error
+// arises (never from its message).
+absl::Status WithHttpStatus(absl::Status status, int http_status) {
+  status.SetPayload(kHttpStatusPayload, absl::Cord(absl::StrCat(http_status)));
+  return status;
 }
 
 Json UsageJson(const RequestSummary& s) {
@@ -155,7 +147,23 @@ Json UsageJson(const RequestSummary& s) {
           {"image_cache_hit", s.image_cache_hit}};
 }
 
-absl::StatusOr<Json> ParseBody(const httplib::Request& req) {
+// JSON bodies only: a form or other media type is 415, not a parse error.
+absl::Status CheckContentType(const http::HttpRequest& req) {
+  const absl::string_view type = req.Header("content-type");
+  if (type.empty()) return absl::OkStatus();
+  const absl::string_view media =
+      absl::StripAsciiWhitespace(type.substr(0, type.find(';')));
+  if (absl::EqualsIgnoreCase(media, "application/json")) {
+    return absl::OkStatus();
+  }
+  return WithHttpStatus(
+      absl::InvalidArgumentError(
+          absl::StrCat("the body must be application/json, not '", media, "'")),
+      415);
+}
+
+absl::StatusOr<Json> ParseBody(const http::HttpRequest& req) {
+  RETURN_IF_ERROR(CheckContentType(req));
   Json body = Json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
     return absl::InvalidArgumentError(
@@ -191,11 +199,13 @@ absl::StatusOr<std::optional<double>> NumberField(const Json& obj,
 absl::StatusOr<std::optional<int>> IntField(const Json& obj, const char* name) {
   ASSIGN_OR_RETURN(std::optional<double> v, NumberField(obj, name));
   if (!v) return std::nullopt;
-  if (*v != std::floor(*v) || std::abs(*v) > 1e9) {
+  if (*v != std::floor(*v)) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, " must be an integer"));
   }
-  return static_cast<int>(*v);
+  // Out-of-range integers saturate: the limits table then says the range.
+  return static_cast<int>(std::clamp<double>(
+      *v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
 }
 
 absl::StatusOr<bool> BoolField(const Json& obj, const char* name) {
@@ -338,54 +348,40 @@ class Endpoints {
         observer_(observer),
         ready_(ready) {}
 
-  void Register(httplib::Server& server) {
-    server.set_payload_max_length(options_.max_body_bytes);
-    const int threads = options_.threads;
-    server.new_task_queue = [threads] {
-      return new httplib::ThreadPool(threads);
-    };
-    server.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(R"({"status":"ok"})", "application/json");
-    });
-    server.Get(
-        "/ready", [this](const httplib::Request&, httplib::Response& res) {
+  void Register(http::HttpServer& server) {
+    // Health answers on the server's own thread: busy workers or slow
+    // clients never delay it.
+    server.Route(
+        "GET", "/health",
+        [](http::Exchange& exchange) {
+          exchange.Respond(200, "application/json", R"({"status":"ok"})");
+        },
+        http::Dispatch::kInline);
+    server.Route(
+        "GET", "/ready",
+        [this](http::Exchange& exchange) {
           const bool ready = ready_.load();
-          res.status = ready ? 200 : 503;
-          res.set_content(
-              ready ? R"({"status":"ready"})" : R"({"status":"draining"})",
-              "application/json");
-        });
-    Route(server, "/v1/caption", "caption");
-    Route(server, "/v1/query", "query");
-    Route(server, "/v1/detect", "detect");
-    Route(server, "/v1/point", "point");
-    Route(server, "/v1/gaze", "gaze");
-    server.set_error_handler([](const httplib::Request&,
-                                httplib::Response& res) {
-      if (!res.body.empty()) return;
-      const absl::Status status =
-          res.status == 413
-              ? absl::InvalidArgumentError("the request body is too large")
-          : res.status == 404 ? absl::NotFoundError("no such endpoint")
-                              : absl::InvalidArgumentError("bad request");
-      res.set_content(ErrorJson(status, res.status).dump(), "application/json");
-    });
+          exchange.Respond(
+              ready ? 200 : 503, "application/json",
+              ready ? R"({"status":"ready"})" : R"({"status":"draining"})");
+        },
+        http::Dispatch::kInline);
+    for (const SkillSpec& spec : SkillTable()) {
+      const Skill skill = spec.skill;
+      server.Route(
+          "POST", absl::StrCat("/v1/", spec.name),
+          [this, skill](http::Exchange& exchange) { Handle(skill, exchange); });
+    }
   }
 
  private:
-  void Route(httplib::Server& server, const std::string& path,
-             const std::string& skill) {
-    server.Post(path, [this, skill](const httplib::Request& req,
-                                    httplib::Response& res) {
-      Handle(skill, req, res);
-    });
-  }
-
-  absl::StatusOr<Request> Build(const std::string& skill, const Json& body) {
+  absl::StatusOr<Request> Build(Skill skill, const std::string& tenant,
+                                const Json& body) {
     ASSIGN_OR_RETURN(ImageRef image, ImageOf(body));
-    if (skill == "caption" || skill == "query") {
+    image.tenant = tenant;
+    if (skill == Skill::kCaption || skill == Skill::kQuery) {
       ASSIGN_OR_RETURN(TextSettings settings, TextSettingsOf(body));
-      if (skill == "query") {
+      if (skill == Skill::kQuery) {
         ASSIGN_OR_RETURN(std::optional<std::string> question,
                          StringField(body, "question"));
         return service_.Query(image, question.value_or(""), settings);
@@ -401,13 +397,13 @@ class Endpoints {
       }
       return service_.Caption(image, l, settings);
     }
-    if (skill == "detect" || skill == "point") {
+    if (skill == Skill::kDetect || skill == Skill::kPoint) {
       ASSIGN_OR_RETURN(std::optional<std::string> object,
                        StringField(body, "object"));
       ASSIGN_OR_RETURN(Json settings, ObjectField(body, "settings"));
       ASSIGN_OR_RETURN(std::optional<int> max_objects,
                        IntField(settings, "max_objects"));
-      return skill == "detect"
+      return skill == Skill::kDetect
                  ? service_.Detect(image, object.value_or(""), max_objects)
                  : service_.Point(image, object.value_or(""), max_objects);
     }
@@ -415,12 +411,13 @@ class Endpoints {
     ASSIGN_OR_RETURN(call.prioritize_accuracy,
                      BoolField(body, "prioritize_accuracy"));
     ASSIGN_OR_RETURN(call.force_detect, BoolField(body, "force_detect"));
-    ASSIGN_OR_RETURN(std::optional<int> seed, IntField(body, "seed"));
-    if (seed) {
-      if (*seed < 0) {
-        return absl::InvalidArgumentError("seed must be >= 0");
+    // Any uint64, as over gRPC.
+    if (auto seed = body.find("seed"); seed != body.end() && !seed->is_null()) {
+      if (!seed->is_number_unsigned()) {
+        return absl::InvalidArgumentError(
+            "seed must be a non-negative integer");
       }
-      call.seed = static_cast<uint64_t>(*seed);
+      call.seed = seed->get<uint64_t>();
     }
     if (call.prioritize_accuracy) {
       ASSIGN_OR_RETURN(Json f, ObjectField(body, "face"));
@@ -437,32 +434,35 @@ class Endpoints {
     return service_.Gaze(image, call);
   }
 
-  void Report(const std::string& skill, const std::string& tenant,
+  void Report(Skill skill, const std::string& tenant,
               const absl::Status& status, const RequestSummary& summary,
               bool reached_engine) {
     if (observer_ != nullptr) {
-      observer_->OnRequestDone(skill, tenant.empty() ? "unknown" : tenant,
-                               status, summary, reached_engine);
+      observer_->OnRequestDone(std::string(SkillName(skill)),
+                               tenant.empty() ? "unknown" : tenant, status,
+                               summary, reached_engine);
     }
   }
 
-  void Handle(const std::string& skill, const httplib::Request& req,
-              httplib::Response& res) {
-    std::string key = req.get_header_value("X-Moondream-Auth");
-    if (key.empty()) key = req.get_header_value("Authorization");
+  void Handle(Skill skill, http::Exchange& exchange) {
+    const http::HttpRequest& req = exchange.request();
+    std::string key(req.Header("x-moondream-auth"));
+    if (key.empty()) key = std::string(req.Header("authorization"));
     std::string tenant;
     bool stream = false;
     auto sink = std::make_shared<GatewaySink>();
     uint64_t id = 0;
     absl::Status submitted = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(tenant, service_.Authenticate(key));
+      // Overload is refused before the body is parsed and the image decoded.
+      RETURN_IF_ERROR(service_.CheckRoom(tenant));
       ASSIGN_OR_RETURN(Json body, ParseBody(req));
       ASSIGN_OR_RETURN(stream, BoolField(body, "stream"));
-      if (stream && skill != "caption" && skill != "query") {
+      if (stream && !SpecOf(skill).streams_text) {
         return absl::InvalidArgumentError(
             "stream is only for caption and query");
       }
-      ASSIGN_OR_RETURN(Request request, Build(skill, body));
+      ASSIGN_OR_RETURN(Request request, Build(skill, tenant, body));
       request.tenant = tenant;
       request.deadline = absl::Now() + options_.timeout;
       request.sink = sink;
@@ -471,19 +471,22 @@ class Endpoints {
     }();
     if (!submitted.ok()) {
       Report(skill, tenant, submitted, {}, false);
-      SendError(res, submitted);
+      SendError(exchange, submitted);
       return;
     }
+    // A client that leaves stops its request at the engine's next step; the
+    // handler still waits for the end, to count it.
+    exchange.OnClientGone([this, id] { service_.Cancel(id); });
     if (stream) {
-      StreamText(skill, tenant, id, sink, res);
+      StreamText(skill, tenant, id, *sink, exchange);
     } else {
-      Answer(skill, tenant, id, *sink, res);
+      Answer(skill, tenant, id, *sink, exchange);
     }
   }
 
   // Waits for the end and answers with one JSON object.
-  void Answer(const std::string& skill, const std::string& tenant, uint64_t id,
-              GatewaySink& sink, httplib::Response& res) {
+  void Answer(Skill skill, const std::string& tenant, uint64_t id,
+              GatewaySink& sink, http::Exchange& exchange) {
     std::string text;
     for (;;) {
       // The engine enforces the deadline; the margin only guards a stall.
@@ -491,7 +494,8 @@ class Endpoints {
           sink.Next(options_.timeout + absl::Seconds(30));
       if (!event.has_value()) {
         service_.Cancel(id);
-        SendError(res, absl::DeadlineExceededError("the request timed out"));
+        SendError(exchange,
+                  absl::DeadlineExceededError("the request timed out"));
         return;
       }
       if (auto* t = std::get_if<TextEvent>(&*event)) {
@@ -501,69 +505,61 @@ class Endpoints {
       const DoneEvent& done = std::get<DoneEvent>(*event);
       Report(skill, tenant, done.status, done.summary, true);
       if (!done.status.ok()) {
-        SendError(res, done.status);
+        SendError(exchange, done.status);
         return;
       }
       Json out = {{"request_id", std::to_string(id)},
                   {"usage", UsageJson(done.summary)}};
-      if (skill == "caption") out["caption"] = text;
-      if (skill == "query") out["answer"] = text;
-      if (skill == "caption" || skill == "query") {
+      if (skill == Skill::kCaption) out["caption"] = text;
+      if (skill == Skill::kQuery) out["answer"] = text;
+      if (SpecOf(skill).streams_text) {
         out["finish_reason"] = StopReasonName(done.summary.stop);
       }
-      if (skill == "detect") out["objects"] = sink.objects();
-      if (skill == "point") out["points"] = sink.points();
-      if (skill == "gaze") out["gaze"] = sink.gaze();
-      res.set_content(out.dump(), "application/json");
+      if (skill == Skill::kDetect) out["objects"] = sink.objects();
+      if (skill == Skill::kPoint) out["points"] = sink.points();
+      if (skill == Skill::kGaze) out["gaze"] = sink.gaze();
+      SendJson(exchange, out);
       return;
     }
   }
 
   // Server-sent events: data: {"chunk": "..."} per piece, then
-  // data: {"completed": true, ...} (or data: {"error": ...}).
-  void StreamText(const std::string& skill, const std::string& tenant,
-                  uint64_t id, std::shared_ptr<GatewaySink> sink,
-                  httplib::Response& res) {
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, skill, tenant, id, sink](size_t, httplib::DataSink& out) {
-          std::optional<Event> event =
-              sink->Next(options_.timeout + absl::Seconds(30));
-          auto send = [&out](const Json& data) {
-            const std::string line =
-                absl::StrCat("data: ", data.dump(), "\n\n");
-            return out.write(line.data(), line.size());
-          };
-          if (!event.has_value()) {
-            service_.Cancel(id);
-            send(ErrorJson(absl::DeadlineExceededError("timed out"), 504));
-            out.done();
-            return false;
-          }
-          if (auto* t = std::get_if<TextEvent>(&*event)) {
-            if (!send({{"chunk", t->text}})) {
-              service_.Cancel(id);  // The client went away.
-              return false;
-            }
-            return true;
-          }
-          const DoneEvent& done = std::get<DoneEvent>(*event);
-          Report(skill, tenant, done.status, done.summary, true);
-          if (done.status.ok()) {
-            send({{"completed", true},
-                  {"request_id", std::to_string(id)},
-                  {"finish_reason", StopReasonName(done.summary.stop)},
-                  {"usage", UsageJson(done.summary)}});
-          } else {
-            send(ErrorJson(done.status, HttpStatusFor(done.status)));
-          }
-          out.done();
-          return true;
-        },
-        [this, id, sink](bool success) {
-          if (!success) service_.Cancel(id);
-        });
+  // data: {"completed": true, ...} (or data: {"error": ...}). When the
+  // client leaves, the request is cancelled (OnClientGone) and its end is
+  // still awaited and counted.
+  void StreamText(Skill skill, const std::string& tenant, uint64_t id,
+                  GatewaySink& sink, http::Exchange& exchange) {
+    exchange.StartStream(200, "text/event-stream",
+                         {{"Cache-Control", "no-cache"}});
+    auto send = [&exchange](const Json& data) {
+      return exchange.Send(absl::StrCat("data: ", data.dump(), "\n\n"));
+    };
+    for (;;) {
+      std::optional<Event> event =
+          sink.Next(options_.timeout + absl::Seconds(30));
+      if (!event.has_value()) {
+        service_.Cancel(id);
+        send(ErrorJson(absl::DeadlineExceededError("timed out"), 504));
+        exchange.EndStream();
+        return;
+      }
+      if (auto* t = std::get_if<TextEvent>(&*event)) {
+        send({{"chunk", t->text}});
+        continue;
+      }
+      const DoneEvent& done = std::get<DoneEvent>(*event);
+      Report(skill, tenant, done.status, done.summary, true);
+      if (done.status.ok()) {
+        send({{"completed", true},
+              {"request_id", std::to_string(id)},
+              {"finish_reason", StopReasonName(done.summary.stop)},
+              {"usage", UsageJson(done.summary)}});
+      } else {
+        send(ErrorJson(done.status, HttpStatusFor(done.status)));
+      }
+      exchange.EndStream();
+      return;
+    }
   }
 
   Service& service_;
@@ -580,16 +576,26 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
   auto endpoints =
       std::make_shared<Endpoints>(service, options, observer, gateway->ready_);
   gateway->endpoints_ = endpoints;
-  ASSIGN_OR_RETURN(gateway->listener_,
-                   HttpListener::Start(options.host, options.port,
-                                       [&endpoints](HttpRoutes& server) {
-                                         endpoints->Register(server);
-                                       }));
+  http::ServerOptions server;
+  server.host = options.host;
+  server.port = options.port;
+  server.limits.max_body_bytes = options.max_body_bytes;
+  server.workers = options.threads;
+  server.header_timeout = options.header_timeout;
+  server.body_timeout = options.body_timeout;
+  server.response_headers = options.response_headers;
+  gateway->server_ = std::make_unique<http::HttpServer>(server);
+  endpoints->Register(*gateway->server_);
+  RETURN_IF_ERROR(gateway->server_->Start());
   return gateway;
 }
 
-HttpGateway::~HttpGateway() {
-  if (listener_ != nullptr) listener_->Stop();
+HttpGateway::~HttpGateway() { Stop(); }
+
+int HttpGateway::port() const { return server_->port(); }
+
+void HttpGateway::Stop() {
+  if (server_ != nullptr) server_->Stop();
 }
 
 }  // namespace md::service

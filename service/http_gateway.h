@@ -19,8 +19,8 @@
 // image encoded over gRPC. "stream": true answers caption and query as
 // server-sent events, data: {"chunk": "..."} ... data: {"completed": true}.
 // The API key comes in X-Moondream-Auth (or Authorization: Bearer). Errors
-// are {"error": {"code", "message"}} with 400, 401, 404, 413, 429 (with
-// Retry-After), 503 or 504.
+// are {"error": {"code", "message"}} with 400, 401, 404, 405 (with Allow),
+// 408, 411, 413, 415, 429 (with Retry-After), 431, 503 or 504.
 #ifndef MOONDREAM_SERVICE_HTTP_GATEWAY_H_
 #define MOONDREAM_SERVICE_HTTP_GATEWAY_H_
 
@@ -28,10 +28,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "service/http_listener.h"
+#include "service/http/http_server.h"
 #include "service/observer.h"
 #include "service/service.h"
 
@@ -44,8 +46,14 @@ struct HttpOptions {
   int64_t max_body_bytes = int64_t{32} << 20;
   // How long a request may take before 504.
   absl::Duration timeout = absl::Minutes(5);
-  // Concurrent connections served.
+  // Requests handled at once (each waits on the engine); connections
+  // themselves cost no thread.
   int threads = 64;
+  // A request's headers, then its body, must arrive within these.
+  absl::Duration header_timeout = absl::Seconds(10);
+  absl::Duration body_timeout = absl::Seconds(60);
+  // Sent with every response.
+  std::vector<std::pair<std::string, std::string>> response_headers;
 };
 
 class HttpGateway {
@@ -55,16 +63,17 @@ class HttpGateway {
       RequestObserver* observer = nullptr);
   ~HttpGateway();
 
-  int port() const { return listener_->port(); }
+  int port() const;
   // /ready answers 503 from now on.
   void SetNotReady() { ready_ = false; }
-  void Stop() { listener_->Stop(); }
+  // Stops serving; requests in flight are told their clients are gone.
+  void Stop();
 
  private:
   HttpGateway() = default;
   std::atomic<bool> ready_{true};
-  std::shared_ptr<void> endpoints_;  // Outlives the listener's handlers.
-  std::unique_ptr<HttpListener> listener_;
+  std::shared_ptr<void> endpoints_;  // Outlives the server's handlers.
+  std::unique_ptr<http::HttpServer> server_;
 };
 
 // The HTTP status for a service error (400, 401, 404, 413, 429, 499, 500,

@@ -2,25 +2,32 @@
 // Moondream-compatible HTTP API, with Prometheus metrics, until SIGTERM or
 // SIGINT; then it stops admitting, reports NOT_SERVING, lets in-flight requests
 // finish within the grace period and exits 0.
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/command_line.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "base/status_macros.h"
+#include "base/threading.h"
 #include "model/bundle.h"
-#include "model/command_line.h"
-#include "model/status_macros.h"
-#include "model/tensor_io.h"
-#include "model/threading.h"
+#include "model/io/tensor_io.h"
 #include "scheduler/engine.h"
 #include "service/auth.h"
 #include "service/grpc_server.h"
@@ -28,10 +35,15 @@
 #include "service/metrics.h"
 #include "service/service.h"
 
-ABSL_FLAG(std::string, model, "models/tiny-random",
+// Inside the project tree; found next to the binary wherever the server is
+// started from (base/paths.h).
+constexpr char kDefaultModel[] = "models/tiny-random";
+
+ABSL_FLAG(std::string, model, kDefaultModel,
           "Model directory: model.safetensors, tokenizer.json, optional "
           "config.json. The default is a tiny RANDOM test model whose answers "
-          "are meaningless (see README 'Real weights').");
+          "are meaningless (see README 'Real weights'), looked for next to "
+          "the binary, then in the working directory.");
 ABSL_FLAG(std::string, preset, "moondream2",
           "Shapes a model directory without config.json has: moondream2 or "
           "moondream-0.5b");
@@ -41,6 +53,11 @@ ABSL_FLAG(int, http_port, 8080,
           "Moondream-compatible HTTP API port (0: pick a free one; -1: off)");
 ABSL_FLAG(int, http_timeout_seconds, 300,
           "How long an HTTP request may take before 504");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Address /metrics listens on (empty: --host). The scrape names "
+          "tenants and needs no API key: bind it where only Prometheus can "
+          "reach it (e.g. 127.0.0.1, or a pod network protected by a "
+          "NetworkPolicy)");
 ABSL_FLAG(int, metrics_port, 9090,
           "Prometheus /metrics port (-1: no metrics endpoint)");
 ABSL_FLAG(std::string, dtype, "fp32", "Compute dtype: fp32 or bf16");
@@ -59,8 +76,18 @@ ABSL_FLAG(int, tenant_queue, 0,
 ABSL_FLAG(int, cache_mb, 2048,
           "Memory for cached image prefixes (a hit skips the vision encoder)");
 ABSL_FLAG(int, max_handles, 1024, "Images kept for EncodeImage handles");
+ABSL_FLAG(int, handles_mb, 1024,
+          "Memory for EncodeImage handles (their crops and encoded bytes); "
+          "the least recently used go first");
+ABSL_FLAG(int, decode_concurrency, 1,
+          "Images decoded at once (a large one takes seconds of CPU); others "
+          "wait up to 30 s, then RESOURCE_EXHAUSTED / 429");
+ABSL_FLAG(bool, share_image_cache, false,
+          "Let tenants share cached image prefixes (faster when they send "
+          "the same images, but a tenant can then tell from the latency that "
+          "another sent an image); off: each tenant's are cached apart");
 ABSL_FLAG(int, max_image_mb, 20, "Largest image accepted, in MiB");
-ABSL_FLAG(int64_t, max_image_pixels, 50'000'000,
+ABSL_FLAG(int64_t, max_image_pixels, int64_t{4096} * 4096,
           "Largest image accepted, in pixels (checked before decoding)");
 ABSL_FLAG(int, max_text_bytes, 4096, "Longest question or object text");
 ABSL_FLAG(int, max_message_mb, 32, "Largest gRPC request message, in MiB");
@@ -68,13 +95,57 @@ ABSL_FLAG(std::string, api_keys, "",
           "File of 'KEY TENANT' lines; without it the server is open to all");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (enables TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key (with --tls_cert)");
+ABSL_FLAG(std::string, log_level, "info",
+          "error, warning, info (one line per request) or debug; logs are "
+          "logfmt lines on stderr");
 ABSL_FLAG(int, grace_seconds, 30,
           "On SIGTERM, how long in-flight requests may take to finish");
 
 namespace md::service {
 namespace {
 
+// SIGTERM and SIGINT arrive through a pipe written by a handler: whichever
+// thread the kernel picks (libraries start threads before main can block
+// signals), the handler only writes a byte, so no signal ever takes the
+// default action and kills the drain.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnStopSignal(int signal_number) {
+  const char byte = static_cast<char>(signal_number);
+  const int saved = errno;
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+bool InstallStopSignalHandlers() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGTERM, &action, nullptr) == 0 &&
+         sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+// The next signal's number; 0 once StopSignalWaiters was called.
+int WaitForSignal() {
+  char byte = 0;
+  for (;;) {
+    const ssize_t n = read(g_signal_pipe[0], &byte, 1);
+    if (n == 1) return static_cast<unsigned char>(byte);
+    if (n == 0 || errno != EINTR) return 0;
+  }
+}
+
+void StopSignalWaiters() {
+  const char zero = 0;
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &zero, 1);
+}
+
 absl::Status Serve() {
+  ASSIGN_OR_RETURN(LogLevel log_level,
+                   ParseLogLevel(absl::GetFlag(FLAGS_log_level)));
+  SetLogLevel(log_level);
   ASSIGN_OR_RETURN(at::ScalarType dtype,
                    ParseDType(absl::GetFlag(FLAGS_dtype)));
   ASSIGN_OR_RETURN(at::Device device, ParseDevice(absl::GetFlag(FLAGS_device)));
@@ -83,12 +154,14 @@ absl::Status Serve() {
 
   ApiKeys keys;
   if (!absl::GetFlag(FLAGS_api_keys).empty()) {
-    ASSIGN_OR_RETURN(keys, ApiKeys::FromFile(absl::GetFlag(FLAGS_api_keys)));
+    ASSIGN_OR_RETURN(
+        keys, ApiKeys::FromFile(ExpandUser(absl::GetFlag(FLAGS_api_keys))));
   }
   ASSIGN_OR_RETURN(
       ModelBundle bundle,
-      LoadModelBundle(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_preset),
-                      ModelOptions{dtype, device}));
+      LoadModelBundle(
+          ResolveModelFlag(absl::GetFlag(FLAGS_model), kDefaultModel),
+          absl::GetFlag(FLAGS_preset), ModelOptions{dtype, device}));
   std::cerr << "moondream-server: " << DescribeBundle(bundle) << "\n";
 
   auto metrics = std::make_unique<Metrics>();
@@ -103,6 +176,9 @@ absl::Status Serve() {
   limits.max_image_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   limits.max_text_bytes = absl::GetFlag(FLAGS_max_text_bytes);
   limits.max_handles = absl::GetFlag(FLAGS_max_handles);
+  limits.max_handle_bytes = int64_t{absl::GetFlag(FLAGS_handles_mb)} << 20;
+  limits.max_concurrent_decodes = absl::GetFlag(FLAGS_decode_concurrency);
+  limits.share_image_cache = absl::GetFlag(FLAGS_share_image_cache);
   ASSIGN_OR_RETURN(
       std::unique_ptr<Service> service,
       Service::Create(std::move(bundle), engine, limits, std::move(keys),
@@ -110,18 +186,25 @@ absl::Status Serve() {
                         m->OnStep(r);
                       }));
   metrics->AttachEngine(&service->engine());
+  // Runs before `service` (and its engine) is destroyed, on every path out:
+  // the metrics listener lives longer and may be mid-scrape.
+  absl::Cleanup detach_engine = [&] { metrics->AttachEngine(nullptr); };
 
   const std::string host = absl::GetFlag(FLAGS_host);
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    RETURN_IF_ERROR(metrics->Serve(host, absl::GetFlag(FLAGS_metrics_port)));
-    std::cerr << "moondream-server: metrics on http://" << host << ":"
+    const std::string metrics_host = absl::GetFlag(FLAGS_metrics_host).empty()
+                                         ? host
+                                         : absl::GetFlag(FLAGS_metrics_host);
+    RETURN_IF_ERROR(
+        metrics->Serve(metrics_host, absl::GetFlag(FLAGS_metrics_port)));
+    std::cerr << "moondream-server: metrics on http://" << metrics_host << ":"
               << metrics->port() << "/metrics\n";
   }
   GrpcOptions grpc;
   grpc.address = absl::StrCat(host, ":", absl::GetFlag(FLAGS_grpc_port));
   grpc.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
-  grpc.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
-  grpc.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  grpc.tls_cert_file = ExpandUser(absl::GetFlag(FLAGS_tls_cert));
+  grpc.tls_key_file = ExpandUser(absl::GetFlag(FLAGS_tls_key));
   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                    GrpcServer::Start(*service, grpc, metrics.get()));
   std::unique_ptr<HttpGateway> http;
@@ -140,17 +223,24 @@ absl::Status Serve() {
   std::cout << "moondream-server: serving gRPC on " << host << ":"
             << server->port() << std::endl;
 
-  // Signals were blocked in every thread before they started; wait here.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = WaitForSignal();
   const absl::Duration grace =
       absl::Seconds(absl::GetFlag(FLAGS_grace_seconds));
   std::cerr << "moondream-server: " << strsignal(signal_number)
             << ": draining (grace " << grace << ")\n";
+  // Later signals are read and reported; the drain and the exit path go on.
+  std::thread later_signals([] {
+    for (;;) {
+      const int again = WaitForSignal();
+      if (again == 0) return;
+      std::cerr << "moondream-server: " << strsignal(again)
+                << " again: already draining\n";
+    }
+  });
+  absl::Cleanup stop_later_signals = [&] {
+    StopSignalWaiters();
+    later_signals.join();
+  };
   server->SetNotServing();
   if (http != nullptr) http->SetNotReady();
   const bool drained = service->Drain(grace);
@@ -179,6 +269,7 @@ int main(int argc, char** argv) {
       "SIGTERM drains:\nnew requests get UNAVAILABLE, health turns "
       "NOT_SERVING, in-flight requests\nfinish within --grace_seconds, then "
       "the server exits 0.");
+  md::ListFlagsInHelp(__FILE__);
   // Accept --grpc-port as well as absl's --grpc_port spelling.
   md::UnderscoredArgv underscored(argc, argv);
   std::vector<char*> args = absl::ParseCommandLine(argc, underscored.argv());
@@ -186,13 +277,10 @@ int main(int argc, char** argv) {
     std::cerr << "moondream-server takes no positional arguments; --help\n";
     return 2;
   }
-  // Every thread started from here on inherits the blocked signals, so only
-  // the main thread's sigwait sees SIGTERM and SIGINT.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (!md::service::InstallStopSignalHandlers()) {
+    std::cerr << "moondream-server: cannot install signal handlers\n";
+    return 1;
+  }
   absl::Status status = md::service::Serve();
   if (!status.ok()) {
     std::cerr << "moondream-server: " << status.message() << "\n";

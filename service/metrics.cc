@@ -1,7 +1,6 @@
 #include "service/metrics.h"
 
 #include <arpa/inet.h>
-#include <httplib.h>
 #include <netinet/in.h>
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
@@ -19,8 +18,10 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
-#include "service/http_listener.h"
+#include "absl/synchronization/mutex.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "service/http/http_server.h"
 
 namespace md::service {
 namespace {
@@ -47,14 +48,22 @@ MetricFamily Single(std::string name, std::string help, MetricType type,
 }
 
 // The engine's own counters and gauges, read at scrape time.
+// The engine may go away while a scrape runs (shutdown): Attach(nullptr)
+// waits for a scrape in progress, and no scrape reads the engine after it.
 class EngineCollector final : public prometheus::Collectable {
  public:
-  void Attach(const scheduler::Engine* engine) { engine_ = engine; }
+  void Attach(const scheduler::Engine* engine) {
+    absl::MutexLock lock(&mu_);
+    engine_ = engine;
+  }
 
   std::vector<MetricFamily> Collect() const override {
-    const scheduler::Engine* engine = engine_.load();
-    if (engine == nullptr) return {};
-    const scheduler::EngineStats s = engine->Stats();
+    scheduler::EngineStats s;
+    {
+      absl::MutexLock lock(&mu_);
+      if (engine_ == nullptr) return {};
+      s = engine_->Stats();
+    }
     std::vector<MetricFamily> out = {
         Single("moondream_queue_length", "Requests waiting for a slot.",
                MetricType::Gauge, s.queue_length),
@@ -118,7 +127,8 @@ class EngineCollector final : public prometheus::Collectable {
   }
 
  private:
-  std::atomic<const scheduler::Engine*> engine_{nullptr};
+  mutable absl::Mutex mu_;
+  const scheduler::Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace
@@ -176,7 +186,7 @@ class Metrics::Impl {
   prometheus::Histogram& duration;
   prometheus::Histogram& step;
   prometheus::Histogram& batch;
-  std::unique_ptr<HttpListener> http;
+  std::unique_ptr<http::HttpServer> http;
 };
 
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
@@ -200,7 +210,16 @@ void Metrics::OnRequestDone(absl::string_view skill, absl::string_view tenant,
             {"status", StatusLabel(status)},
             {"tenant", std::string(tenant)}})
       .Increment();
-  if (!reached_engine) return;
+  if (!reached_engine) {
+    // The engine logs what it ran; refusals at the boundary are logged here
+    // so an operator sees why a client got an error.
+    LogEvent(LogLevel::kInfo, "request_refused",
+             {{"tenant", tenant},
+              {"skill", skill},
+              {"status", absl::StatusCodeToString(status.code())},
+              {"error", status.message()}});
+    return;
+  }
   impl_->queue.Observe(absl::ToDoubleSeconds(summary.queued));
   if (summary.time_to_first > absl::ZeroDuration()) {
     impl_->ttft.Observe(absl::ToDoubleSeconds(summary.time_to_first));
@@ -213,15 +232,17 @@ void Metrics::OnInterTokenGap(absl::Duration gap) {
 }
 
 absl::Status Metrics::Serve(const std::string& host, int port) {
-  ASSIGN_OR_RETURN(
-      impl_->http, HttpListener::Start(host, port, [this](HttpRoutes& routes) {
-        routes.Get("/metrics",
-                   [this](const httplib::Request&, httplib::Response& res) {
-                     res.set_content(Scrape(),
-                                     "text/plain; version=0.0.4; "
-                                     "charset=utf-8");
-                   });
-      }));
+  http::ServerOptions options;
+  options.host = host;
+  options.port = port;
+  options.workers = 2;  // Scrapes are short; a few at a time is plenty.
+  options.limits.max_body_bytes = 0;
+  auto server = std::make_unique<http::HttpServer>(options);
+  server->Route("GET", "/metrics", [this](http::Exchange& exchange) {
+    exchange.Respond(200, "text/plain; version=0.0.4; charset=utf-8", Scrape());
+  });
+  RETURN_IF_ERROR(server->Start());
+  impl_->http = std::move(server);
   return absl::OkStatus();
 }
 

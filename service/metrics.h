@@ -35,8 +35,9 @@ class Metrics final : public RequestObserver {
   Metrics();
   ~Metrics() override;
 
-  // Engine counters and gauges come from `engine` from now on (it must
-  // outlive the metrics' exposer).
+  // Engine counters and gauges come from `engine` from now on; nullptr
+  // detaches (waiting for a scrape in progress: after it returns, no scrape
+  // reads the old engine). Detach before the engine is destroyed.
   void AttachEngine(const scheduler::Engine* engine);
   // For EngineOptions' step callback.
   void OnStep(const scheduler::StepReport& report);

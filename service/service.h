@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "model/bundle.h"
 #include "scheduler/engine.h"
@@ -24,15 +25,28 @@ namespace md::service {
 
 struct ServiceLimits {
   int64_t max_image_bytes = int64_t{20} << 20;
-  int64_t max_image_pixels = 50'000'000;
+  // 4096 x 4096: a 12-megapixel photo fits; Moondream looks at no more than
+  // 12 crops of 378 pixels, and larger images only cost decode time.
+  int64_t max_image_pixels = int64_t{4096} * 4096;
   int max_text_bytes = 4096;
   int max_handles = 1024;
+  int64_t max_handle_bytes = int64_t{1} << 30;
+  // Images decoded at once; more wait up to decode_wait, then
+  // RESOURCE_EXHAUSTED.
+  int max_concurrent_decodes = 1;
+  absl::Duration decode_wait = absl::Seconds(30);
+  // Tenants share cached image prefixes (and so can tell from the time to
+  // first token whether another tenant sent an image). Off: each tenant's
+  // images are cached apart.
+  bool share_image_cache = false;
 };
 
-// Either bytes or a handle (exactly one).
+// Either bytes or a handle (exactly one), sent by `tenant`: handles and
+// cached image prefixes belong to the tenant that made them.
 struct ImageRef {
   std::string bytes;
   std::string handle;
+  std::string tenant;
 };
 
 // Optional fields take the skill's defaults.
@@ -82,7 +96,11 @@ class Service {
     return keys_.Authenticate(key);
   }
 
-  absl::StatusOr<ImageInfo> EncodeImage(absl::string_view bytes);
+  absl::StatusOr<ImageInfo> EncodeImage(absl::string_view bytes,
+                                        absl::string_view tenant);
+  // Whether the engine has room for one more request of `tenant`: checked
+  // before decoding, so overload is refused at once.
+  absl::Status CheckRoom(absl::string_view tenant);
 
   // Engine requests for each skill, validated; the caller sets tenant,
   // deadline and sink, then Submits.
@@ -113,18 +131,21 @@ class Service {
   const ModelBundle& bundle() const { return bundle_; }
   scheduler::Engine& engine() { return *engine_; }
   const ServiceLimits& limits() const { return limits_; }
+  const HandleStore& handles() const { return handles_; }
 
  private:
   Service(ModelBundle bundle, ServiceLimits limits, ApiKeys keys);
 
-  absl::StatusOr<std::shared_ptr<const StoredImage>> Decode(
-      absl::string_view bytes) const;
+  absl::StatusOr<RgbImage> DecodeBounded(absl::string_view bytes);
+  absl::StatusOr<std::shared_ptr<StoredImage>> Decode(absl::string_view bytes,
+                                                      absl::string_view tenant,
+                                                      bool with_mirror);
+  std::string KeyScope(absl::string_view tenant) const;
   absl::StatusOr<std::shared_ptr<const scheduler::EngineImage>> Resolve(
       const ImageRef& image, bool with_mirror);
   absl::StatusOr<std::vector<int>> TokenizeField(absl::string_view field,
                                                  absl::string_view text) const;
-  absl::StatusOr<scheduler::Request> Region(scheduler::Skill skill,
-                                            const ImageRef& image,
+  absl::StatusOr<scheduler::Request> Region(Skill skill, const ImageRef& image,
                                             absl::string_view object,
                                             std::optional<int> max_objects);
 
@@ -133,16 +154,14 @@ class Service {
   const ApiKeys keys_;
   std::string model_id_;
   HandleStore handles_;
+  absl::Mutex decode_mu_;
+  int decoding_ ABSL_GUARDED_BY(decode_mu_) = 0;
   std::unique_ptr<scheduler::Engine> engine_;
 };
 
 // A status payload naming the HTTP status that fits better than the code's
 // usual one (413 for an image over the size limits).
 inline constexpr char kHttpStatusPayload[] = "moondream/http-status";
-
-// True when `text` is well-formed UTF-8 (no overlongs, surrogates or code
-// points past U+10FFFF).
-bool IsValidUtf8(absl::string_view text);
 
 }  // namespace md::service
 

@@ -1,6 +1,6 @@
 // SmallBatchLinearBf16 against the exact fp32 product of the same bf16
 // inputs, and against at::linear on bf16 (what it replaces).
-#include "model/kernels/bf16_linear.h"
+#include "model/net/kernels/bf16_linear.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

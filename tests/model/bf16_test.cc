@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "model/moondream.h"
-#include "model/skills.h"
+#include "model/net/moondream.h"
+#include "model/skills/skills.h"
 #include "tests/model/golden.h"
 
 namespace md {

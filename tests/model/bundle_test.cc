@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string>
 
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace md {
 namespace {

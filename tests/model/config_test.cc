@@ -1,4 +1,4 @@
-#include "model/config.h"
+#include "model/config/config.h"
 
 #include <cstdio>
 #include <fstream>
@@ -143,7 +143,8 @@ TEST(PresetTest, UnknownPresetIsAnError) {
 
 // --- The golden config. ---
 
-// The values of the public set (shared/golden), as its README states them.
+// The values of the project's golden set (tests/data/golden), as its README
+// states them.
 void ExpectPublicGoldenValues(const MoondreamConfig& c) {
   EXPECT_EQ(c.text.dim, 64);
   EXPECT_EQ(c.text.n_layers, 2);

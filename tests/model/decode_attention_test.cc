@@ -1,4 +1,4 @@
-#include "model/kernels/decode_attention.h"
+#include "model/net/kernels/decode_attention.h"
 
 #include <ATen/ATen.h>
 

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "model/outliers.h"
-#include "model/python_random.h"
-#include "model/skills.h"
+#include "model/skills/outliers.h"
+#include "model/skills/python_random.h"
+#include "model/skills/skills.h"
 #include "tests/model/golden.h"
 
 namespace md {

@@ -1,5 +1,6 @@
-// Access to a golden set (../shared/golden format): the directory comes from
-// MD_GOLDEN_DIR when set, else the project's own copy in tests/data/golden.
+// Access to a golden set (the format of tests/data/golden, described in its
+// README.md and cases.json): the directory comes from MD_GOLDEN_DIR when set,
+// else the project's own set in tests/data/golden.
 #ifndef MOONDREAM_TESTS_MODEL_GOLDEN_H_
 #define MOONDREAM_TESTS_MODEL_GOLDEN_H_
 
@@ -13,10 +14,10 @@
 #include <sstream>
 #include <string>
 
-#include "model/config.h"
-#include "model/moondream.h"
-#include "model/safetensors.h"
-#include "model/tensor_io.h"
+#include "model/config/config.h"
+#include "model/io/safetensors.h"
+#include "model/io/tensor_io.h"
+#include "model/net/moondream.h"
 
 namespace md::testing {
 

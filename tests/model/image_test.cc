@@ -23,11 +23,11 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "model/config.h"
-#include "model/image_crops.h"
-#include "model/image_decode.h"
-#include "model/safetensors.h"
-#include "model/tiling.h"
+#include "model/config/config.h"
+#include "model/image/image_crops.h"
+#include "model/image/image_decode.h"
+#include "model/image/tiling.h"
+#include "model/io/safetensors.h"
 
 namespace md {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/outliers.h"
+#include "model/skills/outliers.h"
 
 #include <string>
 #include <vector>

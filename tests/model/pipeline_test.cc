@@ -7,9 +7,9 @@
 #include <sstream>
 #include <string>
 
-#include "model/image_decode.h"
-#include "model/moondream.h"
-#include "model/preprocess.h"
+#include "model/image/image_decode.h"
+#include "model/net/moondream.h"
+#include "model/net/preprocess.h"
 #include "tests/model/golden.h"
 
 namespace md {

@@ -1,4 +1,4 @@
-#include "model/python_random.h"
+#include "model/skills/python_random.h"
 
 #include <cstdint>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 
 #include <cstdint>
 #include <cstdio>

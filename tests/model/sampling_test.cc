@@ -1,4 +1,4 @@
-#include "model/sampling.h"
+#include "model/skills/sampling.h"
 
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>

@@ -1,10 +1,10 @@
-#include "model/tiling.h"
+#include "model/image/tiling.h"
 
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "model/config.h"
+#include "model/config/config.h"
 #include "tests/model/golden.h"
 
 namespace md {

@@ -4,7 +4,7 @@
 //
 // The cases come from MD_TOKENIZER_CASES when set (a file in the format of
 // tests/data/tokenizer/gpt2_cases.json), else from the project's copy.
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "model/detokenizer.h"
-#include "model/pretokenize.h"
+#include "model/tokenizer/detokenizer.h"
+#include "model/tokenizer/pretokenize.h"
 
 namespace md {
 namespace {

@@ -1,4 +1,4 @@
-#include "model/weights.h"
+#include "model/io/weights.h"
 
 #include <ATen/ATen.h>
 
@@ -16,9 +16,9 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "model/config.h"
-#include "model/safetensors.h"
-#include "model/tensor_io.h"
+#include "model/config/config.h"
+#include "model/io/safetensors.h"
+#include "model/io/tensor_io.h"
 #include "tests/model/golden.h"
 
 namespace md {

@@ -3,7 +3,9 @@
 #ifndef MOONDREAM_TESTS_SCHEDULER_GOLDEN_REQUESTS_H_
 #define MOONDREAM_TESTS_SCHEDULER_GOLDEN_REQUESTS_H_
 
+#include <algorithm>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -11,8 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "model/image_decode.h"
-#include "model/moondream.h"
+#include "model/image/image_decode.h"
+#include "model/net/moondream.h"
+#include "model/skills/jobs.h"
 #include "scheduler/engine.h"
 #include "scheduler/request.h"
 #include "tests/model/golden.h"
@@ -32,6 +35,30 @@ inline const Json& GoldenImage(const std::string& name) {
   ADD_FAILURE() << "no image " << name;
   static const Json empty;
   return empty;
+}
+
+// The set's image names, fewest crops first (then by name): tests pick
+// images by property, so they run on any golden set of this format.
+inline std::vector<std::string> GoldenImagesBySize() {
+  std::vector<std::pair<int, std::string>> sized;
+  for (const Json& image : Cases()["images"]) {
+    const int crops =
+        1 + image["tiling"][0].get<int>() * image["tiling"][1].get<int>();
+    sized.emplace_back(crops, image["name"].get<std::string>());
+  }
+  std::sort(sized.begin(), sized.end());
+  std::vector<std::string> names;
+  for (auto& [crops, name] : sized) names.push_back(name);
+  return names;
+}
+
+// An image of the set other than `name` (the smallest such).
+inline std::string GoldenImageOtherThan(const std::string& name) {
+  for (const std::string& other : GoldenImagesBySize()) {
+    if (other != name) return other;
+  }
+  ADD_FAILURE() << "the golden set has a single image";
+  return name;
 }
 
 // The golden crops (what the reference encoded), keyed by the image name.
@@ -79,29 +106,38 @@ inline GazePromptIds GoldenGazeIds() {
   return {};
 }
 
-inline Skill SkillOf(const std::string& task) {
-  if (task == "caption") return Skill::kCaption;
-  if (task == "query") return Skill::kQuery;
-  if (task == "detect") return Skill::kDetect;
-  if (task == "point") return Skill::kPoint;
-  return Skill::kGaze;
-}
-
-// A request for golden case `c` (its sink left to the caller).
-inline Request GoldenRequest(const Json& c) {
+// A request for golden case `c` (its sink left to the caller); `tweak`
+// changes a text case's options (sampling, ignore_eos, max_tokens).
+inline Request GoldenRequest(
+    const Json& c, const std::function<void(TextOptions&)>& tweak = {}) {
   Request r;
-  r.skill = SkillOf(c["task"]);
   r.image = GoldenEngineImage(c["image"]);
-  if (r.skill == Skill::kGaze) {
-    r.gaze.eye = {c["gaze_prompt"]["eye"][0].get<double>(),
-                  c["gaze_prompt"]["eye"][1].get<double>()};
+  const MoondreamConfig& config = GoldenModel().config();
+  const std::optional<Skill> skill =
+      SkillFromName(c["task"].get<std::string>());
+  EXPECT_TRUE(skill.has_value()) << c["task"];
+  absl::StatusOr<std::unique_ptr<SkillJob>> job;
+  if (skill == Skill::kGaze) {
+    GazeOptions gaze;
+    gaze.eye = {c["gaze_prompt"]["eye"][0].get<double>(),
+                c["gaze_prompt"]["eye"][1].get<double>()};
+    job = MakeGazeJob(config, gaze, GoldenGazeIds());
+  } else if (skill == Skill::kDetect || skill == Skill::kPoint) {
+    job =
+        MakeRegionJob(config, *skill, c["prompt_ids"].get<std::vector<int>>());
   } else {
-    r.prompt_ids = c["prompt_ids"].get<std::vector<int>>();
+    TextOptions options;
+    if (c.contains("settings") && c["settings"].is_object() &&
+        c["settings"].contains("max_tokens")) {
+      options.max_tokens = c["settings"]["max_tokens"].get<int>();
+    }
+    if (tweak) tweak(options);
+    job =
+        MakeTextJob(config, skill.value_or(Skill::kQuery),
+                    c["prompt_ids"].get<std::vector<int>>(), options, nullptr);
   }
-  if (c.contains("settings") && c["settings"].is_object() &&
-      c["settings"].contains("max_tokens")) {
-    r.max_tokens = c["settings"]["max_tokens"].get<int>();
-  }
+  EXPECT_TRUE(job.ok()) << job.status();
+  if (job.ok()) r.job = *std::move(job);
   return r;
 }
 

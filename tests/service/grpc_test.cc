@@ -268,9 +268,10 @@ TEST_F(GrpcTest, DetectPointAndGazeAnswer) {
     pb::DetectGazeResponse response;
     grpc::Status status = Stub()->DetectGaze(&context, request, &response);
     if (accurate) {
-      // 20 probes side by side; this server has 4 slots.
-      EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-      EXPECT_TRUE(absl::StrContains(status.error_message(), "20"));
+      // 20 probes on a server of 4 slots: they run in waves (issue 12; it
+      // used to be refused with FAILED_PRECONDITION).
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      EXPECT_GT(response.usage().output_tokens(), 0);
     } else {
       ASSERT_TRUE(status.ok()) << status.error_message();
       // Decode decisions: the first token (with x read from the same

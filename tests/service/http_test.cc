@@ -1,10 +1,15 @@
 // The Moondream-compatible HTTP gateway over loopback, in process: every
 // endpoint, server-sent events, handles, health and readiness, and a table
 // of bad requests answered with the right status and a JSON error.
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -13,7 +18,9 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "service/auth.h"
@@ -192,7 +199,7 @@ TEST_F(HttpTest, StreamIsServerSentEventsOfChunksThenCompleted) {
 }
 
 TEST_F(HttpTest, HandlesFromEncodeImageWork) {
-  auto info = service_->EncodeImage(PngBytes("rgba_480x360"));
+  auto info = service_->EncodeImage(PngBytes("rgba_480x360"), "web");
   ASSERT_TRUE(info.ok()) << info.status();
   Reply by_handle = Post("/v1/point", {{"image_url", "handle:" + info->handle},
                                        {"object", "dog"}});
@@ -334,6 +341,39 @@ std::vector<BadCase> BadCases() {
             {{"image_url", image}, {"eye", {{"x", -1}, {"y", 0.5}}}})},
       {"accurate gaze without face", 400, "face",
        post("/v1/gaze", {{"image_url", image}, {"prioritize_accuracy", true}})},
+      // Issue 13 #10: statuses come from typed errors, never from messages.
+      {"truncated PNG (a decode error, not a size)", 400, "image",
+       post("/v1/query",
+            with("image_url",
+                 "data:image/png;base64," +
+                     absl::Base64Escape(
+                         PngBytes("gray_200x150").substr(0, 120))))},
+      {"form-encoded body", 415, "application/json",
+       [good](int port) {
+         httplib::Client client("127.0.0.1", port);
+         auto res = client.Post("/v1/query", {{"X-Moondream-Auth", kKey}},
+                                "a=1&b=2", "application/x-www-form-urlencoded");
+         Reply reply;
+         if (!res) return reply;
+         reply.status = res->status;
+         reply.raw = res->body;
+         reply.body = Json::parse(res->body, nullptr, false);
+         return reply;
+       }},
+      {"wrong method", 405, "POST",
+       [](int port) {
+         httplib::Client client("127.0.0.1", port);
+         auto res = client.Get("/v1/query");
+         Reply reply;
+         if (!res) return reply;
+         reply.status = res->status;
+         reply.raw = res->body;
+         reply.body = Json::parse(res->body, nullptr, false);
+         EXPECT_EQ(res->get_header_value("Allow"), "POST");
+         return reply;
+       }},
+      {"max_tokens past int range", 400, "max_tokens must be in",
+       post("/v1/query", with("settings", {{"max_tokens", 2147483647}}))},
   };
 }
 
@@ -355,6 +395,35 @@ TEST_F(HttpTest, BadRequestsGetTheRightStatusAndAJsonError) {
                                    {"question", "ok?"},
                                    {"settings", {{"max_tokens", 2}}}});
   EXPECT_EQ(after.status, 200) << after.raw;
+}
+
+// Issue 13 #10: a gaze seed is any uint64, as over gRPC.
+TEST_F(HttpTest, GazeSeedTakesTheWholeUint64Range) {
+  Reply reply =
+      Post("/v1/gaze",
+           {{"image_url", DataUrl("gray_200x150")},
+            {"prioritize_accuracy", true},
+            {"face",
+             {{"x_min", 0.2}, {"y_min", 0.2}, {"x_max", 0.4}, {"y_max", 0.4}}},
+            {"seed", uint64_t{18446744073709551615u}}});
+  EXPECT_EQ(reply.status, 200) << reply.raw;
+}
+
+// Issue 13 #8: with no room, a request is refused before its image is
+// decoded (a corrupt image still gets 429, not 400).
+TEST(HttpOverloadTest, OverloadIsRefusedBeforeTheImageIsDecoded) {
+  std::unique_ptr<Service> service = MakeService(/*max_queue=*/0);
+  ASSERT_NE(service, nullptr);
+  HttpOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  auto gateway = HttpGateway::Start(*service, options);
+  ASSERT_TRUE(gateway.ok());
+  const Json body = {
+      {"image_url", "data:image/png;base64," + absl::Base64Escape("not png")},
+      {"question", "q"}};
+  Reply reply = PostTo((*gateway)->port(), "/v1/query", body.dump());
+  EXPECT_EQ(reply.status, 429) << reply.raw;
 }
 
 TEST(HttpOverloadTest, FullQueueIs429WithRetryAfter) {
@@ -408,6 +477,134 @@ TEST(HttpOverloadTest, TimeoutIs504AndFreesTheSlot) {
   EXPECT_EQ(reply.body["error"]["code"], "timeout");
   ASSERT_TRUE(service->engine().WaitIdle(absl::Seconds(60)));
   EXPECT_EQ(service->engine().Stats().slots_in_use, 0);
+}
+
+// Counts how requests ended, by status code.
+class CountingObserver final : public RequestObserver {
+ public:
+  void OnRequestDone(absl::string_view, absl::string_view,
+                     const absl::Status& status,
+                     const scheduler::RequestSummary&, bool) override {
+    absl::MutexLock lock(&mu_);
+    ++by_code_[status.code()];
+  }
+  void OnInterTokenGap(absl::Duration) override {}
+  int Count(absl::StatusCode code) {
+    absl::MutexLock lock(&mu_);
+    return by_code_[code];
+  }
+  bool WaitFor(absl::StatusCode code, int n) {
+    absl::MutexLock lock(&mu_);
+    auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return by_code_[code] >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), absl::Seconds(60));
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<absl::StatusCode, int> by_code_ ABSL_GUARDED_BY(mu_);
+};
+
+int RawConnect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+std::string PostBytes(const Json& body) {
+  const std::string text = body.dump();
+  return absl::StrCat("POST /v1/query HTTP/1.1\r\nX-Moondream-Auth: ", kKey,
+                      "\r\nContent-Type: application/json\r\n"
+                      "Content-Length: ",
+                      text.size(), "\r\n\r\n", text);
+}
+
+// Issue 13 #7 and #9: a client that leaves, streaming or not, cancels its
+// request (the slot is freed at once) and the end is counted.
+TEST(HttpDisconnectTest, ALeavingClientCancelsItsRequestAndIsCounted) {
+  std::unique_ptr<Service> service = MakeService();
+  ASSERT_NE(service, nullptr);
+  CountingObserver observer;
+  HttpOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  auto gateway = HttpGateway::Start(*service, options, &observer);
+  ASSERT_TRUE(gateway.ok());
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream);
+    const int before = observer.Count(absl::StatusCode::kCancelled);
+    const Json body = {
+        {"image_url", DataUrl("gray_200x150")},
+        {"question", "Tell me everything."},
+        {"stream", stream},
+        {"settings", {{"max_tokens", 500}, {"ignore_eos", true}}}};
+    const int fd = RawConnect((*gateway)->port());
+    const std::string request = PostBytes(body);
+    ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    // Running: it holds a slot.
+    for (int i = 0; i < 600 && service->engine().Stats().slots_in_use == 0;
+         ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_EQ(service->engine().Stats().slots_in_use, 1);
+    close(fd);
+    ASSERT_TRUE(observer.WaitFor(absl::StatusCode::kCancelled, before + 1));
+    ASSERT_TRUE(service->engine().WaitIdle(absl::Seconds(60)));
+    EXPECT_EQ(service->engine().Stats().slots_in_use, 0);
+  }
+  EXPECT_EQ(service->engine().Stats().completed, 0);
+}
+
+// Issue 13 #3: handles and cached images belong to their tenant. Another
+// tenant cannot use a handle, gets its own for the same bytes, and sees no
+// cache hit for an image only someone else sent.
+TEST(HttpTenantTest, TenantsCannotSeeEachOthersImages) {
+  SetComputeThreads(2);
+  auto bundle =
+      LoadModelBundle(std::string(MD_SOURCE_DIR) + "/models/tiny-random",
+                      "moondream2", ModelOptions{});
+  ASSERT_TRUE(bundle.ok());
+  auto keys = ApiKeys::FromText("key-a alpha\nkey-b beta\n");
+  ASSERT_TRUE(keys.ok());
+  auto service = Service::Create(*std::move(bundle), {}, ServiceLimits{},
+                                 *std::move(keys));
+  ASSERT_TRUE(service.ok()) << service.status();
+  HttpOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  auto gateway = HttpGateway::Start(**service, options);
+  ASSERT_TRUE(gateway.ok());
+  const int port = (*gateway)->port();
+
+  const std::string png = PngBytes("rgba_480x360");
+  auto handle_a = (*service)->EncodeImage(png, "alpha");
+  auto handle_b = (*service)->EncodeImage(png, "beta");
+  ASSERT_TRUE(handle_a.ok() && handle_b.ok());
+  EXPECT_NE(handle_a->handle, handle_b->handle);
+
+  const Json by_a_handle = {{"image_url", "handle:" + handle_a->handle},
+                            {"question", "q"},
+                            {"settings", {{"max_tokens", 2}}}};
+  EXPECT_EQ(PostTo(port, "/v1/query", by_a_handle.dump(), "key-a").status, 200);
+  Reply stolen = PostTo(port, "/v1/query", by_a_handle.dump(), "key-b");
+  EXPECT_EQ(stolen.status, 404) << stolen.raw;
+
+  // Alpha has sent this image (cached for alpha); beta never has.
+  const Json by_bytes = {{"image_url", DataUrl("rgba_480x360")},
+                         {"question", "q"},
+                         {"settings", {{"max_tokens", 2}}}};
+  Reply alpha = PostTo(port, "/v1/query", by_bytes.dump(), "key-a");
+  ASSERT_EQ(alpha.status, 200) << alpha.raw;
+  EXPECT_TRUE(alpha.body["usage"]["image_cache_hit"].get<bool>());
+  Reply beta = PostTo(port, "/v1/query", by_bytes.dump(), "key-b");
+  ASSERT_EQ(beta.status, 200) << beta.raw;
+  EXPECT_FALSE(beta.body["usage"]["image_cache_hit"].get<bool>());
 }
 
 }  // namespace

@@ -198,8 +198,28 @@ def drain_on_sigterm(pb, stub, channel, process, metrics_port):
         queued = metric(metrics_port, "moondream_queue_length")
         check("three streams running and three queued at SIGTERM",
               running >= 3 and queued == 3, (running, queued))
+        # Scrapers keep reading /metrics through the drain and the exit
+        # (a scrape racing the engine's destruction used to abort the
+        # process), and a second SIGTERM follows the first (it used to kill
+        # the drain): neither may cost a stream or the clean exit.
+        stop_scraping = threading.Event()
+
+        def scrape():
+            while not stop_scraping.is_set():
+                try:
+                    urllib.request.urlopen(
+                        f"http://127.0.0.1:{metrics_port}/metrics",
+                        timeout=5).read()
+                except OSError:
+                    time.sleep(0.01)
+
+        scrapers = [threading.Thread(target=scrape) for _ in range(3)]
+        for t in scrapers:
+            t.start()
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
         draining = sum(not f.done() for f in futures)
         check("health is NOT_SERVING while draining",
               health(channel) == b"\x08\x02")
@@ -228,10 +248,27 @@ def drain_on_sigterm(pb, stub, channel, process, metrics_port):
     except subprocess.TimeoutExpired:
         process.kill()
         code = "timeout"
-    check("the server exited 0", code == 0, code)
+    stop_scraping.set()
+    for t in scrapers:
+        t.join()
+    check("the server exited 0 (two SIGTERMs, scrapers running)", code == 0,
+          code)
+
+
+def help_lists_every_flag():
+    # Issue 13 #11: --help used to print "No flags matched."
+    out = subprocess.run([SERVER, "--help"], capture_output=True, text=True,
+                         timeout=60)
+    text = out.stdout + out.stderr
+    flags = ["--model", "--slots", "--grace_seconds", "--metrics_host",
+             "--log_level", "--handles_mb", "--queue"]
+    missing = [f for f in flags if f not in text]
+    check("--help lists every flag", not missing and
+          "No flags matched" not in text, missing or text[:300])
 
 
 def main():
+    help_lists_every_flag()
     with tempfile.TemporaryDirectory() as out_dir:
         pb, pb_grpc = generate_stubs(out_dir)
         process, port, metrics_port = start_server()

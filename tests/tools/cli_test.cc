@@ -14,9 +14,12 @@ struct Result {
   std::string out;  // stdout and stderr together
 };
 
-Result RunCli(const std::string& args) {
-  const std::string command = std::string("cd ") + MD_SOURCE_DIR + " && " +
-                              MD_CLI_PATH + " " + args + " 2>&1";
+// Runs in `dir` (the source tree unless told otherwise), with `env`
+// ("NAME=value ...") added to the environment.
+Result RunCli(const std::string& args, const std::string& dir = MD_SOURCE_DIR,
+              const std::string& env = "") {
+  const std::string command =
+      "cd '" + dir + "' && " + env + " " + MD_CLI_PATH + " " + args + " 2>&1";
   Result r;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -93,6 +96,37 @@ TEST(CliTest, BadInputIsAClearErrorNotACrash) {
     EXPECT_EQ(r.exit_code, 1) << r.out;
     EXPECT_NE(r.out.find(message), std::string::npos) << r.out;
   }
+}
+
+// The default model ships in the source tree; the binary finds it from
+// anywhere, and `~` in a path flag is the home directory.
+TEST(CliTest, FindsTheDefaultModelFromAnyDirectoryAndExpandsTilde) {
+  const std::string home = ::testing::TempDir();
+  const std::string png = home + "/tilde_annotated.png";
+  std::remove(png.c_str());
+  const std::string image =
+      std::string(MD_SOURCE_DIR) + "/tests/data/golden/images/gray_200x150.png";
+  Result r = RunCli("point --object=circle --json --image=" + image +
+                        " --annotate=~/tilde_annotated.png",
+                    "/", "HOME='" + home + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("meaningless"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::ifstream(png).good()) << r.out;
+}
+
+// Abseil lists only flags of a file named after the program under --help;
+// every flag of the tool must show up there all the same ("--name (help);
+// default: ...").
+TEST(CliTest, HelpListsEveryFlag) {
+  Result r = RunCli("--help");
+  for (const char* flag :
+       {"--model", "--image", "--question", "--object", "--eye", "--face",
+        "--dtype", "--max_tokens", "--annotate", "--json"}) {
+    EXPECT_NE(r.out.find(std::string(flag) + " ("), std::string::npos)
+        << flag << "\n"
+        << r.out;
+  }
+  EXPECT_EQ(r.out.find("No flags matched"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -20,11 +20,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "model/config.h"
-#include "model/moondream.h"
-#include "model/status_macros.h"
-#include "model/tensor_io.h"
-#include "model/weights.h"
+#include "base/status_macros.h"
+#include "model/config/config.h"
+#include "model/io/tensor_io.h"
+#include "model/io/weights.h"
+#include "model/net/moondream.h"
 #include "scheduler/engine.h"
 #include "scheduler/request.h"
 #include "tools/bench/environment.h"
@@ -40,7 +40,6 @@ using scheduler::Engine;
 using scheduler::EngineImage;
 using scheduler::EngineOptions;
 using scheduler::Request;
-using scheduler::Skill;
 using scheduler::StepReport;
 
 constexpr uint64_t kWeightSeed = 20250109;
@@ -97,21 +96,38 @@ absl::StatusOr<std::shared_ptr<const EngineImage>> BenchImage(
   return std::shared_ptr<const EngineImage>(std::move(image));
 }
 
-Request QueryRequest(std::shared_ptr<const EngineImage> image, int n_tokens) {
+// The benchmark's one request shape. Specs are copied freely; each becomes
+// a request (its job is not copyable) when submitted.
+struct QuerySpec {
+  std::shared_ptr<const EngineImage> image;
+  int n_tokens = 1;
+};
+QuerySpec QueryRequest(std::shared_ptr<const EngineImage> image, int n_tokens) {
+  return {std::move(image), n_tokens};
+}
+
+// The model's config, for building jobs; set once by Run.
+const MoondreamConfig* g_config = nullptr;
+
+absl::StatusOr<Request> ToRequest(const QuerySpec& spec) {
   Request r;
-  r.skill = Skill::kQuery;
-  r.image = std::move(image);
-  r.prompt_ids.assign(std::begin(kPromptIds), std::end(kPromptIds));
-  r.max_tokens = n_tokens;
-  r.ignore_eos = true;  // Every stream decodes exactly n_tokens.
+  r.image = spec.image;
+  TextOptions options;
+  options.max_tokens = spec.n_tokens;
+  options.ignore_eos = true;  // Every stream decodes exactly n_tokens.
+  ASSIGN_OR_RETURN(r.job,
+                   MakeTextJob(*g_config, Skill::kQuery,
+                               {std::begin(kPromptIds), std::end(kPromptIds)},
+                               options, /*tokenizer=*/nullptr));
   return r;
 }
 
 // Submits every request with a sink of its own; returns the sinks.
 absl::StatusOr<std::vector<std::shared_ptr<CollectingSink>>> SubmitAll(
-    Engine& engine, std::vector<Request> requests) {
+    Engine& engine, const std::vector<QuerySpec>& specs) {
   std::vector<std::shared_ptr<CollectingSink>> sinks;
-  for (Request& r : requests) {
+  for (const QuerySpec& spec : specs) {
+    ASSIGN_OR_RETURN(Request r, ToRequest(spec));
     auto sink = std::make_shared<CollectingSink>();
     r.sink = sink;
     RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
@@ -122,8 +138,8 @@ absl::StatusOr<std::vector<std::shared_ptr<CollectingSink>>> SubmitAll(
 
 // Submits all requests at once and waits for every one.
 absl::StatusOr<std::vector<CollectingSink::Result>> RunTogether(
-    Engine& engine, std::vector<Request> requests) {
-  ASSIGN_OR_RETURN(auto sinks, SubmitAll(engine, std::move(requests)));
+    Engine& engine, const std::vector<QuerySpec>& requests) {
+  ASSIGN_OR_RETURN(auto sinks, SubmitAll(engine, requests));
   std::vector<CollectingSink::Result> results;
   for (auto& sink : sinks) {
     if (!sink->WaitDone(kRequestTimeout)) {
@@ -173,9 +189,9 @@ absl::StatusOr<Throughput> MeasureSerial(Engine& engine,
 absl::StatusOr<Throughput> MeasureConcurrent(
     Engine& engine, std::shared_ptr<const EngineImage> image, int n_streams,
     int n_tokens, const std::vector<int>& serial_tokens) {
-  std::vector<Request> requests(n_streams, QueryRequest(image, n_tokens));
+  std::vector<QuerySpec> requests(n_streams, QueryRequest(image, n_tokens));
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(auto results, RunTogether(engine, std::move(requests)));
+  ASSIGN_OR_RETURN(auto results, RunTogether(engine, requests));
   Throughput t;
   t.streams = n_streams;
   t.tokens = TokensOf(results);
@@ -238,8 +254,8 @@ absl::StatusOr<Itl> MeasureItl(Engine& engine, const Model& model,
                                const EngineBenchOptions& opts,
                                uint64_t first_seed) {
   Itl itl;
-  std::vector<Request> streams(opts.n_itl_streams,
-                               QueryRequest(warm, opts.n_itl_tokens));
+  std::vector<QuerySpec> streams(opts.n_itl_streams,
+                                 QueryRequest(warm, opts.n_itl_tokens));
   ASSIGN_OR_RETURN(auto quiet, RunTogether(engine, streams));
   itl.quiet_ms = InterTokenGapsMs(quiet);
 
@@ -300,6 +316,7 @@ absl::StatusOr<std::vector<int>> ParseStreams(const std::string& flag) {
 
 absl::Status Run(const EngineBenchOptions& opts) {
   ASSIGN_OR_RETURN(MoondreamConfig config, PresetConfig(opts.config_name));
+  g_config = &config;
   const double load_start = LoadAverage();
   Stopwatch build;
   ASSIGN_OR_RETURN(Weights weights,

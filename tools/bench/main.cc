@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "model/threading.h"
+#include "base/threading.h"
 #include "tools/bench/engine_bench.h"
 #include "tools/bench/model_bench.h"
 #include "tools/bench/tokenizer_bench.h"

@@ -11,9 +11,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "model/detokenizer.h"
-#include "model/status_macros.h"
-#include "model/tokenizer.h"
+#include "base/status_macros.h"
+#include "model/tokenizer/detokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 #include "tools/bench/flags.h"
 #include "tools/bench/stats.h"
 

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "model/tensor_io.h"
+#include "model/io/tensor_io.h"
 
 namespace md::bench {
 

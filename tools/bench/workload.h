@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
-#include "model/moondream.h"
-#include "model/tiling.h"
+#include "model/image/tiling.h"
+#include "model/net/moondream.h"
 
 namespace md::bench {
 

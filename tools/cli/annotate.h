@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "model/image_decode.h"
-#include "model/runs.h"
+#include "model/image/image_decode.h"
+#include "model/skills/runs.h"
 
 namespace md::cli {
 

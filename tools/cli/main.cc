@@ -1,13 +1,14 @@
 // moondream-cli: runs one skill once on a local image, streaming text to
 // stdout as it is generated.
 //
-//   moondream-cli caption --model=DIR --image=photo.jpg [--length=short]
-//   moondream-cli query   --model=DIR --image=photo.jpg --question="What is
-//   this?" moondream-cli detect  --model=DIR --image=photo.jpg --object=face
-//   --annotate=out.png moondream-cli point   --model=DIR --image=photo.jpg
-//   --object=cup --json moondream-cli gaze    --model=DIR --image=photo.jpg
-//   --eye=0.4,0.3 moondream-cli gaze    --model=DIR --image=photo.jpg
-//   --face=0.3,0.2,0.5,0.4 --seed=7
+//   moondream-cli caption --image=photo.jpg [--length=short]
+//   moondream-cli query   --image=photo.jpg --question="What is this?"
+//   moondream-cli detect  --image=photo.jpg --object=face --annotate=out.png
+//   moondream-cli point   --image=photo.jpg --object=cup --json
+//   moondream-cli gaze    --image=photo.jpg --eye=0.4,0.3
+//   moondream-cli gaze    --image=photo.jpg --face=0.3,0.2,0.5,0.4 --seed=7
+//
+// each with --model=DIR (default: the tiny random test model).
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -24,21 +25,31 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/command_line.h"
+#include "base/files.h"
+#include "base/paths.h"
+#include "base/status_macros.h"
+#include "base/threading.h"
 #include "model/bundle.h"
-#include "model/command_line.h"
-#include "model/detokenizer.h"
-#include "model/image_decode.h"
-#include "model/preprocess.h"
-#include "model/skills.h"
-#include "model/status_macros.h"
-#include "model/tensor_io.h"
-#include "model/threading.h"
+#include "model/image/image_decode.h"
+#include "model/io/tensor_io.h"
+#include "model/net/preprocess.h"
+#include "model/skills/skill_table.h"
+#include "model/skills/skills.h"
+#include "model/tokenizer/detokenizer.h"
 #include "tools/cli/annotate.h"
 
-ABSL_FLAG(
-    std::string, model, "models/tiny-random",
-    "Model directory: model.safetensors, tokenizer.json, optional config.json");
+// Inside the project tree; found next to the binary wherever the tool is
+// started from (base/paths.h).
+constexpr char kDefaultModel[] = "models/tiny-random";
+
+ABSL_FLAG(std::string, model, kDefaultModel,
+          "Model directory: model.safetensors, tokenizer.json, optional "
+          "config.json. The default is a tiny RANDOM test model whose answers "
+          "are meaningless, looked for next to the binary, then in the "
+          "working directory.");
 ABSL_FLAG(std::string, preset, "moondream2",
           "Built-in config a config.json in the model directory overrides: "
           "moondream2 or moondream-0.5b");
@@ -70,14 +81,6 @@ namespace md::cli {
 namespace {
 
 using Json = nlohmann::json;
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "'"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 absl::StatusOr<std::vector<double>> ParseNumbers(const std::string& text,
                                                  size_t n, const char* flag) {
@@ -243,12 +246,33 @@ absl::Status RunGaze(Session& s) {
   return absl::OkStatus();
 }
 
-absl::Status Run(const std::string& skill) {
-  if (skill != "caption" && skill != "query" && skill != "detect" &&
-      skill != "point" && skill != "gaze") {
+std::string SkillNames() {
+  std::vector<std::string> names;
+  for (const SkillSpec& spec : SkillTable()) names.emplace_back(spec.name);
+  return absl::StrJoin(names, ", ");
+}
+
+absl::Status RunSkill(Skill skill, Session& s) {
+  switch (skill) {
+    case Skill::kCaption:
+      return RunCaption(s);
+    case Skill::kQuery:
+      return RunQuery(s);
+    case Skill::kDetect:
+      return RunRegion(s, /*detect=*/true);
+    case Skill::kPoint:
+      return RunRegion(s, /*detect=*/false);
+    case Skill::kGaze:
+      return RunGaze(s);
+  }
+  return absl::InternalError("unknown skill");
+}
+
+absl::Status Run(const std::string& name) {
+  const std::optional<Skill> skill = SkillFromName(name);
+  if (!skill.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown skill '", skill,
-        "' (caption, query, detect, point or gaze; --help for more)"));
+        "unknown skill '", name, "' (", SkillNames(), "; --help for more)"));
   }
   ModelOptions options;
   ASSIGN_OR_RETURN(options.dtype, ParseDType(absl::GetFlag(FLAGS_dtype)));
@@ -258,29 +282,27 @@ absl::Status Run(const std::string& skill) {
       threads > 0 ? threads
                   : static_cast<int>(std::thread::hardware_concurrency()));
 
-  const std::string image_path = absl::GetFlag(FLAGS_image);
+  const std::string image_path = ExpandUser(absl::GetFlag(FLAGS_image));
   if (image_path.empty())
     return absl::InvalidArgumentError("--image is required");
-  ASSIGN_OR_RETURN(std::string bytes, ReadFile(image_path));
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(image_path, "image"));
 
   Session s;
   s.json = absl::GetFlag(FLAGS_json);
-  ASSIGN_OR_RETURN(s.bundle,
-                   LoadModelBundle(absl::GetFlag(FLAGS_model),
-                                   absl::GetFlag(FLAGS_preset), options));
+  ASSIGN_OR_RETURN(
+      s.bundle, LoadModelBundle(
+                    ResolveModelFlag(absl::GetFlag(FLAGS_model), kDefaultModel),
+                    absl::GetFlag(FLAGS_preset), options));
   std::cerr << DescribeBundle(s.bundle) << "\n";
   ASSIGN_OR_RETURN(
       s.image,
       DecodeImage(
           bytes, DecodeOptions{.max_pixels = absl::GetFlag(FLAGS_max_pixels)}));
 
-  if (skill == "caption") RETURN_IF_ERROR(RunCaption(s));
-  if (skill == "query") RETURN_IF_ERROR(RunQuery(s));
-  if (skill == "detect" || skill == "point")
-    RETURN_IF_ERROR(RunRegion(s, skill == "detect"));
-  if (skill == "gaze") RETURN_IF_ERROR(RunGaze(s));
+  RETURN_IF_ERROR(RunSkill(*skill, s));
 
-  if (const std::string out = absl::GetFlag(FLAGS_annotate); !out.empty()) {
+  if (const std::string out = ExpandUser(absl::GetFlag(FLAGS_annotate));
+      !out.empty()) {
     RETURN_IF_ERROR(WriteAnnotatedPng(s.image, s.notes, out));
     std::cerr << "wrote " << out << "\n";
   }
@@ -304,6 +326,7 @@ int main(int argc, char** argv) {
       "--model=DIR picks the model (default: the tiny random test model, "
       "whose\n"
       "answers are meaningless; see README 'Real weights').");
+  md::ListFlagsInHelp(__FILE__);
   // Accept --max-tokens as well as absl's --max_tokens spelling.
   md::UnderscoredArgv underscored(argc, argv);
   std::vector<char*> args = absl::ParseCommandLine(argc, underscored.argv());

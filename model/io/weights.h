@@ -1,0 +1,111 @@
+// Moondream's parameters, loaded from safetensors in either published layout
+// (docs/DESIGN.md §2.6) and cast once to the compute dtype and device.
+#ifndef MOONDREAM_MODEL_IO_WEIGHTS_H_
+#define MOONDREAM_MODEL_IO_WEIGHTS_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/config/config.h"
+#include "model/io/safetensors.h"
+
+namespace md {
+
+struct LinearWeights {
+  at::Tensor weight;  // [out, in]
+  at::Tensor bias;    // [out]
+};
+
+struct LayerNormWeights {
+  at::Tensor weight;
+  at::Tensor bias;
+};
+
+struct MlpWeights {
+  LinearWeights fc1;
+  LinearWeights fc2;
+};
+
+struct AttentionWeights {
+  LinearWeights qkv;  // rows ordered q | k | v
+  LinearWeights proj;
+};
+
+struct VisionBlockWeights {
+  LayerNormWeights ln1;
+  AttentionWeights attn;
+  LayerNormWeights ln2;
+  MlpWeights mlp;
+};
+
+struct VisionWeights {
+  LinearWeights patch_emb;
+  at::Tensor pos_emb;  // [1, 729, enc_dim]
+  std::vector<VisionBlockWeights> blocks;
+  LayerNormWeights post_ln;
+  MlpWeights proj_mlp;
+};
+
+struct TextBlockWeights {
+  LayerNormWeights ln;
+  AttentionWeights attn;
+  MlpWeights mlp;
+};
+
+struct TextWeights {
+  at::Tensor wte;  // [vocab, dim]
+  std::vector<TextBlockWeights> blocks;
+  LayerNormWeights post_ln;
+  LinearWeights lm_head;
+};
+
+struct RegionWeights {
+  at::Tensor coord_features;  // [1, coord_feat_dim / 2]
+  LinearWeights coord_encoder;
+  MlpWeights coord_decoder;
+  at::Tensor size_features;  // [2, size_feat_dim / 2]
+  LinearWeights size_encoder;
+  MlpWeights size_decoder;
+};
+
+struct Weights {
+  VisionWeights vision;
+  TextWeights text;
+  RegionWeights region;
+};
+
+enum class WeightLayout {
+  kHuggingFace,  // model.vision.blocks.0.attn.qkv.weight, ...
+  kLegacy,       // vision_encoder.encoder.model.visual..., text_model...
+};
+
+struct WeightOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+// Which layout a file uses, from marker tensors.
+absl::StatusOr<WeightLayout> DetectLayout(const SafetensorsFile& file);
+
+// Loads and checks every tensor against `config` (presence and shape; the
+// error names the tensor), then casts to options.dtype on options.device.
+absl::StatusOr<Weights> LoadWeights(const SafetensorsFile& file,
+                                    const MoondreamConfig& config,
+                                    const WeightOptions& options);
+
+// Random weights with the shapes of `config`, for benchmarks: scaled so
+// activations stay finite, deterministic for a seed.
+absl::StatusOr<Weights> RandomWeights(const MoondreamConfig& config,
+                                      const WeightOptions& options,
+                                      uint64_t seed);
+
+// Bytes held by all parameters.
+int64_t WeightBytes(const MoondreamConfig& config, const Weights& weights);
+
+}  // namespace md
+
+#endif  // MOONDREAM_MODEL_IO_WEIGHTS_H_

@@ -1,0 +1,102 @@
+// What `moondream-bench model` measures, and how it prints and writes it.
+#ifndef MOONDREAM_TOOLS_BENCH_MODEL_BENCH_REPORT_H_
+#define MOONDREAM_TOOLS_BENCH_MODEL_BENCH_REPORT_H_
+
+#include <ATen/core/ScalarType.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "model/image/tiling.h"
+#include "tools/bench/op_profile.h"
+#include "tools/bench/stats.h"
+
+namespace md::bench {
+
+// Which measurements to run.
+struct Parts {
+  bool vision = true;
+  bool prefill = true;
+  bool decode = true;
+};
+
+struct ModelBenchOptions {
+  std::vector<std::string> config_names;
+  std::vector<at::ScalarType> dtypes;
+  int n_threads = 0;
+  int n_reps = 0;
+  int n_decode_steps = 0;
+  std::vector<int> batch_sizes;
+  Parts parts;
+  bool profile = false;
+  std::string json_path;
+};
+
+// One run of a measured piece under an op profile.
+struct OpBreakdown {
+  double wall_ms = 0;
+  std::vector<OpTime> ops;  // top-level ATen ops, most time first
+};
+
+struct VisionResult {
+  Tiling tiling;
+  int n_crops = 0;
+  Timing time;
+  std::optional<OpBreakdown> profile;  // one encode, with --profile
+};
+
+// One image-prefix chunk then one prompt chunk in the same slot, then the
+// LM head on the prompt's last row.
+struct PrefillResult {
+  int n_image_tokens = 0;
+  int n_prompt_tokens = 0;
+  Timing image;
+  Timing prompt;
+  Timing lm_head;
+  Timing total;
+  std::optional<OpBreakdown> profile;  // the whole prefill, with --profile
+};
+
+// Each sample is one repetition's mean over its steps.
+struct DecodeResult {
+  int batch = 0;
+  int context = 0;  // filled positions per slot before the first step
+  int n_steps = 0;  // steps per repetition
+  int64_t kv_bytes = 0;
+  Timing step;
+  std::optional<OpBreakdown> profile;  // one step, with --profile
+
+  double tokens_per_s() const {
+    const double ms = step.median_ms();
+    return ms > 0 ? batch * 1000.0 / ms : 0;
+  }
+};
+
+struct CaseResult {
+  std::string config;
+  std::string dtype;
+  int64_t weight_bytes = 0;
+  double build_s = 0;
+  double load_start = -1;  // 1-minute load average before and after
+  double load_end = -1;
+  std::vector<VisionResult> vision;      // empty when not asked for
+  std::optional<PrefillResult> prefill;  // likewise
+  std::vector<DecodeResult> decode;
+};
+
+void PrintRow(const std::string& what, double ms, const std::string& extra);
+void PrintProfile(const std::string& what, const OpBreakdown& b);
+void PrintVision(const VisionResult& v);
+void PrintPrefill(const PrefillResult& p);
+void PrintDecode(const DecodeResult& d);
+void PrintSummary(const ModelBenchOptions& opts,
+                  const std::vector<CaseResult>& cases);
+absl::Status WriteJson(const std::string& path, const ModelBenchOptions& opts,
+                       const std::vector<CaseResult>& cases);
+
+}  // namespace md::bench
+
+#endif  // MOONDREAM_TOOLS_BENCH_MODEL_BENCH_REPORT_H_
