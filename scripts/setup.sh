@@ -17,6 +17,7 @@ PACKAGES=(
   openssl                 # test certificates for the TLS test
   libgtest-dev libgmock-dev
   clang-format
+  clang-14 libclang-rt-14-dev  # libFuzzer + sanitizers (scripts/fuzz.sh)
 )
 
 SUDO=""
