@@ -1,5 +1,6 @@
 #include "model/config/config.h"
 
+#include <cstdint>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -170,10 +171,19 @@ TokenizerConfig Gpt2TokenizerConfig() {
   return tok;
 }
 
+// No model of this family comes near these; past them, the sizes derived
+// from a config (products of two sizes) would overflow an int.
+constexpr int kMaxSize = 1 << 20;
+constexpr int kMaxCropSize = 8192;
+
 absl::Status Positive(int value, absl::string_view name) {
   if (value <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: ", name, " must be positive, got ", value));
+  }
+  if (value > kMaxSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: ", name, " must be at most ", kMaxSize, ", got ", value));
   }
   return absl::OkStatus();
 }
@@ -319,8 +329,18 @@ absl::Status ValidateConfig(const MoondreamConfig& c) {
     return absl::InvalidArgumentError(
         "config: vision.enc_dim must be divisible by vision.enc_n_heads");
   }
+  if (c.vision.crop_size > kMaxCropSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: vision.crop_size must be at most ", kMaxCropSize,
+                     ", got ", c.vision.crop_size));
+  }
+  if (c.vision.overlap_margin < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: vision.overlap_margin must be >= 0, got ",
+                     c.vision.overlap_margin));
+  }
   if (c.vision.crop_size % c.vision.enc_patch_size != 0 ||
-      c.vision.grid() <= 2 * c.vision.overlap_margin) {
+      c.vision.grid() <= int64_t{2} * c.vision.overlap_margin) {
     return absl::InvalidArgumentError(
         "config: vision.crop_size must be a multiple of enc_patch_size wider "
         "than both overlap margins");

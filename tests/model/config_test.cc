@@ -402,6 +402,25 @@ TEST(ParseConfigJsonErrorTest, NonPositiveDim) {
                 "text.n_layers must be positive");
 }
 
+// Found by config_fuzz (tests/fuzz/regressions/config_fuzz): sizes whose
+// derived arithmetic overflowed an int, and a negative margin that
+// validated. All are refused, naming the field.
+TEST(ParseConfigJsonErrorTest, SizesThatWouldOverflowAreRefused) {
+  ExpectInvalid(R"({"vision":{"overlap_margin":2000000000}})",
+                "crop_size must be a multiple of enc_patch_size wider");
+  ExpectInvalid(R"({"vision":{"crop_size":1000000,"enc_patch_size":1}})",
+                "vision.crop_size must be at most");
+  ExpectInvalid(
+      R"({"vision":{"enc_patch_size":50000,"crop_size":50000,"overlap_margin":0}})",
+      "vision.crop_size must be at most");
+  ExpectInvalid(R"({"vision":{"overlap_margin":-100000000}})",
+                "vision.overlap_margin must be >= 0");
+  ExpectInvalid(R"({"vision":{"overlap_margin":-1}})",
+                "vision.overlap_margin must be >= 0");
+  ExpectInvalid(R"({"text":{"vocab_size":2000000}})",
+                "text.vocab_size must be at most");
+}
+
 TEST(ParseConfigJsonErrorTest, HeadsNotDividingDim) {
   ExpectInvalid(R"({"text": {"n_heads": 3}})", "text.n_heads");
   ExpectInvalid(R"({"vision": {"enc_n_heads": 5}})",
