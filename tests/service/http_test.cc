@@ -71,6 +71,17 @@ std::unique_ptr<Service> MakeService(int max_queue = 64) {
   return service.ok() ? std::move(*service) : nullptr;
 }
 
+// A gateway for `service` on a free loopback port.
+absl::StatusOr<std::unique_ptr<HttpGateway>> StartLoopbackGateway(
+    Service& service, RequestObserver* observer = nullptr,
+    const std::function<void(HttpOptions&)>& tweak = {}) {
+  HttpOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  if (tweak) tweak(options);
+  return HttpGateway::Start(service, options, observer);
+}
+
 struct Reply {
   int status = 0;
   Json body;
@@ -414,11 +425,8 @@ TEST_F(HttpTest, GazeSeedTakesTheWholeUint64Range) {
 TEST(HttpOverloadTest, OverloadIsRefusedBeforeTheImageIsDecoded) {
   std::unique_ptr<Service> service = MakeService(/*max_queue=*/0);
   ASSERT_NE(service, nullptr);
-  HttpOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  auto gateway = HttpGateway::Start(*service, options);
-  ASSERT_TRUE(gateway.ok());
+  auto gateway = StartLoopbackGateway(*service);
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
   const Json body = {
       {"image_url", "data:image/png;base64," + absl::Base64Escape("not png")},
       {"question", "q"}};
@@ -429,11 +437,8 @@ TEST(HttpOverloadTest, OverloadIsRefusedBeforeTheImageIsDecoded) {
 TEST(HttpOverloadTest, FullQueueIs429WithRetryAfter) {
   std::unique_ptr<Service> service = MakeService(/*max_queue=*/0);
   ASSERT_NE(service, nullptr);
-  HttpOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  auto gateway = HttpGateway::Start(*service, options);
-  ASSERT_TRUE(gateway.ok());
+  auto gateway = StartLoopbackGateway(*service);
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
   const Json body = {{"image_url", DataUrl("gray_200x150")}, {"question", "q"}};
   Reply reply = PostTo((*gateway)->port(), "/v1/query", body.dump());
   EXPECT_EQ(reply.status, 429) << reply.raw;
@@ -444,11 +449,8 @@ TEST(HttpOverloadTest, FullQueueIs429WithRetryAfter) {
 TEST(HttpOverloadTest, DrainingIs503AndNotReady) {
   std::unique_ptr<Service> service = MakeService();
   ASSERT_NE(service, nullptr);
-  HttpOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  auto gateway = HttpGateway::Start(*service, options);
-  ASSERT_TRUE(gateway.ok());
+  auto gateway = StartLoopbackGateway(*service);
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
   (*gateway)->SetNotReady();
   ASSERT_TRUE(service->Drain(absl::Seconds(10)));
   const Json body = {{"image_url", DataUrl("gray_200x150")}, {"question", "q"}};
@@ -463,12 +465,10 @@ TEST(HttpOverloadTest, DrainingIs503AndNotReady) {
 TEST(HttpOverloadTest, TimeoutIs504AndFreesTheSlot) {
   std::unique_ptr<Service> service = MakeService();
   ASSERT_NE(service, nullptr);
-  HttpOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  options.timeout = absl::Milliseconds(1);
-  auto gateway = HttpGateway::Start(*service, options);
-  ASSERT_TRUE(gateway.ok());
+  auto gateway = StartLoopbackGateway(*service, nullptr, [](HttpOptions& o) {
+    o.timeout = absl::Milliseconds(1);
+  });
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
   const Json body = {{"image_url", DataUrl("rgb_shapes_1000x700")},
                      {"question", "q"},
                      {"settings", {{"max_tokens", 500}, {"ignore_eos", true}}}};
@@ -530,11 +530,8 @@ TEST(HttpDisconnectTest, ALeavingClientCancelsItsRequestAndIsCounted) {
   std::unique_ptr<Service> service = MakeService();
   ASSERT_NE(service, nullptr);
   CountingObserver observer;
-  HttpOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  auto gateway = HttpGateway::Start(*service, options, &observer);
-  ASSERT_TRUE(gateway.ok());
+  auto gateway = StartLoopbackGateway(*service, &observer);
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
   for (bool stream : {false, true}) {
     SCOPED_TRACE(stream);
     const int before = observer.Count(absl::StatusCode::kCancelled);
@@ -575,11 +572,8 @@ TEST(HttpTenantTest, TenantsCannotSeeEachOthersImages) {
   auto service = Service::Create(*std::move(bundle), {}, ServiceLimits{},
                                  *std::move(keys));
   ASSERT_TRUE(service.ok()) << service.status();
-  HttpOptions options;
-  options.host = "127.0.0.1";
-  options.port = 0;
-  auto gateway = HttpGateway::Start(**service, options);
-  ASSERT_TRUE(gateway.ok());
+  auto gateway = StartLoopbackGateway(**service);
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
   const int port = (*gateway)->port();
 
   const std::string png = PngBytes("rgba_480x360");
