@@ -20,14 +20,52 @@ macro(md_configure_cuda)
   endif()
 endmacro()
 
-# md_add_test(NAME name SRCS a.cc... DEPS libs... [LABELS l...] [ASAN]
+# Libraries whose ThreadSanitizer twins (md_tsan_twin) the tsan tests link.
+set(MD_TSAN_TWINNED "" CACHE INTERNAL "")
+set(MD_TSAN_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+
+# md_tsan_twin(target): `target`_tsan, the same static library built with
+# -fsanitize=thread from the same sources, linked against the twins of the
+# libraries already twinned (so the scheduler and the service are both
+# instrumented) and the originals of the rest (the model: uninstrumented code
+# is not checked, and LibTorch is not instrumented anyway).
+function(md_tsan_twin target)
+  get_target_property(dir ${target} SOURCE_DIR)
+  get_target_property(srcs ${target} SOURCES)
+  set(abs_srcs)
+  foreach(src IN LISTS srcs)
+    if(IS_ABSOLUTE "${src}")
+      list(APPEND abs_srcs "${src}")
+    else()
+      list(APPEND abs_srcs "${dir}/${src}")
+    endif()
+  endforeach()
+  get_target_property(libs ${target} LINK_LIBRARIES)
+  foreach(twinned IN LISTS MD_TSAN_TWINNED)
+    list(TRANSFORM libs REPLACE "^${twinned}$" "${twinned}_tsan")
+  endforeach()
+  add_library(${target}_tsan STATIC EXCLUDE_FROM_ALL ${abs_srcs})
+  target_include_directories(${target}_tsan PUBLIC ${PROJECT_SOURCE_DIR})
+  target_compile_options(${target}_tsan PRIVATE ${MD_TSAN_FLAGS})
+  target_link_libraries(${target}_tsan PUBLIC ${libs})
+  md_torch_target(${target}_tsan)
+  set(MD_TSAN_TWINNED ${MD_TSAN_TWINNED} ${target} CACHE INTERNAL "")
+endfunction()
+
+# md_add_test(NAME name SRCS a.cc... DEPS libs... [LABELS l...] [ASAN] [TSAN]
 #             [TIMEOUT seconds])
 # One GoogleTest binary per call, registered with CTest. Every test has a
 # timeout (default 600 s), so a hang fails instead of stalling CI.
+# TSAN adds name_tsan to the `tsan` label (MD_ENABLE_TSAN_TESTS): the same
+# test built with -fsanitize=thread against the md_tsan_twin libraries, run
+# by tests/run_tsan.sh with the instrumented Abseil of scripts/tsan-absl.sh.
 function(md_add_test)
-  cmake_parse_arguments(T "ASAN" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "ASAN;TSAN" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
+  endif()
+  if(T_TSAN AND MD_ENABLE_TSAN_TESTS)
+    md_add_tsan_test(${T_NAME} ${T_TIMEOUT} "${T_SRCS}" "${T_DEPS}")
   endif()
   add_executable(${T_NAME} ${T_SRCS})
   target_compile_options(${T_NAME} PRIVATE ${MD_WARNINGS})
@@ -44,4 +82,21 @@ function(md_add_test)
   endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")
+endfunction()
+
+# The ThreadSanitizer twin of a test (see md_add_test's TSAN).
+function(md_add_tsan_test name timeout srcs deps)
+  foreach(twinned IN LISTS MD_TSAN_TWINNED)
+    list(TRANSFORM deps REPLACE "^${twinned}$" "${twinned}_tsan")
+  endforeach()
+  set(exe ${name}_tsan)
+  add_executable(${exe} ${srcs})
+  target_compile_options(${exe} PRIVATE ${MD_TSAN_FLAGS})
+  target_link_options(${exe} PRIVATE -fsanitize=thread)
+  target_link_libraries(${exe} PRIVATE ${deps} GTest::gtest GTest::gtest_main GTest::gmock)
+  target_compile_definitions(${exe} PRIVATE MD_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  add_test(NAME ${exe} COMMAND ${PROJECT_SOURCE_DIR}/tests/run_tsan.sh
+    ${MD_TSAN_ABSL_DIR} $<TARGET_FILE:${exe}>)
+  set_tests_properties(${exe} PROPERTIES LABELS tsan TIMEOUT ${timeout}
+    ENVIRONMENT "OMP_NUM_THREADS=1;OMP_WAIT_POLICY=PASSIVE")
 endfunction()

@@ -11,7 +11,8 @@
 #       executions, coverage and findings
 #   ./scripts/fuzz.sh build                     build only
 #
-# Targets: image_decode_fuzz tokenizer_fuzz safetensors_fuzz config_fuzz.
+# Targets: image_decode_fuzz tokenizer_fuzz safetensors_fuzz config_fuzz
+# http_request_fuzz grpc_request_fuzz.
 # Environment: MD_FUZZ_BUILD_DIR (default build-fuzz), MD_FUZZ_JOBS (build
 # parallelism, default nproc), CMAKE_ARGS (extra arguments to the first
 # configure).
@@ -19,7 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD="${MD_FUZZ_BUILD_DIR:-build-fuzz}"
-TARGETS=(image_decode_fuzz tokenizer_fuzz safetensors_fuzz config_fuzz)
+TARGETS=(image_decode_fuzz tokenizer_fuzz safetensors_fuzz config_fuzz
+  http_request_fuzz grpc_request_fuzz)
 
 build() {
   if [ ! -f "$BUILD/build.ninja" ]; then

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "service/http/http_server.h"
+#include "service/http_api.h"
 #include "service/observer.h"
 #include "service/service.h"
 
@@ -75,13 +76,6 @@ class HttpGateway {
   std::shared_ptr<void> endpoints_;  // Outlives the server's handlers.
   std::unique_ptr<http::HttpServer> server_;
 };
-
-// The HTTP status for a service error (400, 401, 404, 413, 429, 499, 500,
-// 503, 504).
-int HttpStatusFor(const absl::Status& status);
-
-// data:[<type>][;base64],<data> → the decoded bytes.
-absl::StatusOr<std::string> DecodeDataUrl(absl::string_view url);
 
 }  // namespace md::service
 

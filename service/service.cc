@@ -21,17 +21,13 @@ namespace {
 
 using scheduler::Request;
 
-// Optional wire fields over the skill's defaults; the job factories check
-// the values (model/skills/jobs.h), so this only fills them in.
-TextOptions TextOptionsFrom(const TextSettings& s) {
-  TextOptions options;
-  if (s.max_tokens) options.max_tokens = *s.max_tokens;
-  if (s.temperature) options.sampling.temperature = *s.temperature;
-  if (s.top_p) options.sampling.top_p = *s.top_p;
-  if (s.min_p) options.sampling.min_p = *s.min_p;
-  if (s.seed) options.sampling.seed = *s.seed;
-  options.ignore_eos = s.ignore_eos;
-  return options;
+// Whether any of the job's sequences runs on the mirror image (accurate
+// gaze), which is then prepared with the image.
+bool NeedsMirror(const SkillJob& job) {
+  for (int i = 0; i < job.n_sequences(); ++i) {
+    if (job.image_of(i) == ImageSide::kMirror) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -40,7 +36,8 @@ Service::Service(ModelBundle bundle, ServiceLimits limits, ApiKeys keys)
     : bundle_(std::move(bundle)),
       limits_(limits),
       keys_(std::move(keys)),
-      handles_(limits.max_handles, limits.max_handle_bytes) {
+      handles_(limits.max_handles, limits.max_handle_bytes),
+      decode_permits_(limits.max_concurrent_decodes) {
   model_id_ = absl::StrCat(bundle_.dir, "|",
                            DTypeLabel(bundle_.model->options().dtype));
 }
@@ -70,7 +67,7 @@ std::string Service::KeyScope(absl::string_view tenant) const {
   return absl::StrCat(model_id_, "|tenant:", tenant);
 }
 
-absl::StatusOr<RgbImage> Service::DecodeBounded(absl::string_view bytes) {
+absl::StatusOr<RgbImage> Service::DecodeChecked(absl::string_view bytes) {
   if (bytes.empty()) return absl::InvalidArgumentError("image is empty");
   if (static_cast<int64_t>(bytes.size()) > limits_.max_image_bytes) {
     absl::Status too_large = absl::InvalidArgumentError(
@@ -79,28 +76,10 @@ absl::StatusOr<RgbImage> Service::DecodeBounded(absl::string_view bytes) {
     too_large.SetPayload(kHttpStatusPayload, absl::Cord("413"));
     return too_large;
   }
-  // A few decodes at a time: a large image costs seconds of CPU and
-  // hundreds of MB, and the engine and health checks need the machine too.
-  {
-    absl::MutexLock lock(&decode_mu_);
-    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(decode_mu_) {
-      return decoding_ < limits_.max_concurrent_decodes;
-    };
-    if (!decode_mu_.AwaitWithTimeout(absl::Condition(&room),
-                                     limits_.decode_wait)) {
-      return absl::ResourceExhaustedError(
-          "the server is busy decoding other images; retry shortly");
-    }
-    ++decoding_;
-  }
   DecodeOptions options;
   options.max_pixels = limits_.max_image_pixels;
   absl::StatusOr<RgbImage> rgb =
       DecodeImage(std::string_view(bytes.data(), bytes.size()), options);
-  {
-    absl::MutexLock lock(&decode_mu_);
-    --decoding_;
-  }
   if (!rgb.ok()) {
     absl::Status bad = absl::InvalidArgumentError(
         absl::StrCat("image: ", rgb.status().message()));
@@ -116,7 +95,11 @@ absl::StatusOr<std::shared_ptr<StoredImage>> Service::Decode(
     absl::string_view bytes, absl::string_view tenant, bool with_mirror) {
   absl::StatusOr<std::shared_ptr<StoredImage>> stored =
       [&]() -> absl::StatusOr<std::shared_ptr<StoredImage>> {
-    ASSIGN_OR_RETURN(RgbImage rgb, DecodeBounded(bytes));
+    // Decoding and cropping, a few images at a time (see WorkPermits).
+    ASSIGN_OR_RETURN(
+        WorkPermits::Permit permit,
+        decode_permits_.Acquire(limits_.decode_wait, "decoding other images"));
+    ASSIGN_OR_RETURN(RgbImage rgb, DecodeChecked(bytes));
     auto stored = std::make_shared<StoredImage>();
     stored->tenant = std::string(tenant);
     stored->width = rgb.width;
@@ -187,76 +170,49 @@ absl::StatusOr<std::vector<int>> Service::TokenizeField(
   return ids;
 }
 
-absl::StatusOr<Request> Service::Caption(const ImageRef& image,
-                                         CaptionLength length,
-                                         const TextSettings& settings) {
+// The text first (cheap, and its errors are the caller's most likely
+// mistake), then the skill fields through the job factories; the image is
+// decoded last, only for a request that is otherwise valid.
+absl::StatusOr<std::unique_ptr<SkillJob>> Service::MakeJob(
+    const SkillCall& call) {
   const MoondreamConfig& config = bundle_.model->config();
-  ASSIGN_OR_RETURN(std::vector<int> prompt, CaptionPrompt(config, length));
-  Request r;
-  ASSIGN_OR_RETURN(
-      r.job, MakeTextJob(config, Skill::kCaption, std::move(prompt),
-                         TextOptionsFrom(settings), bundle_.tokenizer.get()));
-  ASSIGN_OR_RETURN(r.image, Resolve(image, false));
-  return r;
-}
-
-absl::StatusOr<Request> Service::Query(const ImageRef& image,
-                                       absl::string_view question,
-                                       const TextSettings& settings) {
-  const MoondreamConfig& config = bundle_.model->config();
-  ASSIGN_OR_RETURN(std::vector<int> ids, TokenizeField("question", question));
-  ASSIGN_OR_RETURN(std::vector<int> prompt, QueryPrompt(config, ids));
-  Request r;
-  ASSIGN_OR_RETURN(
-      r.job, MakeTextJob(config, Skill::kQuery, std::move(prompt),
-                         TextOptionsFrom(settings), bundle_.tokenizer.get()));
-  ASSIGN_OR_RETURN(r.image, Resolve(image, false));
-  return r;
-}
-
-absl::StatusOr<Request> Service::Region(Skill skill, const ImageRef& image,
-                                        absl::string_view object,
-                                        std::optional<int> max_objects) {
-  const MoondreamConfig& config = bundle_.model->config();
-  ASSIGN_OR_RETURN(std::vector<int> ids, TokenizeField("object", object));
-  std::vector<int> prompt;
-  if (skill == Skill::kDetect) {
-    ASSIGN_OR_RETURN(prompt, DetectPrompt(config, ids));
-  } else {
-    ASSIGN_OR_RETURN(prompt, PointPrompt(config, ids));
+  const Tokenizer* tokenizer = bundle_.tokenizer.get();
+  switch (call.skill) {
+    case Skill::kCaption: {
+      ASSIGN_OR_RETURN(std::vector<int> prompt,
+                       CaptionPrompt(config, call.length));
+      return MakeTextJob(config, call.skill, std::move(prompt),
+                         TextOptionsOf(call.settings), tokenizer);
+    }
+    case Skill::kQuery: {
+      ASSIGN_OR_RETURN(std::vector<int> ids,
+                       TokenizeField("question", call.text));
+      ASSIGN_OR_RETURN(std::vector<int> prompt, QueryPrompt(config, ids));
+      return MakeTextJob(config, call.skill, std::move(prompt),
+                         TextOptionsOf(call.settings), tokenizer);
+    }
+    case Skill::kDetect:
+    case Skill::kPoint: {
+      ASSIGN_OR_RETURN(std::vector<int> ids,
+                       TokenizeField("object", call.text));
+      ASSIGN_OR_RETURN(std::vector<int> prompt, call.skill == Skill::kDetect
+                                                    ? DetectPrompt(config, ids)
+                                                    : PointPrompt(config, ids));
+      return MakeRegionJob(config, call.skill, std::move(prompt),
+                           MaxObjectsOf(call));
+    }
+    case Skill::kGaze: {
+      ASSIGN_OR_RETURN(GazeOptions options, GazeOptionsOf(call.gaze));
+      return MakeGazeJob(config, options, bundle_.gaze_ids);
+    }
   }
+  return absl::InvalidArgumentError("unknown skill");
+}
+
+absl::StatusOr<Request> Service::Build(const SkillCall& call) {
   Request r;
-  ASSIGN_OR_RETURN(
-      r.job, MakeRegionJob(config, skill, std::move(prompt),
-                           max_objects.value_or(limits::kDefaultMaxObjects)));
-  ASSIGN_OR_RETURN(r.image, Resolve(image, false));
-  return r;
-}
-
-absl::StatusOr<Request> Service::Detect(const ImageRef& image,
-                                        absl::string_view object,
-                                        std::optional<int> max_objects) {
-  return Region(Skill::kDetect, image, object, max_objects);
-}
-
-absl::StatusOr<Request> Service::Point(const ImageRef& image,
-                                       absl::string_view object,
-                                       std::optional<int> max_objects) {
-  return Region(Skill::kPoint, image, object, max_objects);
-}
-
-absl::StatusOr<Request> Service::Gaze(const ImageRef& image,
-                                      const GazeCall& call) {
-  if (call.prioritize_accuracy && !call.face) {
-    return absl::InvalidArgumentError("prioritize_accuracy needs the face box");
-  }
-  GazeOptions options{
-      .eye = call.eye, .seed = call.seed, .force_detect = call.force_detect};
-  if (call.prioritize_accuracy) options.face = call.face;
-  Request r;
-  ASSIGN_OR_RETURN(
-      r.job, MakeGazeJob(bundle_.model->config(), options, bundle_.gaze_ids));
-  ASSIGN_OR_RETURN(r.image, Resolve(image, call.prioritize_accuracy));
+  ASSIGN_OR_RETURN(r.job, MakeJob(call));
+  ASSIGN_OR_RETURN(r.image, Resolve(call.image, NeedsMirror(*r.job)));
   return r;
 }
 

@@ -1,14 +1,13 @@
 // The transport-independent service: what the gRPC server and the HTTP
 // gateway both call. It authenticates, resolves images (bytes or handles),
-// validates and tokenizes text, turns settings into an engine request, and
-// submits it. Errors are absl statuses whose codes the transports map 1:1 to
-// gRPC codes or HTTP statuses, with messages a caller can act on.
+// validates and tokenizes text, turns a parsed call (calls.h) into an engine
+// request, and submits it. Errors are absl statuses whose codes the transports
+// map 1:1 to gRPC codes or HTTP statuses, with messages a caller can act on.
 #ifndef MOONDREAM_SERVICE_SERVICE_H_
 #define MOONDREAM_SERVICE_SERVICE_H_
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -19,7 +18,9 @@
 #include "scheduler/engine.h"
 #include "scheduler/request.h"
 #include "service/auth.h"
+#include "service/calls.h"
 #include "service/handles.h"
+#include "service/work_permits.h"
 
 namespace md::service {
 
@@ -39,32 +40,6 @@ struct ServiceLimits {
   // first token whether another tenant sent an image). Off: each tenant's
   // images are cached apart.
   bool share_image_cache = false;
-};
-
-// Either bytes or a handle (exactly one), sent by `tenant`: handles and
-// cached image prefixes belong to the tenant that made them.
-struct ImageRef {
-  std::string bytes;
-  std::string handle;
-  std::string tenant;
-};
-
-// Optional fields take the skill's defaults.
-struct TextSettings {
-  std::optional<int> max_tokens;
-  std::optional<float> temperature;
-  std::optional<float> top_p;
-  std::optional<float> min_p;
-  std::optional<uint64_t> seed;
-  bool ignore_eos = false;
-};
-
-struct GazeCall {
-  Point eye;
-  std::optional<FaceBox> face;
-  bool prioritize_accuracy = false;
-  uint64_t seed = 0;
-  bool force_detect = false;
 };
 
 struct ImageInfo {
@@ -102,22 +77,10 @@ class Service {
   // before decoding, so overload is refused at once.
   absl::Status CheckRoom(absl::string_view tenant);
 
-  // Engine requests for each skill, validated; the caller sets tenant,
+  // The engine request for `call`, validated (text, then the skill fields
+  // through the job factories, then the image); the caller sets tenant,
   // deadline and sink, then Submits.
-  absl::StatusOr<scheduler::Request> Caption(const ImageRef& image,
-                                             CaptionLength length,
-                                             const TextSettings& settings);
-  absl::StatusOr<scheduler::Request> Query(const ImageRef& image,
-                                           absl::string_view question,
-                                           const TextSettings& settings);
-  absl::StatusOr<scheduler::Request> Detect(const ImageRef& image,
-                                            absl::string_view object,
-                                            std::optional<int> max_objects);
-  absl::StatusOr<scheduler::Request> Point(const ImageRef& image,
-                                           absl::string_view object,
-                                           std::optional<int> max_objects);
-  absl::StatusOr<scheduler::Request> Gaze(const ImageRef& image,
-                                          const GazeCall& call);
+  absl::StatusOr<scheduler::Request> Build(const SkillCall& call);
 
   absl::StatusOr<uint64_t> Submit(scheduler::Request request) {
     return engine_->Submit(std::move(request));
@@ -136,7 +99,8 @@ class Service {
  private:
   Service(ModelBundle bundle, ServiceLimits limits, ApiKeys keys);
 
-  absl::StatusOr<RgbImage> DecodeBounded(absl::string_view bytes);
+  // Size and pixel limits checked, then decoded.
+  absl::StatusOr<RgbImage> DecodeChecked(absl::string_view bytes);
   absl::StatusOr<std::shared_ptr<StoredImage>> Decode(absl::string_view bytes,
                                                       absl::string_view tenant,
                                                       bool with_mirror);
@@ -145,23 +109,16 @@ class Service {
       const ImageRef& image, bool with_mirror);
   absl::StatusOr<std::vector<int>> TokenizeField(absl::string_view field,
                                                  absl::string_view text) const;
-  absl::StatusOr<scheduler::Request> Region(Skill skill, const ImageRef& image,
-                                            absl::string_view object,
-                                            std::optional<int> max_objects);
+  absl::StatusOr<std::unique_ptr<SkillJob>> MakeJob(const SkillCall& call);
 
   ModelBundle bundle_;
   const ServiceLimits limits_;
   const ApiKeys keys_;
   std::string model_id_;
   HandleStore handles_;
-  absl::Mutex decode_mu_;
-  int decoding_ ABSL_GUARDED_BY(decode_mu_) = 0;
+  WorkPermits decode_permits_;
   std::unique_ptr<scheduler::Engine> engine_;
 };
-
-// A status payload naming the HTTP status that fits better than the code's
-// usual one (413 for an image over the size limits).
-inline constexpr char kHttpStatusPayload[] = "moondream/http-status";
 
 }  // namespace md::service
 

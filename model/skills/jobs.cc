@@ -1,12 +1,12 @@
 #include "model/skills/jobs.h"
 
-#include <cmath>
 #include <initializer_list>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "model/skills/checks.h"
 #include "model/tokenizer/detokenizer.h"
 
 namespace md {
@@ -15,20 +15,6 @@ namespace {
 // Positions one decoded object takes: x, y (and the size for detect).
 constexpr int kDetectPositionsPerObject = 3;
 constexpr int kPointPositionsPerObject = 2;
-
-bool InUnitRange(double v) { return std::isfinite(v) && v >= 0 && v <= 1; }
-
-// "eye.x must be a number in [0, 1], got 1.5" for the first bad field.
-absl::Status CheckUnitFields(
-    std::initializer_list<std::pair<const char*, double>> fields) {
-  for (const auto& [name, value] : fields) {
-    if (!InUnitRange(value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, " must be a number in [0, 1], got ", value));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::Status CheckPromptIds(const MoondreamConfig& config,
                             absl::Span<const int> ids) {
@@ -235,12 +221,7 @@ absl::StatusOr<std::unique_ptr<SkillJob>> MakeTextJob(
     const TextOptions& options, const Tokenizer* tokenizer) {
   RETURN_IF_ERROR(CheckSkill(skill, {Skill::kCaption, Skill::kQuery}));
   RETURN_IF_ERROR(CheckPromptIds(config, prompt_ids));
-  const int room = config.text.max_context;
-  if (options.max_tokens < 1 || options.max_tokens > room) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_tokens must be in [1, ", room, "], got ", options.max_tokens));
-  }
-  RETURN_IF_ERROR(ValidateSampling(options.sampling));
+  RETURN_IF_ERROR(CheckTextOptions(options, config.text.max_context));
   return std::make_unique<TextJob>(skill, std::move(prompt_ids), options,
                                    config.tokenizer.eos_id, tokenizer);
 }
@@ -250,11 +231,7 @@ absl::StatusOr<std::unique_ptr<SkillJob>> MakeRegionJob(
     int max_objects) {
   RETURN_IF_ERROR(CheckSkill(skill, {Skill::kDetect, Skill::kPoint}));
   RETURN_IF_ERROR(CheckPromptIds(config, prompt_ids));
-  if (max_objects < 1 || max_objects > limits::kMaxObjects) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_objects must be in [1, ", limits::kMaxObjects,
-                     "], got ", max_objects));
-  }
+  RETURN_IF_ERROR(CheckMaxObjects(max_objects));
   return std::make_unique<RegionJob>(skill, std::move(prompt_ids), max_objects,
                                      config.tokenizer.eos_id);
 }
@@ -262,21 +239,11 @@ absl::StatusOr<std::unique_ptr<SkillJob>> MakeRegionJob(
 absl::StatusOr<std::unique_ptr<SkillJob>> MakeGazeJob(
     const MoondreamConfig& config, const GazeOptions& options,
     GazePromptIds gaze_ids) {
+  RETURN_IF_ERROR(CheckGazeOptions(options));
   std::vector<GazeProbe> probes;
   if (options.face.has_value()) {
-    const FaceBox& f = *options.face;
-    RETURN_IF_ERROR(CheckUnitFields({{"face.x_min", f.x_min},
-                                     {"face.y_min", f.y_min},
-                                     {"face.x_max", f.x_max},
-                                     {"face.y_max", f.y_max}}));
-    if (f.x_min > f.x_max || f.y_min > f.y_max) {
-      return absl::InvalidArgumentError(
-          "face must have x_min <= x_max and y_min <= y_max");
-    }
-    ASSIGN_OR_RETURN(probes, AccurateGazeProbes(f, options.seed));
+    ASSIGN_OR_RETURN(probes, AccurateGazeProbes(*options.face, options.seed));
   } else {
-    RETURN_IF_ERROR(
-        CheckUnitFields({{"eye.x", options.eye.x}, {"eye.y", options.eye.y}}));
     probes = {GazeProbe{options.eye, false}};
   }
   for (const std::vector<int>* ids : {&gaze_ids.before, &gaze_ids.after}) {

@@ -5,7 +5,8 @@
 // and completes once every sequence is done.
 //
 // The factories are the one place where a request's skill fields are
-// checked (against skill_table.h's limits); a job that exists is valid.
+// checked (checks.h's rules, against skill_table.h's limits); a job that
+// exists is valid. TextOptions and GazeOptions are in skill_types.h.
 #ifndef MOONDREAM_MODEL_SKILLS_JOBS_H_
 #define MOONDREAM_MODEL_SKILLS_JOBS_H_
 
@@ -21,6 +22,7 @@
 #include "model/skills/runs.h"
 #include "model/skills/sampling.h"
 #include "model/skills/skill_table.h"
+#include "model/skills/skill_types.h"
 #include "model/skills/skills.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -70,13 +72,6 @@ class SkillJob {
   virtual StopReason stop_reason() const = 0;
 };
 
-struct TextOptions {
-  int max_tokens = limits::kDefaultMaxTokens;
-  SamplingParams sampling;
-  // Generate exactly max_tokens, eos or not (load tests, as vLLM's).
-  bool ignore_eos = false;
-};
-
 // Caption or query on a whole prompt (template applied). `tokenizer` turns
 // tokens into streamed text; without one, OnToken gets empty text.
 absl::StatusOr<std::unique_ptr<SkillJob>> MakeTextJob(
@@ -88,12 +83,6 @@ absl::StatusOr<std::unique_ptr<SkillJob>> MakeRegionJob(
     const MoondreamConfig& config, Skill skill, std::vector<int> prompt_ids,
     int max_objects = limits::kDefaultMaxObjects);
 
-struct GazeOptions {
-  Point eye;                    // Where the eye is (one probe).
-  std::optional<FaceBox> face;  // Set: prioritize_accuracy (20 probes).
-  uint64_t seed = 0;            // For the accurate probes' eye positions.
-  bool force_detect = false;
-};
 absl::StatusOr<std::unique_ptr<SkillJob>> MakeGazeJob(
     const MoondreamConfig& config, const GazeOptions& options,
     GazePromptIds gaze_ids);

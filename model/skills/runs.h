@@ -20,6 +20,7 @@
 #include "model/net/feeds.h"
 #include "model/net/moondream.h"
 #include "model/net/text.h"
+#include "model/skills/skill_types.h"
 
 namespace md {
 
@@ -77,13 +78,6 @@ class TextRun final : public SkillRun {
   TokenSink on_token_;
   bool prompt_fed_ = false;
   std::vector<int> tokens_;
-};
-
-struct Box {
-  double x_min = 0, y_min = 0, x_max = 0, y_max = 0;
-};
-struct Point {
-  double x = 0, y = 0;
 };
 
 // Detect, point and gaze: after the prompt, while the next token is not eos,

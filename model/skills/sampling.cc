@@ -8,9 +8,6 @@
 #include <numeric>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
-#include "model/skills/skill_table.h"
-
 namespace md {
 namespace {
 
@@ -43,24 +40,6 @@ std::vector<double> Probabilities(const at::Tensor& logits_V,
 }
 
 }  // namespace
-
-absl::Status ValidateSampling(const SamplingParams& params) {
-  if (!std::isfinite(params.temperature) || params.temperature < 0 ||
-      params.temperature > limits::kMaxTemperature) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be in [0, ", limits::kMaxTemperature,
-                     "], got ", params.temperature));
-  }
-  if (!(params.top_p > 0 && params.top_p <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_p must be in (0, 1], got ", params.top_p));
-  }
-  if (!(params.min_p >= 0 && params.min_p <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("min_p must be in [0, 1], got ", params.min_p));
-  }
-  return absl::OkStatus();
-}
 
 SamplingRandom::SamplingRandom(uint64_t seed) {
   for (uint64_t& s : s_) s = SplitMix64(seed);

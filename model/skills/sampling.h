@@ -1,7 +1,8 @@
 // Token sampling: temperature, then min_p, then top_p, drawn from a
 // per-request random stream. The stream is seeded by the request alone and
 // advanced once per sampled token, so a request's tokens never depend on the
-// batch it shares a step with.
+// batch it shares a step with. SamplingParams are checked by CheckSampling
+// (checks.h).
 #ifndef MOONDREAM_MODEL_SKILLS_SAMPLING_H_
 #define MOONDREAM_MODEL_SKILLS_SAMPLING_H_
 
@@ -9,25 +10,10 @@
 
 #include <cstdint>
 
-#include "absl/status/status.h"
 #include "model/skills/runs.h"
+#include "model/skills/skill_types.h"
 
 namespace md {
-
-struct SamplingParams {
-  // 0 is greedy (the first maximum); the other fields are then ignored.
-  float temperature = 0.0f;
-  // Keep the smallest set of most likely tokens whose probability sums to at
-  // least top_p (1 keeps all).
-  float top_p = 1.0f;
-  // Drop tokens less likely than min_p × the most likely one (0 keeps all).
-  float min_p = 0.0f;
-  uint64_t seed = 0;
-};
-
-// InvalidArgument naming the field when a value is out of range (negative or
-// non-finite temperature, top_p outside (0, 1], min_p outside [0, 1]).
-absl::Status ValidateSampling(const SamplingParams& params);
 
 // A TokenChooser for a run: greedy when temperature is 0, else a sampler
 // owning its own random stream.

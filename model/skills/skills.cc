@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "model/io/tensor_io.h"
+#include "model/skills/checks.h"
 #include "model/skills/outliers.h"
 #include "model/skills/python_random.h"
 
@@ -236,10 +237,8 @@ absl::StatusOr<GazeResult> DetectGaze(const Model& model,
 
 absl::StatusOr<std::vector<GazeProbe>> AccurateGazeProbes(FaceBox face,
                                                           uint64_t seed) {
-  if (!(face.x_min <= face.x_max && face.y_min <= face.y_max)) {
-    return absl::InvalidArgumentError(
-        "face box must have x_min <= x_max, y_min <= y_max");
-  }
+  // The single-request path (DetectGazeAccurate) has no job factory in front.
+  RETURN_IF_ERROR(CheckFace(face));
   PythonRandom random(seed);
   std::vector<GazeProbe> probes;
   for (int side = 0; side < 2; ++side) {

@@ -16,6 +16,7 @@
 #include "model/net/moondream.h"
 #include "model/skills/runs.h"
 #include "model/skills/skill_table.h"
+#include "model/skills/skill_types.h"
 #include "model/skills/step.h"
 
 namespace md {
@@ -34,7 +35,6 @@ absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
 
 // Prompt ids from the config's templates; an error when the model's config
 // has no template for the skill.
-enum class CaptionLength { kShort, kNormal };
 absl::StatusOr<std::vector<int>> CaptionPrompt(const MoondreamConfig& config,
                                                CaptionLength length);
 absl::StatusOr<std::vector<int>> QueryPrompt(
@@ -101,9 +101,6 @@ absl::StatusOr<GazeResult> DetectGaze(const Model& model,
                                       bool force_detect = false,
                                       const StepObserver& observe = {});
 
-struct FaceBox {
-  double x_min = 0, y_min = 0, x_max = 0, y_max = 0;
-};
 // One probe of prioritize_accuracy: where the eye is placed, on the image or
 // on its mirror image (x then already mirrored).
 struct GazeProbe {

@@ -89,7 +89,11 @@ size_t RequestParser::Feed(absl::string_view bytes) {
       const size_t end = head_.find("\r\n\r\n", start);
       if (end == std::string::npos) {
         used += take;
-        if (static_cast<int64_t>(head_.size()) > limits_.max_header_bytes) {
+        // Over the limit once no blank line can end the headers within it:
+        // up to 3 of its bytes may have come already, and the verdict must
+        // not depend on how the bytes were cut.
+        if (static_cast<int64_t>(head_.size()) >=
+            limits_.max_header_bytes + 4) {
           Fail(431, absl::StrCat("the request headers exceed ",
                                  limits_.max_header_bytes, " bytes"));
         }

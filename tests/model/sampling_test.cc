@@ -8,6 +8,8 @@
 #include <map>
 #include <vector>
 
+#include "model/skills/checks.h"
+
 namespace md {
 namespace {
 
@@ -21,15 +23,15 @@ at::Tensor LogitsFor(const std::vector<double>& probs) {
 }
 
 TEST(SamplingTest, ValidationNamesTheField) {
-  EXPECT_TRUE(ValidateSampling({}).ok());
-  EXPECT_THAT(ValidateSampling({.temperature = -0.5f}).message(),
+  EXPECT_TRUE(CheckSampling({}).ok());
+  EXPECT_THAT(CheckSampling({.temperature = -0.5f}).message(),
               HasSubstr("temperature"));
-  EXPECT_THAT(ValidateSampling({.temperature = INFINITY}).message(),
+  EXPECT_THAT(CheckSampling({.temperature = INFINITY}).message(),
               HasSubstr("temperature"));
-  EXPECT_THAT(ValidateSampling({.top_p = 0}).message(), HasSubstr("top_p"));
-  EXPECT_THAT(ValidateSampling({.top_p = 1.01f}).message(), HasSubstr("top_p"));
-  EXPECT_THAT(ValidateSampling({.min_p = -0.1f}).message(), HasSubstr("min_p"));
-  EXPECT_THAT(ValidateSampling({.min_p = NAN}).message(), HasSubstr("min_p"));
+  EXPECT_THAT(CheckSampling({.top_p = 0}).message(), HasSubstr("top_p"));
+  EXPECT_THAT(CheckSampling({.top_p = 1.01f}).message(), HasSubstr("top_p"));
+  EXPECT_THAT(CheckSampling({.min_p = -0.1f}).message(), HasSubstr("min_p"));
+  EXPECT_THAT(CheckSampling({.min_p = NAN}).message(), HasSubstr("min_p"));
 }
 
 TEST(SamplingTest, DrawWalksTheCumulativeDistribution) {

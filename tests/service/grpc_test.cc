@@ -472,7 +472,7 @@ TEST_F(GrpcTest, BadRequestsGetTheRightCodeAndMessage) {
 // ---- Cancellation and deadlines ----
 
 TEST_F(GrpcTest, ClientCancellationFreesTheSlot) {
-  const int64_t cancelled_before = service_->engine().Stats().cancelled;
+  const scheduler::EngineStats before = service_->engine().Stats();
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::unique_ptr<grpc::ClientReader<pb::TextChunk>>> readers;
   auto stub = Stub();
@@ -499,8 +499,14 @@ TEST_F(GrpcTest, ClientCancellationFreesTheSlot) {
   }
   EXPECT_EQ(n_cancelled, 8);
   ExpectIdle();
-  // The engine saw the cancellations and freed every slot (ExpectIdle).
-  EXPECT_GE(service_->engine().Stats().cancelled, cancelled_before + 4);
+  // Every call that reached the engine was cancelled there (none ran to its
+  // end), and every slot is free (ExpectIdle). How many reached it depends
+  // on timing: a call cancelled while its image decodes never does.
+  const scheduler::EngineStats after = service_->engine().Stats();
+  EXPECT_GE(after.submitted - before.submitted, 1);
+  EXPECT_EQ(after.cancelled - before.cancelled,
+            after.submitted - before.submitted);
+  EXPECT_EQ(after.completed, before.completed);
 }
 
 TEST_F(GrpcTest, DeadlineEndsTheCallAndFreesTheSlot) {

@@ -105,9 +105,10 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_TRUE(server_->Start().ok());
   }
 
-  std::unique_ptr<HttpServer> server_;
+  // The handlers use the notifications: the server (its workers) goes first.
   absl::Notification waiting_;
   absl::Notification gone_;
+  std::unique_ptr<HttpServer> server_;
 };
 
 TEST_F(HttpServerTest, AnswersWithLengthAndServerHeaders) {

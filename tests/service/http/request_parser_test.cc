@@ -127,6 +127,27 @@ TEST(RequestParserTest, MalformedRequestsGetTheRightStatus) {
   }
 }
 
+// Found by http_request_fuzz: cut after the blank line's first bytes,
+// headers of exactly the limit were refused (431), whole they were accepted.
+TEST(RequestParserTest, TheHeaderLimitDoesNotDependOnTheSplit) {
+  const ParserLimits limits{.max_header_bytes = 64, .max_body_bytes = 10};
+  for (int size : {63, 64, 65}) {
+    SCOPED_TRACE(size);
+    std::string head = "GET / HTTP/1.1\r\nX: ";
+    head.append(size - head.size(), 'a');
+    const std::string bytes = head + "\r\n\r\n";
+    for (size_t step : {size_t{1}, size_t{2}, size_t{3}, bytes.size()}) {
+      SCOPED_TRACE(step);
+      RequestParser parser = Parse(bytes, step, limits);
+      if (size <= 64) {
+        EXPECT_EQ(parser.state(), State::kComplete) << parser.error_message();
+      } else {
+        EXPECT_EQ(parser.error_status(), 431);
+      }
+    }
+  }
+}
+
 TEST(RequestParserTest, AnOversizedBodyIsRefusedBeforeItArrives) {
   RequestParser parser({.max_body_bytes = 10});
   parser.Feed(
