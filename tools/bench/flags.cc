@@ -26,6 +26,21 @@ void FlagParser::AddInt(std::string name, int* value, std::string help) {
                     .int_value = value});
 }
 
+void FlagParser::AddDouble(std::string name, double* value, std::string help) {
+  flags_.push_back({.name = std::move(name),
+                    .help = std::move(help),
+                    .default_text = absl::StrCat(*value),
+                    .double_value = value});
+}
+
+void FlagParser::AddRepeated(std::string name, std::vector<std::string>* values,
+                             std::string help) {
+  flags_.push_back({.name = std::move(name),
+                    .help = std::move(help),
+                    .default_text = "",
+                    .repeated_value = values});
+}
+
 void FlagParser::AddBool(std::string name, bool* value, std::string help) {
   flags_.push_back({.name = std::move(name),
                     .help = std::move(help),
@@ -43,6 +58,17 @@ const FlagParser::Flag* FlagParser::Find(const std::string& name) const {
 absl::Status FlagParser::Set(const Flag& flag, const std::string& text) {
   if (flag.string_value != nullptr) {
     *flag.string_value = text;
+    return absl::OkStatus();
+  }
+  if (flag.repeated_value != nullptr) {
+    flag.repeated_value->push_back(text);
+    return absl::OkStatus();
+  }
+  if (flag.double_value != nullptr) {
+    if (!absl::SimpleAtod(text, flag.double_value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag.name, " wants a number, got '", text, "'"));
+    }
     return absl::OkStatus();
   }
   if (flag.bool_value != nullptr) {
@@ -97,7 +123,7 @@ std::string FlagParser::Usage() const {
                                  " [flags]\n", summary_, "\n\nflags:\n");
   for (const Flag& flag : flags_) {
     absl::StrAppendFormat(
-        &out, "  --%-10s %s (default: %s)\n", flag.name, flag.help,
+        &out, "  --%-16s %s (default: %s)\n", flag.name, flag.help,
         flag.default_text.empty() ? "none" : flag.default_text);
   }
   return out;

@@ -19,6 +19,11 @@ class FlagParser {
   // Each flag writes into `value`, whose current content is the default.
   void AddString(std::string name, std::string* value, std::string help);
   void AddInt(std::string name, int* value, std::string help);
+  // Also "inf" (vLLM's --request_rate inf).
+  void AddDouble(std::string name, double* value, std::string help);
+  // May be given several times; each value is appended.
+  void AddRepeated(std::string name, std::vector<std::string>* values,
+                   std::string help);
   // --name alone means true; --name=true|false|1|0 also work.
   void AddBool(std::string name, bool* value, std::string help);
 
@@ -36,6 +41,8 @@ class FlagParser {
     std::string default_text;
     std::string* string_value = nullptr;
     int* int_value = nullptr;
+    double* double_value = nullptr;
+    std::vector<std::string>* repeated_value = nullptr;
     bool* bool_value = nullptr;
   };
 
