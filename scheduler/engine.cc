@@ -520,9 +520,9 @@ void Engine::Impl::Finish(Job& job, const absl::Status& status) {
   summary.queued =
       (job.admitted == absl::Time() ? now : job.admitted) - job.submitted;
   if (job.first_output.has_value()) {
-    summary.time_to_first = *job.first_output - job.submitted;
+    summary.time_to_first = *job.first_output - job.arrived;
   }
-  summary.total = now - job.submitted;
+  summary.total = now - job.arrived;
   LogEvent(LogLevel::kInfo, "request_done",
            {{"id", job.id},
             {"tenant", job.request.tenant},

@@ -49,6 +49,7 @@ struct Job {
   int n_slots = 1;
   int prompt_positions = 0;  // Image prefix included.
   int max_new_positions = 0;
+  absl::Time arrived;  // At the transport; <= submitted.
   absl::Time submitted;
   absl::Time admitted;
   std::optional<absl::Time> first_output;

@@ -58,9 +58,11 @@ struct RequestSummary {
   int prompt_tokens = 0;  // Prompt positions after the image prefix.
   int output_tokens = 0;  // Tokens, coordinates and sizes decoded.
   bool image_cache_hit = false;
-  absl::Duration queued;         // Submit → admitted.
-  absl::Duration time_to_first;  // Submit → first output (if any).
-  absl::Duration total;          // Submit → done.
+  absl::Duration queued;  // Submit → admitted.
+  // From the request's arrival (Request::arrived: before the image was
+  // decoded), as a client measures them.
+  absl::Duration time_to_first;  // Arrival → first output (if any).
+  absl::Duration total;          // Arrival → done.
 };
 
 // What a request's outputs go to, and how it ends. Called on the engine
@@ -78,6 +80,9 @@ struct Request {
   std::unique_ptr<SkillJob> job;
   std::string tenant = "default";
   absl::Time deadline = absl::InfiniteFuture();
+  // When the transport received it (before decoding its image); unset:
+  // when it was submitted.
+  absl::Time arrived = absl::InfinitePast();
   std::shared_ptr<const EngineImage> image;
   std::shared_ptr<RequestSink> sink;
 };

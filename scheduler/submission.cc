@@ -54,6 +54,9 @@ absl::StatusOr<uint64_t> Engine::Impl::Submit(Request request) {
   if (request.tenant.empty()) request.tenant = "default";
   job->request = std::move(request);
   job->submitted = absl::Now();
+  job->arrived = job->request.arrived == absl::InfinitePast()
+                     ? job->submitted
+                     : std::min(job->request.arrived, job->submitted);
 
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(CheckRoomLocked(job->request.tenant));

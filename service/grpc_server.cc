@@ -141,11 +141,12 @@ class CallCore {
 
   // Fills tenant, deadline and sink, then submits.
   absl::Status Submit(absl::StatusOr<Request> request,
-                      const std::string& tenant, absl::Time deadline,
-                      std::shared_ptr<Link> link) {
+                      const std::string& tenant, absl::Time arrived,
+                      absl::Time deadline, std::shared_ptr<Link> link) {
     tenant_ = tenant;
     if (!request.ok()) return request.status();
     request->tenant = tenant;
+    request->arrived = arrived;
     request->deadline = deadline;
     request->sink = std::make_shared<LinkSink>(std::move(link));
     ASSIGN_OR_RETURN(uint64_t id, service_.Submit(*std::move(request)));
@@ -216,10 +217,12 @@ class LinkedCall : public Reactor, public EngineCall {
       absl::StatusOr<std::string> tenant,
       const std::function<absl::StatusOr<Request>(const std::string&)>& build,
       absl::Time deadline) {
+    const absl::Time arrived = absl::Now();
     absl::Status submitted = tenant.status();
     if (tenant.ok()) submitted = core_.CheckRoom(*tenant);
     if (submitted.ok()) {
-      submitted = core_.Submit(build(*tenant), *tenant, deadline, link_);
+      submitted =
+          core_.Submit(build(*tenant), *tenant, arrived, deadline, link_);
     }
     if (!submitted.ok()) {
       core_.Report(submitted, {}, false);

@@ -178,6 +178,7 @@ class Endpoints {
   }
 
   void Handle(Skill skill, http::Exchange& exchange) {
+    const absl::Time arrived = absl::Now();
     const http::HttpRequest& req = exchange.request();
     std::string key(req.Header("x-moondream-auth"));
     if (key.empty()) key = std::string(req.Header("authorization"));
@@ -196,7 +197,8 @@ class Endpoints {
       call.call.image.tenant = tenant;
       ASSIGN_OR_RETURN(Request request, service_.Build(call.call));
       request.tenant = tenant;
-      request.deadline = absl::Now() + options_.timeout;
+      request.deadline = arrived + options_.timeout;
+      request.arrived = arrived;
       request.sink = sink;
       ASSIGN_OR_RETURN(id, service_.Submit(std::move(request)));
       return absl::OkStatus();

@@ -153,7 +153,8 @@ class Metrics::Impl {
                   .Add({}, kLatencyBuckets)),
         ttft(prometheus::BuildHistogram()
                  .Name("moondream_time_to_first_token_seconds")
-                 .Help("Time from submission to the first output.")
+                 .Help("Time from the request's arrival (before its image is "
+                       "decoded) to the first output.")
                  .Register(*registry)
                  .Add({}, kLatencyBuckets)),
         itl(prometheus::BuildHistogram()
@@ -161,11 +162,13 @@ class Metrics::Impl {
                 .Help("Time between two streamed outputs of a request.")
                 .Register(*registry)
                 .Add({}, kLatencyBuckets)),
-        duration(prometheus::BuildHistogram()
-                     .Name("moondream_request_duration_seconds")
-                     .Help("End-to-end time of requests the engine ran.")
-                     .Register(*registry)
-                     .Add({}, kLatencyBuckets)),
+        duration(
+            prometheus::BuildHistogram()
+                .Name("moondream_request_duration_seconds")
+                .Help(
+                    "Time from arrival to the end, of requests the engine ran.")
+                .Register(*registry)
+                .Add({}, kLatencyBuckets)),
         step(prometheus::BuildHistogram()
                  .Name("moondream_step_seconds")
                  .Help("Wall time of one engine step.")
