@@ -476,8 +476,8 @@ TEST_F(GrpcTest, ClientCancellationFreesTheSlot) {
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::unique_ptr<grpc::ClientReader<pb::TextChunk>>> readers;
   auto stub = Stub();
-  // Twice as many long streams as slots: four run, four wait. Sampling at
-  // the highest temperature keeps the tiny model from ending early.
+  // Twice as many long streams as slots: four run, four wait, and none
+  // can end before the cancellation reaches it (1000 tokens, past eos).
   for (int i = 0; i < 8; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
     Authorize(*contexts.back());
@@ -485,6 +485,7 @@ TEST_F(GrpcTest, ClientCancellationFreesTheSlot) {
     r.mutable_settings()->set_max_tokens(1000);
     r.mutable_settings()->set_temperature(2.0f);
     r.mutable_settings()->set_seed(i);
+    r.mutable_settings()->set_ignore_eos(true);  // No answer ends early.
     readers.push_back(stub->Query(contexts.back().get(), r));
   }
   pb::TextChunk chunk;
