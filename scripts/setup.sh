@@ -13,6 +13,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   prometheus-cpp-dev      # /metrics
   libcpp-httplib-dev      # the Moondream-compatible HTTP gateway
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev  # load-test images
+  python3-matplotlib      # tools/bench/plot_serve.py
   python3-grpcio python3-grpc-tools  # a client that is not ours, in tests
   openssl                 # test certificates for the TLS test
   libgtest-dev libgmock-dev

@@ -3,6 +3,7 @@
 //   moondream-bench model [flags]       model building blocks on random weights
 //   moondream-bench tokenizer [flags]   tokenizer throughput
 //   moondream-bench engine [flags]      continuous batching under load
+//   moondream-bench serve [flags]       a running server over the network
 //   moondream-bench <cmd> --help    a subcommand's flags
 #include <cstdio>
 #include <string>
@@ -12,6 +13,7 @@
 #include "base/threading.h"
 #include "tools/bench/engine_bench.h"
 #include "tools/bench/model_bench.h"
+#include "tools/bench/serve/serve_bench.h"
 #include "tools/bench/tokenizer_bench.h"
 
 namespace {
@@ -32,6 +34,9 @@ constexpr Subcommand kSubcommands[] = {
      "continuous batching: tokens/s vs concurrency, TTFT, inter-token "
      "latency",
      md::bench::RunEngineBench},
+    {"serve",
+     "load test of a running server over gRPC (vLLM's metrics, tenants)",
+     md::bench::RunServeBench},
 };
 
 void PrintUsage(std::FILE* out) {
