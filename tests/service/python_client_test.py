@@ -19,6 +19,10 @@ import urllib.request
 
 import grpc
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+import server_process  # noqa: E402
+
 SERVER, SOURCE = sys.argv[1], sys.argv[2]
 PASSED, FAILED = [], []
 
@@ -42,29 +46,9 @@ def generate_stubs(out_dir):
 
 
 def start_server():
-    process = subprocess.Popen(
-        [SERVER, f"--model={SOURCE}/models/tiny-random", "--grpc_port=0",
-         "--metrics_port=0", "--host=127.0.0.1", "--slots=3",
-         "--threads=2", "--grace_seconds=60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    if "serving gRPC on" not in line:
-        process.kill()
-        raise RuntimeError("server did not start: " + line +
-                           process.stderr.read())
-    metrics_port = None
-    while metrics_port is None:
-        err = process.stderr.readline()
-        if not err:
-            raise RuntimeError("server printed no metrics port")
-        if "metrics on http://" in err:
-            metrics_port = err.strip().rsplit(":", 1)[1].split("/")[0]
-    def echo_stderr():
-        for err_line in process.stderr:
-            print("server: " + err_line.rstrip(), flush=True)
-
-    threading.Thread(target=echo_stderr, daemon=True).start()
-    return process, line.strip().rsplit(":", 1)[1], metrics_port
+    return server_process.start_server(
+        SERVER, f"{SOURCE}/models/tiny-random",
+        ["--slots=3", "--grace_seconds=60"], echo_stderr=True)
 
 
 def metric(port, name):

@@ -10,7 +10,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+import server_process  # noqa: E402
 
 SERVER, BENCH, SOURCE = sys.argv[1:4]
 
@@ -25,26 +28,9 @@ OUR_KEYS = ["per_tenant", "fairness", "errors_by_code", "server_metrics"]
 
 
 def start_server():
-    process = subprocess.Popen(
-        [SERVER, f"--model={SOURCE}/models/tiny-random", "--grpc_port=0",
-         "--http_port=-1", "--metrics_port=0", "--host=127.0.0.1",
-         "--threads=2", "--log_level=warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    if "serving gRPC on" not in line:
-        process.kill()
-        raise RuntimeError("server did not start: " + line +
-                           process.stderr.read())
-    metrics_port = None
-    while metrics_port is None:
-        err = process.stderr.readline()
-        if not err:
-            raise RuntimeError("server printed no metrics port")
-        if "metrics on http://" in err:
-            metrics_port = err.strip().rsplit(":", 1)[1].split("/")[0]
-    threading.Thread(target=lambda: [None for _ in process.stderr],
-                     daemon=True).start()
-    return process, line.strip().rsplit(":", 1)[1], metrics_port
+    return server_process.start_server(
+        SERVER, f"{SOURCE}/models/tiny-random",
+        ["--http_port=-1", "--log_level=warning"])
 
 
 def server_mean_ms(metrics, family):

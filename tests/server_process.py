@@ -1,0 +1,35 @@
+"""Starts a real moondream-server for the Python end-to-end tests.
+
+The server listens on ephemeral loopback ports and prints where: gRPC on its
+first stdout line, metrics on stderr.
+"""
+import subprocess
+import threading
+
+
+def start_server(server, model_dir, flags, echo_stderr=False):
+    """Returns (process, grpc_port, metrics_port); `flags` are extra flags."""
+    process = subprocess.Popen(
+        [server, f"--model={model_dir}", "--grpc_port=0", "--metrics_port=0",
+         "--host=127.0.0.1", "--threads=2"] + list(flags),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if "serving gRPC on" not in line:
+        process.kill()
+        raise RuntimeError("server did not start: " + line +
+                           process.stderr.read())
+    metrics_port = None
+    while metrics_port is None:
+        err = process.stderr.readline()
+        if not err:
+            raise RuntimeError("server printed no metrics port")
+        if "metrics on http://" in err:
+            metrics_port = err.strip().rsplit(":", 1)[1].split("/")[0]
+
+    def drain_stderr():
+        for err_line in process.stderr:
+            if echo_stderr:
+                print("server: " + err_line.rstrip(), flush=True)
+
+    threading.Thread(target=drain_stderr, daemon=True).start()
+    return process, line.strip().rsplit(":", 1)[1], metrics_port
