@@ -1,10 +1,13 @@
 #include "model/bundle.h"
 
 #include <filesystem>
+#include <fstream>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "model/io/tensor_io.h"
+#include "model/io/weights.h"
 
 namespace md {
 namespace {
@@ -17,7 +20,75 @@ bool SameShape(const MoondreamConfig& a, const MoondreamConfig& b) {
          a.vision.enc_n_layers == b.vision.enc_n_layers;
 }
 
+absl::Status WriteTextFile(const std::filesystem::path& path,
+                           const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) {
+    return absl::InternalError(
+        absl::StrCat("cannot write '", path.string(), "'"));
+  }
+  return absl::OkStatus();
+}
+
+// An empty or missing directory, or one an earlier run flagged random.
+absl::Status CheckWritableModelDir(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return absl::OkStatus();
+  if (!fs::is_directory(dir, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("'", dir.string(), "' exists and is not a directory"));
+  }
+  const bool empty = fs::is_empty(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read directory '", dir.string(), "': ", ec.message()));
+  }
+  if (!empty && !fs::exists(dir / kRandomWeightsMarker, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to write into '", dir.string(),
+        "': it holds files and is not a random-weights model directory (no ",
+        kRandomWeightsMarker, " file)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status WriteRandomModelDirectory(const std::string& dir,
+                                       const MoondreamConfig& config,
+                                       const Weights& weights,
+                                       const std::string& tokenizer_path,
+                                       const std::string& marker_text) {
+  namespace fs = std::filesystem;
+  const fs::path root(dir);
+  RETURN_IF_ERROR(CheckWritableModelDir(root));
+  std::error_code ec;
+  if (!fs::is_regular_file(tokenizer_path, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("tokenizer file '", tokenizer_path, "' does not exist"));
+  }
+  fs::create_directories(root, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create directory '", dir, "': ", ec.message()));
+  }
+  RETURN_IF_ERROR(WriteTextFile(root / kRandomWeightsMarker, marker_text));
+  RETURN_IF_ERROR(WriteTextFile(root / "config.json", ConfigToJson(config)));
+  fs::copy_file(tokenizer_path, root / "tokenizer.json",
+                fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(
+        "cannot copy '", tokenizer_path, "' into '", dir, "': ", ec.message()));
+  }
+  // The format's own metadata says it too, for a file copied out alone.
+  const std::map<std::string, std::string> metadata = {{"format", "pt"},
+                                                       {"weights", "random"}};
+  return SaveWeights((root / "model.safetensors").string(), config, weights,
+                     metadata);
+}
 
 absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir,
                                             const std::string& preset,

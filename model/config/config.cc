@@ -17,6 +17,70 @@ namespace {
 
 using Json = nlohmann::json;
 
+// The integer fields of each section by their config.json key: one table
+// for reading and writing, so the two cannot disagree.
+using FieldTable = std::map<std::string, int*>;
+
+FieldTable TextFields(TextConfig& t) {
+  return {{"dim", &t.dim},
+          {"n_layers", &t.n_layers},
+          {"vocab_size", &t.vocab_size},
+          {"max_context", &t.max_context},
+          {"n_heads", &t.n_heads},
+          {"prefix_attn", &t.prefix_attn}};
+}
+
+FieldTable VisionFields(VisionConfig& v) {
+  return {{"enc_dim", &v.enc_dim},
+          {"enc_patch_size", &v.enc_patch_size},
+          {"enc_n_layers", &v.enc_n_layers},
+          {"enc_ff_dim", &v.enc_ff_dim},
+          {"enc_n_heads", &v.enc_n_heads},
+          {"proj_out_dim", &v.proj_out_dim},
+          {"crop_size", &v.crop_size},
+          {"in_channels", &v.in_channels},
+          {"max_crops", &v.max_crops},
+          {"overlap_margin", &v.overlap_margin},
+          {"proj_inner_dim", &v.proj_inner_dim}};
+}
+
+FieldTable RegionFields(RegionConfig& r) {
+  return {{"dim", &r.dim},
+          {"coord_feat_dim", &r.coord_feat_dim},
+          {"coord_out_dim", &r.coord_out_dim},
+          {"size_feat_dim", &r.size_feat_dim},
+          {"size_out_dim", &r.size_out_dim},
+          {"inner_dim", &r.inner_dim}};
+}
+
+Json FieldsToJson(const FieldTable& fields) {
+  Json section = Json::object();
+  for (const auto& [key, value] : fields) section[key] = *value;
+  return section;
+}
+
+Json TemplateToJson(const std::optional<PromptTemplate>& t) {
+  if (!t.has_value()) return nullptr;
+  return {{"prefix", t->prefix}, {"suffix", t->suffix}};
+}
+
+// The reference's "templates" object; a skill the model does not support
+// is null, as ReadTokenizer reads it.
+Json TemplatesToJson(const TokenizerConfig& tok) {
+  Json caption = nullptr;
+  if (tok.caption_short.has_value() || tok.caption_normal.has_value()) {
+    caption = Json::object();
+    if (tok.caption_short.has_value()) caption["short"] = *tok.caption_short;
+    if (tok.caption_normal.has_value()) {
+      caption["normal"] = *tok.caption_normal;
+    }
+  }
+  return {{"caption", caption},
+          {"query", TemplateToJson(tok.query)},
+          {"detect", TemplateToJson(tok.detect)},
+          {"point", TemplateToJson(tok.point)}};
+}
+
 absl::Status ReadInt(const Json& value, absl::string_view where, int* out) {
   if (!value.is_number_integer()) {
     return absl::InvalidArgumentError(
@@ -236,38 +300,13 @@ absl::StatusOr<MoondreamConfig> ParseConfigJson(
   try {
     for (const auto& [key, section] : root.items()) {
       if (key == "text") {
-        TextConfig& t = c.text;
-        RETURN_IF_ERROR(ReadIntSection(section, "text",
-                                       {{"dim", &t.dim},
-                                        {"n_layers", &t.n_layers},
-                                        {"vocab_size", &t.vocab_size},
-                                        {"max_context", &t.max_context},
-                                        {"n_heads", &t.n_heads},
-                                        {"prefix_attn", &t.prefix_attn}}));
+        RETURN_IF_ERROR(ReadIntSection(section, "text", TextFields(c.text)));
       } else if (key == "vision") {
-        VisionConfig& v = c.vision;
         RETURN_IF_ERROR(
-            ReadIntSection(section, "vision",
-                           {{"enc_dim", &v.enc_dim},
-                            {"enc_patch_size", &v.enc_patch_size},
-                            {"enc_n_layers", &v.enc_n_layers},
-                            {"enc_ff_dim", &v.enc_ff_dim},
-                            {"enc_n_heads", &v.enc_n_heads},
-                            {"proj_out_dim", &v.proj_out_dim},
-                            {"crop_size", &v.crop_size},
-                            {"in_channels", &v.in_channels},
-                            {"max_crops", &v.max_crops},
-                            {"overlap_margin", &v.overlap_margin},
-                            {"proj_inner_dim", &v.proj_inner_dim}}));
+            ReadIntSection(section, "vision", VisionFields(c.vision)));
       } else if (key == "region") {
-        RegionConfig& r = c.region;
-        RETURN_IF_ERROR(ReadIntSection(section, "region",
-                                       {{"dim", &r.dim},
-                                        {"coord_feat_dim", &r.coord_feat_dim},
-                                        {"coord_out_dim", &r.coord_out_dim},
-                                        {"size_feat_dim", &r.size_feat_dim},
-                                        {"size_out_dim", &r.size_out_dim},
-                                        {"inner_dim", &r.inner_dim}}));
+        RETURN_IF_ERROR(
+            ReadIntSection(section, "region", RegionFields(c.region)));
       } else if (key == "tokenizer") {
         RETURN_IF_ERROR(ReadTokenizer(section, &c.tokenizer));
       } else {
@@ -280,6 +319,20 @@ absl::StatusOr<MoondreamConfig> ParseConfigJson(
   }
   RETURN_IF_ERROR(ValidateConfig(c));
   return c;
+}
+
+std::string ConfigToJson(const MoondreamConfig& config) {
+  MoondreamConfig c = config;  // the field tables point into a mutable one
+  Json root = {
+      {"text", FieldsToJson(TextFields(c.text))},
+      {"vision", FieldsToJson(VisionFields(c.vision))},
+      {"region", FieldsToJson(RegionFields(c.region))},
+      {"tokenizer",
+       {{"bos_id", c.tokenizer.bos_id},
+        {"eos_id", c.tokenizer.eos_id},
+        {"templates", TemplatesToJson(c.tokenizer)}}},
+  };
+  return root.dump(1) + "\n";
 }
 
 absl::StatusOr<MoondreamConfig> LoadConfigFile(

@@ -94,6 +94,10 @@ absl::StatusOr<MoondreamConfig> ParseConfigJson(
 absl::StatusOr<MoondreamConfig> LoadConfigFile(const std::string& path,
                                                const MoondreamConfig& defaults);
 
+// `config` in the format ParseConfigJson reads (every size and template, so
+// it does not depend on the defaults it is read over); not its name.
+std::string ConfigToJson(const MoondreamConfig& config);
+
 // Checks the invariants the model code relies on (positive sizes, divisible
 // heads, 32 rotary dims per head, a 730-position prefix that fits).
 absl::Status ValidateConfig(const MoondreamConfig& config);

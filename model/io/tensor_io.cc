@@ -50,6 +50,34 @@ absl::StatusOr<at::Tensor> ToTensor(const TensorView& view) {
   });
 }
 
+absl::StatusOr<DType> SafetensorsDType(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBool:
+      return DType::kBool;
+    case at::kByte:
+      return DType::kU8;
+    case at::kChar:
+      return DType::kI8;
+    case at::kShort:
+      return DType::kI16;
+    case at::kInt:
+      return DType::kI32;
+    case at::kLong:
+      return DType::kI64;
+    case at::kHalf:
+      return DType::kF16;
+    case at::kBFloat16:
+      return DType::kBF16;
+    case at::kFloat:
+      return DType::kF32;
+    case at::kDouble:
+      return DType::kF64;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("no safetensors dtype for ", c10::toString(dtype)));
+  }
+}
+
 absl::StatusOr<at::ScalarType> ParseDType(absl::string_view name) {
   std::string n = absl::AsciiStrToLower(name);
   if (n == "fp32" || n == "float32" || n == "f32") return at::kFloat;

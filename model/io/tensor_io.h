@@ -19,6 +19,10 @@ namespace md {
 // Copies a mapped tensor into an owned, aligned CPU tensor of the same dtype.
 absl::StatusOr<at::Tensor> ToTensor(const TensorView& view);
 
+// The safetensors dtype holding `dtype`'s elements bit for bit;
+// InvalidArgument for types the format has no name for.
+absl::StatusOr<DType> SafetensorsDType(at::ScalarType dtype);
+
 // "fp32"/"float32", "bf16"/"bfloat16", "fp16"/"float16".
 absl::StatusOr<at::ScalarType> ParseDType(absl::string_view name);
 absl::string_view DTypeLabel(at::ScalarType dtype);

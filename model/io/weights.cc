@@ -3,11 +3,13 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "model/io/safetensors_writer.h"
 #include "model/io/tensor_io.h"
 
 namespace md {
@@ -218,6 +220,44 @@ absl::StatusOr<Weights> RandomWeights(const MoondreamConfig& config,
     }
   }));
   return weights;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> NamedParameters(
+    const MoondreamConfig& config, const Weights& weights) {
+  Weights copy = weights;  // shares the tensors; the specs only point at slots
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const ParamSpec& spec : ParameterSpecs(config, &copy)) {
+    named.emplace_back(spec.hf_name, *spec.target);
+  }
+  return named;
+}
+
+absl::Status SaveWeights(const std::string& path, const MoondreamConfig& config,
+                         const Weights& weights,
+                         const std::map<std::string, std::string>& metadata) {
+  const std::vector<std::pair<std::string, at::Tensor>> named =
+      NamedParameters(config, weights);
+  std::vector<TensorHeader> headers;
+  headers.reserve(named.size());
+  for (const auto& [name, tensor] : named) {
+    if (!tensor.defined()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("weights: tensor '", name, "' is not set"));
+    }
+    ASSIGN_OR_RETURN(DType dtype, SafetensorsDType(tensor.scalar_type()));
+    headers.push_back({name, dtype, tensor.sizes().vec()});
+  }
+  using Writer = std::unique_ptr<SafetensorsWriter>;
+  ASSIGN_OR_RETURN(Writer writer, SafetensorsWriter::Create(
+                                      path, std::move(headers), metadata));
+  for (const auto& [name, tensor] : named) {
+    ASSIGN_OR_RETURN(at::Tensor host,
+                     CatchTorch(absl::StrCat("saving '", name, "'"), [&] {
+                       return tensor.to(at::kCPU).contiguous();
+                     }));
+    RETURN_IF_ERROR(writer->Write(name, host.data_ptr(), host.nbytes()));
+  }
+  return writer->Finish();
 }
 
 int64_t WeightBytes(const MoondreamConfig& config, const Weights& weights) {

@@ -6,7 +6,9 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -102,6 +104,20 @@ absl::StatusOr<Weights> LoadWeights(const SafetensorsFile& file,
 absl::StatusOr<Weights> RandomWeights(const MoondreamConfig& config,
                                       const WeightOptions& options,
                                       uint64_t seed);
+
+// Writes `weights` to `path` as safetensors in the Hugging Face layout, each
+// tensor in its own dtype, so LoadWeights reads them back bit for bit. The
+// tensors stream to the file one at a time: no second copy of the weights is
+// made (a tensor off the CPU is copied to it alone).
+absl::Status SaveWeights(
+    const std::string& path, const MoondreamConfig& config,
+    const Weights& weights,
+    const std::map<std::string, std::string>& metadata = {});
+
+// Every parameter of `weights` under its Hugging Face layout name, in the
+// order LoadWeights reads them: what a checkpoint of these weights holds.
+std::vector<std::pair<std::string, at::Tensor>> NamedParameters(
+    const MoondreamConfig& config, const Weights& weights);
 
 // Bytes held by all parameters.
 int64_t WeightBytes(const MoondreamConfig& config, const Weights& weights);

@@ -1,13 +1,21 @@
 // The default model directory: it loads as a bundle, says its weights are
 // random, and its tokenizer is GPT-2's BPE cut to the first 1,792 merges.
+// And random-weight directories written by WriteRandomModelDirectory load
+// the same way.
 #include "model/bundle.h"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "model/config/config.h"
+#include "model/io/weights.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace md {
@@ -53,6 +61,88 @@ TEST(BundleTest, MissingDirectoryAndTokenizerAreClearErrors) {
   ASSERT_FALSE(no_tokenizer.ok());
   EXPECT_NE(no_tokenizer.status().message().find("tokenizer.json"),
             absl::string_view::npos);
+}
+
+// A fresh directory of this test alone.
+std::string TempModelDir() {
+  const std::string dir = absl::StrCat(
+      ::testing::TempDir(), "/bundle_test_",
+      ::testing::UnitTest::GetInstance()->current_test_info()->name(), "_",
+      getpid());
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+// The golden set's tiny shapes keep the written model small and fast.
+MoondreamConfig TinyConfig() {
+  auto config = LoadConfigFile(
+      std::string(MD_SOURCE_DIR) + "/tests/data/golden/config.json",
+      Moondream2Config());
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : Moondream2Config();
+}
+
+TEST(WriteRandomModelDirectoryTest, LoadsAsARandomModelWithTheSameWeights) {
+  const std::string dir = TempModelDir();
+  const MoondreamConfig config = TinyConfig();
+  auto weights = RandomWeights(config, {at::kBFloat16, at::kCPU}, 9);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ASSERT_TRUE(WriteRandomModelDirectory(dir, config, *weights,
+                                        kDir + "/tokenizer.json",
+                                        "random, for a test\n")
+                  .ok());
+
+  // Loaded over the other preset: config.json alone gives the shapes.
+  auto bundle = LoadModelBundle(dir, "moondream-0.5b",
+                                ModelOptions{at::kBFloat16, at::kCPU});
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_TRUE(bundle->random_weights);
+  EXPECT_NE(DescribeBundle(*bundle).find("WARNING: this model's weights are "
+                                         "random"),
+            std::string::npos);
+  EXPECT_EQ(bundle->model->config().text.dim, config.text.dim);
+  EXPECT_EQ(bundle->tokenizer->vocab_size(), 2048);
+  const auto written = NamedParameters(config, *weights);
+  const auto loaded = NamedParameters(config, bundle->model->weights());
+  ASSERT_EQ(written.size(), loaded.size());
+  for (size_t i = 0; i < written.size(); ++i) {
+    SCOPED_TRACE(written[i].first);
+    EXPECT_TRUE(at::equal(written[i].second, loaded[i].second));
+  }
+  std::ifstream marker(dir + "/" + kRandomWeightsMarker);
+  std::stringstream text;
+  text << marker.rdbuf();
+  EXPECT_EQ(text.str(), "random, for a test\n");
+
+  // An earlier random model is replaced.
+  EXPECT_TRUE(WriteRandomModelDirectory(dir, config, *weights,
+                                        kDir + "/tokenizer.json", "again\n")
+                  .ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(WriteRandomModelDirectoryTest, NeverWritesOverOtherFiles) {
+  const std::string dir = TempModelDir();
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/model.safetensors") << "real weights";
+  const MoondreamConfig config = TinyConfig();
+  auto weights = RandomWeights(config, {}, 9);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  absl::Status status = WriteRandomModelDirectory(
+      dir, config, *weights, kDir + "/tokenizer.json", "random\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("refusing"), absl::string_view::npos);
+  std::ifstream kept(dir + "/model.safetensors");
+  std::stringstream text;
+  text << kept.rdbuf();
+  EXPECT_EQ(text.str(), "real weights");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/" + kRandomWeightsMarker));
+
+  absl::Status no_tokenizer =
+      WriteRandomModelDirectory(TempModelDir() + "_new", config, *weights,
+                                "/nonexistent/tokenizer.json", "random\n");
+  EXPECT_EQ(no_tokenizer.code(), absl::StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -268,6 +268,31 @@ TEST(ParseConfigJsonTest, ConfigAsJsonRoundTrips) {
   EXPECT_NE(ConfigAsJson(*c), ConfigAsJson(Moondream2Config()));
 }
 
+TEST(ConfigToJsonTest, WritesEveryFieldInTheReferenceFormat) {
+  absl::StatusOr<MoondreamConfig> golden =
+      ParseConfigJson(GoldenConfigText(), Moondream2Config());
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  for (const MoondreamConfig& c :
+       {Moondream2Config(), Moondream05BConfig(), *golden}) {
+    SCOPED_TRACE(c.name);
+    EXPECT_EQ(nlohmann::json::parse(ConfigToJson(c)), ConfigAsJson(c));
+  }
+}
+
+TEST(ConfigToJsonTest, ReadsBackWhateverTheDefaults) {
+  MoondreamConfig small = Moondream05BConfig();
+  // Unsupported skills and a caption of one length only survive too.
+  small.tokenizer.detect.reset();
+  small.tokenizer.caption_normal.reset();
+  absl::StatusOr<MoondreamConfig> c =
+      ParseConfigJson(ConfigToJson(small), Moondream2Config());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(ConfigAsJson(*c), ConfigAsJson(small));
+  EXPECT_FALSE(c->tokenizer.detect.has_value());
+  EXPECT_TRUE(c->tokenizer.caption_short.has_value());
+  EXPECT_FALSE(c->tokenizer.caption_normal.has_value());
+}
+
 TEST(ParseConfigJsonTest, MissingKeysKeepDefaults) {
   absl::StatusOr<MoondreamConfig> c = ParseConfigJson(
       R"({"text": {"n_layers": 3}, "vision": {"enc_n_layers": 5}})",

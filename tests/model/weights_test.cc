@@ -1,9 +1,12 @@
 #include "model/io/weights.h"
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -18,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "model/config/config.h"
 #include "model/io/safetensors.h"
+#include "model/io/safetensors_writer.h"
 #include "model/io/tensor_io.h"
 #include "tests/model/golden.h"
 
@@ -109,28 +113,25 @@ NamedTensors AllParameters(const Weights& w) {
 // --- Building safetensors files in memory. ---
 
 struct RawTensor {
-  std::string dtype;  // safetensors spelling: "F16", "I64", ...
+  DType dtype;
   std::vector<int64_t> shape;
   std::string bytes;
 };
 
 using RawTensors = std::map<std::string, RawTensor>;
 
+// Through the project's writer, with no checks on the bytes: the tests below
+// make malformed checkpoints on purpose.
 std::string Serialize(const RawTensors& tensors) {
-  nlohmann::json header = nlohmann::json::object();
+  std::vector<TensorHeader> headers;
   std::string data;
   for (const auto& [name, t] : tensors) {
-    const size_t begin = data.size();
+    headers.push_back({name, t.dtype, t.shape});
     data += t.bytes;
-    header[name] = {{"dtype", t.dtype},
-                    {"shape", t.shape},
-                    {"data_offsets", {begin, data.size()}}};
   }
-  const std::string json = header.dump();
-  std::string out(8, '\0');
-  const uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-  return out + json + data;
+  absl::StatusOr<std::string> header = EncodeSafetensorsHeader(headers);
+  EXPECT_TRUE(header.ok()) << header.status();
+  return header.ok() ? *header + data : std::string();
 }
 
 RawTensors ReadAll(const SafetensorsFile& file) {
@@ -140,7 +141,7 @@ RawTensors ReadAll(const SafetensorsFile& file) {
     EXPECT_TRUE(view.ok()) << view.status();
     if (!view.ok()) continue;
     out[name] = {
-        std::string(DTypeName(view->dtype)), view->shape,
+        view->dtype, view->shape,
         std::string(reinterpret_cast<const char*>(view->data), view->n_bytes)};
   }
   return out;
@@ -278,11 +279,11 @@ TEST(WeightsGoldenTest, F32CheckpointLoadsTheSameValues) {
   std::unique_ptr<SafetensorsFile> f16_file = FromRaw(raw);
   ASSERT_NE(f16_file, nullptr);
   for (auto& [name, t] : raw) {
-    ASSERT_EQ(t.dtype, "F16") << name;
+    ASSERT_EQ(t.dtype, DType::kF16) << name;
     at::Tensor half = at::empty(t.shape, at::kHalf);
     std::memcpy(half.data_ptr(), t.bytes.data(), t.bytes.size());
     at::Tensor f32 = half.to(at::kFloat).contiguous();
-    t.dtype = "F32";
+    t.dtype = DType::kF32;
     t.bytes.assign(static_cast<const char*>(f32.data_ptr()), f32.nbytes());
   }
   std::unique_ptr<SafetensorsFile> f32_file = FromRaw(raw);
@@ -410,8 +411,8 @@ TEST(WeightsMalformedTest, IntegerDtypeIsRefusedNamingTensor) {
   const std::string name = "model.vision.blocks.0.attn.proj.weight";
   ASSERT_TRUE(raw.count(name));
   RawTensor& t = raw[name];
-  ASSERT_EQ(t.dtype, "F16");
-  t.dtype = "I64";
+  ASSERT_EQ(t.dtype, DType::kF16);
+  t.dtype = DType::kI64;
   t.bytes = std::string(t.bytes.size() * 4, '\0');  // 8 bytes per element
   absl::Status status = LoadStatus(raw);
   EXPECT_FALSE(status.ok());
@@ -422,8 +423,8 @@ TEST(WeightsMalformedTest, IntegerDtypeIsRefusedNamingTensor) {
 
 TEST(WeightsMalformedTest, NeitherLayoutIsAClearError) {
   RawTensors raw = {
-      {"encoder.weight", {"F16", {2, 2}, std::string(8, '\0')}},
-      {"decoder.bias", {"F32", {3}, std::string(12, '\0')}},
+      {"encoder.weight", {DType::kF16, {2, 2}, std::string(8, '\0')}},
+      {"decoder.bias", {DType::kF32, {3}, std::string(12, '\0')}},
   };
   std::unique_ptr<SafetensorsFile> file = FromRaw(raw);
   ASSERT_NE(file, nullptr);
@@ -510,6 +511,74 @@ TEST(RandomWeightsTest, RespectsDtype) {
     SCOPED_TRACE(name);
     EXPECT_EQ(t.scalar_type(), at::kBFloat16);
   }
+}
+
+// --- (d) Saving. ---
+
+TEST(SaveWeightsTest, LoadsBackBitForBitInEachDtype) {
+  const MoondreamConfig config = GoldenConfig();
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(std::string(DTypeLabel(dtype)));
+    absl::StatusOr<Weights> w = RandomWeights(config, {dtype, at::kCPU}, 5);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const std::string path =
+        absl::StrCat(::testing::TempDir(), "/save_weights_", getpid(), "_",
+                     std::string(DTypeLabel(dtype)), ".safetensors");
+    ASSERT_TRUE(SaveWeights(path, config, *w, {{"format", "pt"}}).ok());
+
+    auto file = SafetensorsFile::Open(path);
+    ASSERT_TRUE(file.ok()) << file.status();
+    absl::StatusOr<WeightLayout> layout = DetectLayout(**file);
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    EXPECT_EQ(*layout, WeightLayout::kHuggingFace);
+    EXPECT_EQ((*file)->metadata().at("format"), "pt");
+    // Stored in its own dtype: the file holds exactly these parameters.
+    const NamedTensors saved = AllParameters(*w);
+    EXPECT_EQ((*file)->Names().size(), saved.size());
+    absl::StatusOr<TensorView> wte = (*file)->Get("model.text.wte");
+    ASSERT_TRUE(wte.ok());
+    EXPECT_EQ(wte->dtype, dtype == at::kFloat ? DType::kF32 : DType::kBF16);
+
+    absl::StatusOr<Weights> loaded =
+        LoadWeights(**file, config, {dtype, at::kCPU});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const NamedTensors back = AllParameters(*loaded);
+    ASSERT_EQ(back.size(), saved.size());
+    for (size_t i = 0; i < saved.size(); ++i) {
+      SCOPED_TRACE(saved[i].first);
+      EXPECT_TRUE(at::equal(saved[i].second, back[i].second));
+    }
+    std::remove(path.c_str());
+  }
+}
+
+TEST(SaveWeightsTest, NamedParametersFollowTheHuggingFaceLayout) {
+  const MoondreamConfig config = GoldenConfig();
+  absl::StatusOr<Weights> w = RandomWeights(config, {}, 2);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const auto named = NamedParameters(config, *w);
+  const NamedTensors expected = AllParameters(*w);
+  std::map<std::string, at::Tensor> by_name(named.begin(), named.end());
+  ASSERT_EQ(by_name.size(), expected.size());
+  for (const auto& [name, tensor] : expected) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(by_name.count(name));
+    EXPECT_TRUE(by_name[name].is_same(tensor));
+  }
+}
+
+TEST(SaveWeightsTest, UnsetTensorIsAnErrorAndWritesNothing) {
+  const MoondreamConfig config = GoldenConfig();
+  absl::StatusOr<Weights> w = RandomWeights(config, {}, 2);
+  ASSERT_TRUE(w.ok()) << w.status();
+  w->region.size_encoder.bias = at::Tensor();
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/unset_", getpid(), ".safetensors");
+  absl::Status status = SaveWeights(path, config, *w);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("model.region.size_encoder.bias"));
+  EXPECT_FALSE(std::ifstream(path).good());
 }
 
 TEST(WeightBytesTest, SumOfAllParameterBytes) {

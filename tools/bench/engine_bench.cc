@@ -42,7 +42,6 @@ using scheduler::EngineOptions;
 using scheduler::Request;
 using scheduler::StepReport;
 
-constexpr uint64_t kWeightSeed = 20250109;
 constexpr absl::Duration kRequestTimeout = absl::Minutes(30);
 
 struct EngineBenchOptions {

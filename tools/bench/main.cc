@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "base/threading.h"
 #include "tools/bench/engine_bench.h"
+#include "tools/bench/make_model.h"
 #include "tools/bench/model_bench.h"
 #include "tools/bench/serve/serve_bench.h"
 #include "tools/bench/tokenizer_bench.h"
@@ -37,6 +38,9 @@ constexpr Subcommand kSubcommands[] = {
     {"serve",
      "load test of a running server over gRPC (vLLM's metrics, tenants)",
      md::bench::RunServeBench},
+    {"make-model",
+     "write a RANDOM-weight model directory in the real shapes (load tests)",
+     md::bench::RunMakeModel},
 };
 
 void PrintUsage(std::FILE* out) {
@@ -44,7 +48,7 @@ void PrintUsage(std::FILE* out) {
                "usage: moondream-bench <subcommand> [flags]\n\n"
                "subcommands:\n");
   for (const Subcommand& cmd : kSubcommands) {
-    std::fprintf(out, "  %-8s %s\n", cmd.name, cmd.summary);
+    std::fprintf(out, "  %-11s %s\n", cmd.name, cmd.summary);
   }
   std::fprintf(out,
                "\n'moondream-bench <subcommand> --help' lists its flags.\n");

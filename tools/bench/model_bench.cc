@@ -39,7 +39,6 @@
 namespace md::bench {
 namespace {
 
-constexpr uint64_t kWeightSeed = 20250109;
 constexpr uint64_t kCropSeed = 7;
 
 // The two image sizes timed: the smallest (global crop + 1 tile) and the

@@ -1,5 +1,6 @@
-// Inputs the benchmarks share: a query prompt's token ids and random image
-// crops (the weights are random too, so only the shapes matter).
+// Inputs the benchmarks share: the random weights' seed, a query prompt's
+// token ids and random image crops (the weights are random too, so only the
+// shapes matter).
 #ifndef MOONDREAM_TOOLS_BENCH_WORKLOAD_H_
 #define MOONDREAM_TOOLS_BENCH_WORKLOAD_H_
 
@@ -10,6 +11,10 @@
 #include "model/net/moondream.h"
 
 namespace md::bench {
+
+// The seed of the random weights every subcommand builds, so `make-model`
+// writes by default the very weights `model` and `engine` time.
+inline constexpr uint64_t kWeightSeed = 20250109;
 
 // A query prompt's worth of tokens: "\n\nQuestion:" + 12 question tokens +
 // "\n\nAnswer:" (20 in all; the ids only need to be valid).
