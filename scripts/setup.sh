@@ -14,6 +14,7 @@ PACKAGES=(
   prometheus-cpp-dev      # /metrics
   libcpp-httplib-dev      # the Moondream-compatible HTTP gateway
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev  # load-test images
+  libcurl4-openssl-dev    # the load generator's HTTP/SSE client (many streams, one thread)
   python3-matplotlib      # tools/bench/plot_serve.py
   python3-grpcio python3-grpc-tools  # a client that is not ours, in tests
   openssl                 # test certificates for the TLS test

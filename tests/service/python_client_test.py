@@ -20,7 +20,7 @@ import urllib.request
 import grpc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                ".."))
+                                "..", "..", "tools", "bench"))
 import server_process  # noqa: E402
 
 SERVER, SOURCE = sys.argv[1], sys.argv[2]

@@ -63,6 +63,10 @@ TEST(ServeMetricsTest, CountsAndThroughputs) {
   EXPECT_NEAR(s.total_token_throughput, 23.0, kTol);
   EXPECT_FALSE(s.request_goodput.has_value());
   EXPECT_THAT(s.errors_by_code, ElementsAre(Pair("RESOURCE_EXHAUSTED", 1)));
+  // Sent at 0, 0.5, 1.0, 1.2: 3 gaps in 1.2 s. Completed at 0.5, 1.4, 1.7
+  // (the refusal is no completion): 2 gaps in 1.2 s.
+  EXPECT_NEAR(s.send_rate, 2.5, kTol);
+  EXPECT_NEAR(s.completion_rate, 2 / 1.2, kTol);
 }
 
 TEST(ServeMetricsTest, LatencyDistributions) {
@@ -145,6 +149,30 @@ TEST(ServeMetricsTest, PerTenantSharesAndFairness) {
   EXPECT_THAT(b.summary.errors_by_code,
               ElementsAre(Pair("RESOURCE_EXHAUSTED", 1)));
   // Served fractions 1 and 0.5.
+  EXPECT_NEAR(r.fairness, 0.9, kTol);
+}
+
+// A stream the client abandoned on purpose is neither completed nor failed,
+// adds nothing to the latencies, and does not count against its tenant's
+// served fraction.
+TEST(ServeMetricsTest, ClientCancellationsStandApart) {
+  std::vector<RequestRecord> trace = Trace();
+  RequestRecord abandoned = Streamed("a", 0.1, {{0.15, 1}, {0.2, 1}}, 10, 0);
+  abandoned.ok = false;
+  abandoned.cancelled = true;
+  abandoned.error = "CANCELLED";
+  trace.push_back(abandoned);
+  const Summary s = Summarize(trace, 2.0, {}, kPercentiles);
+  EXPECT_EQ(s.completed, 3);
+  EXPECT_EQ(s.failed, 1);
+  EXPECT_EQ(s.cancelled, 1);
+  EXPECT_THAT(s.errors_by_code, ElementsAre(Pair("RESOURCE_EXHAUSTED", 1)));
+  EXPECT_EQ(s.ttft_ms.count, 2);
+  EXPECT_NEAR(s.ttft_ms.mean, 300, kTol);
+  const TenantReport r = SummarizeTenants(trace, 2.0, {}, kPercentiles);
+  ASSERT_EQ(r.tenants.size(), 2u);
+  EXPECT_EQ(r.tenants[0].sent, 3);
+  EXPECT_NEAR(r.tenants[0].served_fraction, 1.0, kTol);
   EXPECT_NEAR(r.fairness, 0.9, kTol);
 }
 

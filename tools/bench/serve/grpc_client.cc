@@ -1,5 +1,3 @@
-#include "tools/bench/serve/grpc_client.h"
-
 #include <grpcpp/grpcpp.h>
 
 #include <utility>
@@ -7,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/files.h"
 #include "moondream/v1/moondream.grpc.pb.h"
+#include "tools/bench/serve/client.h"
 
 namespace md::bench::serve {
 namespace {
@@ -34,9 +33,14 @@ struct CallBase {
   void Finish(const grpc::Status& status) {
     record.end_s = clock->Now();
     record.ok = status.ok();
+    // A stream that ended on its own before the client's cancel landed
+    // is a completion like any other.
+    record.cancelled = cancel_requested && !status.ok();
     if (!status.ok()) record.error = GrpcCodeName(status.error_code());
     done(std::move(record));
   }
+
+  bool cancel_requested = false;
 };
 
 void FillUsage(const pb::Usage& usage, RequestRecord& record) {
@@ -53,14 +57,29 @@ class TextCall final : public grpc::ClientReadReactor<pb::TextChunk>,
   pb::CaptionRequest caption;
   pb::QueryRequest query;
 
-  void Start() {
+  void Start(int cancel_after_chunks) {
+    cancel_after_chunks_ = cancel_after_chunks;
     StartRead(&chunk_);
+    if (cancel_after_chunks_ != 0) {
+      StartCall();
+      return;
+    }
+    // Cancelled from this thread, the call could end and delete itself on a
+    // gRPC thread while TryCancel still runs: the hold keeps it alive.
+    AddHold();
     StartCall();
+    Cancel();
+    RemoveHold();
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // The stream ended; OnDone follows.
-    if (!chunk_.text().empty()) record.chunks.push_back({clock->Now(), 1});
+    if (!chunk_.text().empty()) {
+      record.chunks.push_back({clock->Now(), 1});
+      if (static_cast<int>(record.chunks.size()) == cancel_after_chunks_) {
+        Cancel();
+      }
+    }
     if (chunk_.finished()) {
       FillUsage(chunk_.usage(), record);
       // Pieces may carry several tokens each; the rest go to the last one.
@@ -78,7 +97,14 @@ class TextCall final : public grpc::ClientReadReactor<pb::TextChunk>,
   }
 
  private:
+  // The client walks away; gRPC still ends the call through OnDone.
+  void Cancel() {
+    cancel_requested = true;
+    context.TryCancel();
+  }
+
   pb::TextChunk chunk_;
+  int cancel_after_chunks_ = -1;
 };
 
 // Detect, point and gaze: one answer, an E2EL only.
@@ -95,9 +121,9 @@ pb::SamplingSettings Settings(const ClientOptions& options) {
   return s;
 }
 
-class GrpcClientImpl final : public GrpcClient {
+class GrpcClient final : public Client {
  public:
-  GrpcClientImpl(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+  GrpcClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       : stub_(pb::Moondream::NewStub(std::move(channel))),
         options_(std::move(options)) {}
 
@@ -121,7 +147,7 @@ class GrpcClientImpl final : public GrpcClient {
         call->Begin(request, api_key, clock, options_.timeout_s);
         stub_->async()->Query(&call->context, &req, call);
       }
-      call->Start();
+      call->Start(request.cancel_after_chunks);
       return;
     }
     if (request.skill == "detect") {
@@ -203,7 +229,7 @@ const char* GrpcCodeName(int code) {
   return kNames[code];
 }
 
-absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Create(
+absl::StatusOr<std::unique_ptr<Client>> CreateGrpcClient(
     const ClientOptions& options) {
   std::shared_ptr<grpc::ChannelCredentials> credentials =
       grpc::InsecureChannelCredentials();
@@ -225,7 +251,7 @@ absl::StatusOr<std::unique_ptr<GrpcClient>> GrpcClient::Create(
     return absl::UnavailableError(
         absl::StrCat("cannot connect to ", options.target, " within 10 s"));
   }
-  return std::make_unique<GrpcClientImpl>(std::move(channel), options);
+  return std::make_unique<GrpcClient>(std::move(channel), options);
 }
 
 }  // namespace md::bench::serve

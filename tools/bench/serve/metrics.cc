@@ -60,6 +60,13 @@ int PeakConcurrency(absl::Span<const RequestRecord> records) {
 
 }  // namespace
 
+// (n - 1) / (last - first): events per second across their own span.
+double SpanRate(absl::Span<const double> times) {
+  if (times.size() < 2) return 0;
+  const auto [first, last] = std::minmax_element(times.begin(), times.end());
+  return *last > *first ? (times.size() - 1) / (*last - *first) : 0;
+}
+
 double Percentile(absl::Span<const double> sorted, double p) {
   if (sorted.empty()) return 0;
   const double rank = std::clamp(p, 0.0, 100.0) / 100.0 * (sorted.size() - 1);
@@ -100,15 +107,21 @@ Summary Summarize(absl::Span<const RequestRecord> records, double duration_s,
                   const Slo& slo, absl::Span<const double> percentiles) {
   Summary s;
   s.duration_s = duration_s;
-  std::vector<double> ttft, tpot, itl, e2el;
+  std::vector<double> ttft, tpot, itl, e2el, sends, completions;
   int good = 0;
   for (const RequestRecord& r : records) {
+    sends.push_back(r.send_s);
+    if (r.cancelled) {
+      ++s.cancelled;
+      continue;
+    }
     if (!r.ok) {
       ++s.failed;
       ++s.errors_by_code[r.error.empty() ? "UNKNOWN" : r.error];
       continue;
     }
     ++s.completed;
+    completions.push_back(r.end_s);
     s.total_input_tokens += r.input_tokens;
     s.total_output_tokens += r.output_tokens;
     e2el.push_back(E2elMs(r));
@@ -134,6 +147,8 @@ Summary Summarize(absl::Span<const RequestRecord> records, double duration_s,
   s.e2el_ms = Describe(std::move(e2el), percentiles);
   s.max_output_tokens_per_s = PeakOutputTokensPerSecond(records);
   s.max_concurrent_requests = PeakConcurrency(records);
+  s.send_rate = SpanRate(sends);
+  s.completion_rate = SpanRate(completions);
   return s;
 }
 
@@ -175,8 +190,9 @@ TenantReport SummarizeTenants(absl::Span<const RequestRecord> records,
       t.share_of_output_tokens =
           static_cast<double>(t.summary.total_output_tokens) / output_tokens;
     }
+    const int wanted = t.sent - t.summary.cancelled;
     t.served_fraction =
-        t.sent > 0 ? static_cast<double>(t.summary.completed) / t.sent : 0;
+        wanted > 0 ? static_cast<double>(t.summary.completed) / wanted : 0;
     served.push_back(t.served_fraction);
     report.tenants.push_back(std::move(t));
   }

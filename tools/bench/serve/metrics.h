@@ -16,6 +16,8 @@
 //          ms) holds
 //   peaks  the most output tokens in one 1-second bucket, and the most
 //          requests in flight in one bucket
+//   spans  (ours) send and completion rates, (n - 1) / (last - first), for
+//          telling whether a server kept up with a finite run
 //
 // Skills that do not stream (detect, point, gaze) have an E2EL only: they add
 // nothing to TTFT, TPOT or ITL. Per tenant, the same summary over that
@@ -52,6 +54,9 @@ struct RequestRecord {
   int input_tokens = 0;
   int output_tokens = 0;
   bool ok = false;
+  // The client abandoned it on purpose (--cancel_fraction): neither a
+  // completion nor a failure.
+  bool cancelled = false;
   // For failures: the gRPC code name or the HTTP status ("429").
   std::string error;
 };
@@ -77,6 +82,7 @@ struct Slo {
 struct Summary {
   int completed = 0;
   int failed = 0;
+  int cancelled = 0;  // by the client, on purpose
   double duration_s = 0;
   int64_t total_input_tokens = 0;
   int64_t total_output_tokens = 0;
@@ -90,6 +96,12 @@ struct Summary {
   Distribution e2el_ms;
   double max_output_tokens_per_s = 0;
   int max_concurrent_requests = 0;
+  // Rates between the first and last event of their kind, (n - 1) / span:
+  // how fast requests were sent and how fast they completed. Unlike
+  // request_throughput they leave out the run's fixed start and drain, so
+  // a server that keeps up completes at the rate it was sent to.
+  double send_rate = 0;
+  double completion_rate = 0;
   // Failures by gRPC code name or HTTP status.
   std::map<std::string, int> errors_by_code;
 };
@@ -119,7 +131,8 @@ struct TenantSummary {
   // Its fraction of all completed requests, and of all output tokens.
   double share_of_completed = 0;
   double share_of_output_tokens = 0;
-  // completed / sent: how much of its own offered load it was served.
+  // completed / (sent - cancelled): how much of its own offered load it
+  // was served.
   double served_fraction = 0;
 };
 

@@ -210,6 +210,9 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadOptions& options) {
   if (options.num_prompts <= 0 && options.duration_s <= 0) {
     return absl::InvalidArgumentError("give --num_prompts or --duration");
   }
+  if (!(options.cancel_fraction >= 0 && options.cancel_fraction <= 1)) {
+    return absl::InvalidArgumentError("--cancel_fraction must be in [0, 1]");
+  }
   if (!(options.burstiness > 0)) {
     return absl::InvalidArgumentError("--burstiness must be positive");
   }
@@ -266,6 +269,11 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadOptions& options) {
   }
   std::uniform_int_distribution<int> image_of(
       0, static_cast<int>(w.images.size()) - 1);
+  // Its own generator, so cancelling leaves the rest of the plan unchanged.
+  std::mt19937_64 cancel_rng(options.seed ^ 0x5eed0fca9ce1ULL);
+  std::bernoulli_distribution cancels(options.cancel_fraction);
+  std::uniform_int_distribution<int> cancel_point(
+      0, std::max(options.cancel_max_chunks, 1) - 1);
   const bool builtin_questions = options.questions.empty();
   const size_t n_questions =
       builtin_questions ? std::size(kQuestions) : options.questions.size();
@@ -287,6 +295,10 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadOptions& options) {
       r.text = builtin_questions ? kQuestions[q] : options.questions[q];
     } else if (r.skill == "detect" || r.skill == "point") {
       r.text = kObjects[rng() % std::size(kObjects)];
+    }
+    const bool streams = r.skill == "caption" || r.skill == "query";
+    if (cancels(cancel_rng) && streams) {
+      r.cancel_after_chunks = cancel_point(cancel_rng);
     }
     w.requests.push_back(std::move(r));
     next.push({clocks[tenant].Next(), tenant});

@@ -68,6 +68,10 @@ struct WorkloadOptions {
   int num_prompts = 100;               // 0: until duration_s
   double duration_s = 0;
   uint64_t seed = 0;
+  // This fraction of the caption and query streams is abandoned by the
+  // client after a uniform 0..cancel_max_chunks-1 chunks.
+  double cancel_fraction = 0;
+  int cancel_max_chunks = 64;
 };
 
 // One request to send.
@@ -77,6 +81,9 @@ struct PlannedRequest {
   std::string skill;
   int image = 0;     // index into the workload's images
   std::string text;  // question, or object for detect/point
+  // >= 0: the client abandons this stream after that many chunks (0: right
+  // after sending); -1: never.
+  int cancel_after_chunks = -1;
 };
 
 struct Workload {

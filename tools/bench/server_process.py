@@ -1,10 +1,20 @@
-"""Starts a real moondream-server for the Python end-to-end tests.
+"""Starts a real moondream-server for the load-test scenarios and the Python
+end-to-end tests.
 
 The server listens on ephemeral loopback ports and prints where: gRPC on its
-first stdout line, metrics on stderr.
+first stdout line, metrics on stderr. Its HTTP port is chosen here
+(free_port) and passed as --http_port by callers that want HTTP.
 """
+import socket
 import subprocess
 import threading
+
+
+def free_port():
+    """A loopback port that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_server(server, model_dir, flags, echo_stderr=False):

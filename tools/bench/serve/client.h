@@ -1,8 +1,9 @@
-// The load generator's gRPC side: one channel, any number of calls in flight
-// on gRPC's callback API (no thread per call), each timed on the run's
-// clock into a RequestRecord.
-#ifndef MOONDREAM_TOOLS_BENCH_SERVE_GRPC_CLIENT_H_
-#define MOONDREAM_TOOLS_BENCH_SERVE_GRPC_CLIENT_H_
+// What the load generator needs from a transport: send one planned request
+// now and report, once, what the client saw of it. gRPC and HTTP (SSE) are
+// the two implementations; both keep any number of requests in flight
+// without a thread per request.
+#ifndef MOONDREAM_TOOLS_BENCH_SERVE_CLIENT_H_
+#define MOONDREAM_TOOLS_BENCH_SERVE_CLIENT_H_
 
 #include <chrono>
 #include <functional>
@@ -38,22 +39,31 @@ struct ClientOptions {
   double timeout_s = 600;
 };
 
-class GrpcClient {
+class Client {
  public:
-  static absl::StatusOr<std::unique_ptr<GrpcClient>> Create(
-      const ClientOptions& options);
-  virtual ~GrpcClient() = default;
+  virtual ~Client() = default;
 
-  // Sends one request now; `done` runs once, on a gRPC thread, with the
-  // request's record (times on `clock`).
+  // Sends one request now; `done` runs once, on a transport thread, with the
+  // request's record (times on `clock`). A request with
+  // `cancel_after_chunks` >= 0 is abandoned by the client after that many
+  // streamed chunks, and its record says so.
   virtual void Send(const PlannedRequest& request, const WorkloadImage& image,
                     const std::string& api_key, const RunClock& clock,
                     std::function<void(RequestRecord)> done) = 0;
 };
+
+// --protocol=grpc: one channel, gRPC's callback API.
+absl::StatusOr<std::unique_ptr<Client>> CreateGrpcClient(
+    const ClientOptions& options);
+
+// --protocol=http: the HTTP gateway as Moondream's own clients call it
+// (JSON bodies, data-URL images, caption and query streamed as SSE).
+absl::StatusOr<std::unique_ptr<Client>> CreateHttpClient(
+    const ClientOptions& options);
 
 // "RESOURCE_EXHAUSTED" for 8, as gRPC names its codes.
 const char* GrpcCodeName(int code);
 
 }  // namespace md::bench::serve
 
-#endif  // MOONDREAM_TOOLS_BENCH_SERVE_GRPC_CLIENT_H_
+#endif  // MOONDREAM_TOOLS_BENCH_SERVE_CLIENT_H_
