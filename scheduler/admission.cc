@@ -111,6 +111,12 @@ size_t PickTenant(const std::vector<TenantQueue>& tenants,
   return i_best;
 }
 
+// Whether a tenant running `n_running` slots may not take `n_slots` more.
+bool AtTenantCap(int n_running, int n_slots, int max_slots_per_tenant) {
+  return max_slots_per_tenant > 0 && n_running > 0 &&
+         n_running + n_slots > max_slots_per_tenant;
+}
+
 }  // namespace
 
 AdmissionDecision DecideAdmission(const std::vector<QueuedRequest>& queue,
@@ -126,6 +132,11 @@ AdmissionDecision DecideAdmission(const std::vector<QueuedRequest>& queue,
     if (i_tenant == tenants.size()) break;  // Nothing eligible left.
     TenantQueue& tenant = tenants[i_tenant];
     const QueuedRequest& request = queue[tenant.i_requests.front()];
+    if (AtTenantCap(usage.Running(request.tenant), request.n_slots,
+                    limits.max_slots_per_tenant)) {
+      tenant.i_requests.clear();  // Stays queued; others may go first.
+      continue;
+    }
     // The fair pick does not fit: admit nobody else, so that freed slots
     // gather for it instead of going to smaller requests forever.
     if (request.n_slots > n_free) break;

@@ -17,7 +17,11 @@
 // eligible request was enqueued first, then the tenant name). Within a
 // tenant, requests are admitted first in, first out. So a tenant with a deep
 // backlog cannot starve another: a newcomer with nothing running wins every
-// freed slot until it holds as many as the backlogged tenant. When the fair
+// freed slot until it holds as many as the backlogged tenant. A tenant at
+// max_slots_per_tenant is passed over: the slots it may not take stay free
+// for others, so a newcomer does not wait for a backlogged tenant's request
+// to finish (latency isolation, paid for in that tenant's throughput when
+// it is alone). When the fair
 // pick needs more slots than are free (a job of several sequences takes one
 // slot each, up to the engine's slot count), admission
 // stops for the step: freed slots gather for it, so small requests of other
@@ -61,6 +65,9 @@ struct AdmissionLimits {
   int n_free_slots = 0;        // Slots free at this step.
   int positions_per_slot = 0;  // Context length of one slot.
   int max_admit_per_step = 0;  // Caps prefill work started per step.
+  // Most slots one tenant may hold (0: no cap). A tenant holding none may
+  // always start one request, however many slots it takes.
+  int max_slots_per_tenant = 0;
 };
 
 // Ids only; each queued id appears in at most one field. Ids in `admit` are

@@ -188,7 +188,8 @@ void Engine::Impl::AdmitFromQueue(absl::Time now) {
       .max_queue = options_.max_queue,
       .n_free_slots = slots_.n_free(),
       .positions_per_slot = executor_->positions_per_slot(),
-      .max_admit_per_step = options_.max_admit_per_step};
+      .max_admit_per_step = options_.max_admit_per_step,
+      .max_slots_per_tenant = options_.max_slots_per_tenant};
   const AdmissionDecision decision =
       DecideAdmission(snapshot, limits, now, usage_);
   progress_ |= !decision.admit.empty() || !decision.expired.empty() ||

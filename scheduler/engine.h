@@ -49,6 +49,9 @@ struct EngineOptions {
   // Requests one tenant may have waiting (0: only max_queue applies), so a
   // tenant's burst cannot fill the queue that everyone shares.
   int max_queued_per_tenant = 0;
+  // Slots one tenant may hold at once (0: all). Below n_slots it keeps
+  // slots free for other tenants' newcomers (see admission.h).
+  int max_slots_per_tenant = 0;
   // Requests admitted per step (bounds the prefill work one step starts).
   int max_admit_per_step = 8;
   // Prompts are prefilled in chunks of at most this many tokens, cut at

@@ -38,7 +38,7 @@ struct Sequence {
   uint64_t prefix_id = 0;
   // The run's next input: the prompt (fed in chunks, kept until fed) or a
   // decode row (fed this step).
-  std::optional<StepInput> input;
+  std::optional<StepInput> input{};
   int prompt_fed = 0;
 };
 

@@ -123,9 +123,9 @@ namespace {
 
 absl::Status CheckOptions(const EngineOptions& options) {
   if (options.max_queue < 0 || options.max_queued_per_tenant < 0 ||
-      options.max_admit_per_step < 1 || options.prefill_chunk_tokens < 1 ||
-      options.prefill_token_budget < 1 || options.max_images_per_step < 1 ||
-      options.prefix_cache_bytes < 0) {
+      options.max_slots_per_tenant < 0 || options.max_admit_per_step < 1 ||
+      options.prefill_chunk_tokens < 1 || options.prefill_token_budget < 1 ||
+      options.max_images_per_step < 1 || options.prefix_cache_bytes < 0) {
     return absl::InvalidArgumentError(
         "engine limits must be positive (queue may be 0, cache bytes >= 0)");
   }

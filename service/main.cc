@@ -73,6 +73,9 @@ ABSL_FLAG(int, queue, 256,
 ABSL_FLAG(int, tenant_queue, 0,
           "Requests one tenant may have queued (0: only --queue applies); "
           "more get RESOURCE_EXHAUSTED / 429");
+ABSL_FLAG(int, tenant_slots, 0,
+          "Slots one tenant may hold at once (0: all); fewer than --slots "
+          "keeps slots free for other tenants' new requests");
 ABSL_FLAG(int, cache_mb, 2048,
           "Memory for cached image prefixes (a hit skips the vision encoder)");
 ABSL_FLAG(int, max_handles, 1024, "Images kept for EncodeImage handles");
@@ -170,6 +173,7 @@ absl::Status Serve() {
   engine.positions_per_slot = absl::GetFlag(FLAGS_context);
   engine.max_queue = absl::GetFlag(FLAGS_queue);
   engine.max_queued_per_tenant = absl::GetFlag(FLAGS_tenant_queue);
+  engine.max_slots_per_tenant = absl::GetFlag(FLAGS_tenant_slots);
   engine.prefix_cache_bytes = int64_t{absl::GetFlag(FLAGS_cache_mb)} << 20;
   ServiceLimits limits;
   limits.max_image_bytes = int64_t{absl::GetFlag(FLAGS_max_image_mb)} << 20;

@@ -228,6 +228,40 @@ TEST(DecideAdmissionTest, FewestRunningTenantGoesFirst) {
   EXPECT_EQ(usage.Running("b"), 1);
 }
 
+TEST(DecideAdmissionTest, TenantAtItsSlotCapLeavesSlotsFree) {
+  // "a" is backlogged and holds 2 of its 3 allowed slots; 4 slots are free.
+  std::vector<QueuedRequest> queue;
+  for (uint64_t id = 1; id <= 4; ++id) {
+    queue.push_back(Request(id, "a", AtStep(static_cast<int>(id))));
+  }
+  TenantUsage usage;
+  usage.Admit("a", 2);
+  AdmissionLimits limits = Limits(4);
+  limits.max_slots_per_tenant = 3;
+  AdmissionDecision decision = DecideAdmission(queue, limits, AtStep(9), usage);
+  EXPECT_THAT(decision.admit, ElementsAre(1));  // Up to the cap, no more.
+  EXPECT_EQ(usage.Running("a"), 3);
+
+  // A newcomer finds the slots "a" could not take.
+  queue.erase(queue.begin());
+  queue.push_back(Request(9, "b", AtStep(8)));
+  decision = DecideAdmission(queue, limits, AtStep(9), usage);
+  EXPECT_THAT(decision.admit, ElementsAre(9));
+  EXPECT_EQ(usage.Running("a"), 3);
+}
+
+TEST(DecideAdmissionTest, SlotCapNeverBlocksATenantRunningNothing) {
+  QueuedRequest gaze = Request(1, "a", kT0);
+  gaze.n_slots = 6;  // more than the cap, but "a" runs nothing
+  TenantUsage usage;
+  AdmissionLimits limits = Limits(8);
+  limits.max_slots_per_tenant = 4;
+  const AdmissionDecision decision =
+      DecideAdmission({gaze, Request(2, "a", AtStep(1))}, limits, kT0, usage);
+  EXPECT_THAT(decision.admit, ElementsAre(1));
+  EXPECT_EQ(usage.Running("a"), 6);
+}
+
 TEST(DecideAdmissionTest, CancelledRequestsAreReportedNotAdmitted) {
   std::vector<QueuedRequest> queue = {Request(1, "a", AtStep(0)),
                                       Request(2, "a", AtStep(1))};
