@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -559,14 +560,20 @@ void Engine::Impl::PublishGauges(int64_t last_batch_size) {
     }
   }
   int64_t queued;
+  std::map<std::string, TenantLoad> tenants;
   {
     absl::MutexLock lock(&mu_);
     queued = n_queued_;
+    for (const auto& [tenant, n] : n_queued_by_tenant_) {
+      tenants[tenant].waiting = n;
+    }
   }
+  for (const auto& job : running_) ++tenants[job->request.tenant].running;
   const PrefixCacheCounters& cache = prefix_cache_.counters();
   absl::MutexLock lock(&stats_mu_);
   stats_.queue_length = queued;
   stats_.running_requests = static_cast<int64_t>(running_.size());
+  stats_.tenants = std::move(tenants);
   stats_.slots_in_use = slots_.n_used();
   stats_.n_slots = slots_.n_slots();
   stats_.kv_positions_in_use = kv_in_use;

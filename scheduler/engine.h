@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -67,14 +68,25 @@ struct EngineOptions {
   std::string model_id = "model";
 };
 
+// One tenant's requests at the end of the last step.
+struct TenantLoad {
+  int64_t waiting = 0;  // Queued for a slot.
+  int64_t running = 0;  // Requests holding slots (one may hold several).
+  friend bool operator==(const TenantLoad&, const TenantLoad&) = default;
+};
+
 // Counters only grow; gauges are the state after the last step. The engine
 // publishes its part at the end of each step (after the sinks of that step
 // were called); Submit's rejections count at once.
 struct EngineStats {
   // Gauges.
   int64_t queue_length = 0;
-  int64_t running_requests = 0;
+  int64_t running_requests = 0;  // Requests, not slots: see slots_in_use.
   int64_t slots_in_use = 0;
+  // Tenants with requests waiting or running (others are absent). Only
+  // tenants the transports authenticated reach the engine, so the map is
+  // as small as the API keys file.
+  std::map<std::string, TenantLoad> tenants;
   int64_t n_slots = 0;
   int64_t kv_positions_in_use = 0;
   int64_t kv_positions_total = 0;

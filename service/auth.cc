@@ -1,5 +1,6 @@
 #include "service/auth.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -59,6 +60,15 @@ absl::StatusOr<std::string> ApiKeys::Authenticate(absl::string_view key) const {
     return absl::UnauthenticatedError("unknown API key");
   }
   return it->second;
+}
+
+std::vector<std::string> ApiKeys::Tenants() const {
+  if (open()) return {kAnonymousTenant};
+  std::vector<std::string> tenants;
+  for (const auto& [key, tenant] : tenant_by_key_) tenants.push_back(tenant);
+  std::sort(tenants.begin(), tenants.end());
+  tenants.erase(std::unique(tenants.begin(), tenants.end()), tenants.end());
+  return tenants;
 }
 
 }  // namespace md::service

@@ -9,6 +9,7 @@
 #define MOONDREAM_SERVICE_AUTH_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -30,6 +31,9 @@ class ApiKeys {
   bool open() const { return tenant_by_key_.empty(); }
   // The tenant of `key` ("Bearer KEY" accepted too).
   absl::StatusOr<std::string> Authenticate(absl::string_view key) const;
+  // Every tenant Authenticate can answer, sorted, each once: the file's, or
+  // "anonymous" when open. Bounds what per-tenant metrics may name.
+  std::vector<std::string> Tenants() const;
 
  private:
   absl::flat_hash_map<std::string, std::string> tenant_by_key_;

@@ -4,7 +4,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <fstream>
 #include <memory>
@@ -72,6 +74,33 @@ std::function<absl::StatusOr<Request>(const std::string&)> BuildFrom(
     return service.Build(call);
   };
 }
+
+// Names the replica in a call's metadata: in the trailers of every call,
+// and in the initial metadata of a call that answers. A call refused before
+// any answer (draining: UNAVAILABLE) so keeps its trailers-only response:
+// initial metadata would commit the call, and a client's gRPC retry policy
+// then no longer retries it on another replica (gRFC A6).
+class ReplicaName {
+ public:
+  static constexpr char kKey[] = "x-moondream-replica";
+
+  ReplicaName(grpc::CallbackServerContext& context, const std::string& name)
+      : context_(context), name_(name) {
+    if (!name_.empty()) context_.AddTrailingMetadata(kKey, name_);
+  }
+
+  // Before the call's first message, or its OK finish without one.
+  void OnAnswer() {
+    if (name_.empty() || answered_) return;
+    answered_ = true;
+    context_.AddInitialMetadata(kKey, name_);
+  }
+
+ private:
+  grpc::CallbackServerContext& context_;
+  const std::string& name_;  // The server's; outlives its calls.
+  bool answered_ = false;
+};
 
 void FillUsage(const RequestSummary& summary, pb::Usage* usage) {
   usage->set_prompt_tokens(summary.prompt_tokens);
@@ -204,8 +233,10 @@ class CallCore {
 template <typename Reactor>
 class LinkedCall : public Reactor, public EngineCall {
  public:
-  LinkedCall(Service& service, RequestObserver* observer, Skill skill)
+  LinkedCall(Service& service, RequestObserver* observer, ReplicaName replica,
+             Skill skill)
       : core_(service, observer, std::move(skill)),
+        replica_(std::move(replica)),
         link_(std::make_shared<Link>()) {
     absl::MutexLock lock(&link_->mu);
     link_->call = this;
@@ -242,6 +273,7 @@ class LinkedCall : public Reactor, public EngineCall {
 
  protected:
   CallCore core_;
+  ReplicaName replica_;
 
  private:
   std::shared_ptr<Link> link_;
@@ -287,6 +319,7 @@ class TextStream final
       out_.set_text(std::move(pending_text_));
       pending_text_.clear();
       writing_ = true;
+      replica_.OnAnswer();
       StartWrite(&out_);
       return;
     }
@@ -301,6 +334,7 @@ class TextStream final
     out_.set_finished(true);
     out_.set_finish_reason(StopReasonName(end_summary_.stop));
     FillUsage(end_summary_, out_.mutable_usage());
+    replica_.OnAnswer();
     StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
   }
 
@@ -319,9 +353,10 @@ class TextStream final
 template <typename Response>
 class UnaryCall final : public LinkedCall<grpc::ServerUnaryReactor> {
  public:
-  UnaryCall(Service& service, RequestObserver* observer, Skill skill,
-            Response* response)
-      : LinkedCall(service, observer, std::move(skill)), response_(response) {}
+  UnaryCall(Service& service, RequestObserver* observer, ReplicaName replica,
+            Skill skill, Response* response)
+      : LinkedCall(service, observer, std::move(replica), std::move(skill)),
+        response_(response) {}
 
   void OnBox(const Box& box) override {
     if constexpr (std::is_same_v<Response, pb::DetectResponse>) {
@@ -350,7 +385,10 @@ class UnaryCall final : public LinkedCall<grpc::ServerUnaryReactor> {
   void OnEnd(const absl::Status& status,
              const RequestSummary& summary) override {
     core_.Report(status, summary, true);
-    if (status.ok()) FillUsage(summary, response_->mutable_usage());
+    if (status.ok()) {
+      FillUsage(summary, response_->mutable_usage());
+      replica_.OnAnswer();
+    }
     Finish(ToGrpc(status));
   }
 
@@ -361,15 +399,17 @@ class UnaryCall final : public LinkedCall<grpc::ServerUnaryReactor> {
 class MoondreamService final : public pb::Moondream::CallbackService {
  public:
   MoondreamService(md::service::Service& service, RequestObserver* observer,
-                   int64_t max_message_bytes)
+                   int64_t max_message_bytes, std::string replica_name)
       : service_(service),
         observer_(observer),
-        max_message_bytes_(max_message_bytes) {}
+        max_message_bytes_(max_message_bytes),
+        replica_name_(std::move(replica_name)) {}
 
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const pb::GetModelInfoRequest*,
                                          pb::ModelInfo* info) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    ReplicaName replica(*context, replica_name_);
     absl::StatusOr<std::string> tenant = Authenticate(service_, *context);
     if (!tenant.ok()) {
       reactor->Finish(ToGrpc(tenant.status()));
@@ -385,6 +425,7 @@ class MoondreamService final : public pb::Moondream::CallbackService {
     info->set_image_positions(s.image_positions);
     info->set_slots(s.slots);
     info->set_max_message_bytes(max_message_bytes_);
+    replica.OnAnswer();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -393,6 +434,7 @@ class MoondreamService final : public pb::Moondream::CallbackService {
                                         const pb::EncodeImageRequest* request,
                                         pb::ImageHandle* handle) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    ReplicaName replica(*context, replica_name_);
     absl::Status status = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(absl::string_view bytes, ImageBytesOf(*request));
       ASSIGN_OR_RETURN(std::string tenant, Authenticate(service_, *context));
@@ -402,6 +444,7 @@ class MoondreamService final : public pb::Moondream::CallbackService {
       handle->set_height(info.height);
       return absl::OkStatus();
     }();
+    if (status.ok()) replica.OnAnswer();
     reactor->Finish(ToGrpc(status));
     return reactor;
   }
@@ -446,7 +489,8 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   template <typename Call, typename R, typename... Extra>
   Call* Start(grpc::CallbackServerContext& context, const R& request,
               Skill skill, Extra... extra) {
-    auto* call = new Call(service_, observer_, skill, extra...);
+    auto* call = new Call(service_, observer_,
+                          ReplicaName(context, replica_name_), skill, extra...);
     call->Begin(Authenticate(service_, context), BuildFrom(service_, request),
                 DeadlineOf(context));
     return call;
@@ -455,15 +499,50 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   md::service::Service& service_;
   RequestObserver* observer_;
   const int64_t max_message_bytes_;
+  const std::string replica_name_;
 };
+
+// Health for the whole server ("") and for the service by name, which a
+// Kubernetes grpc probe or a proxy's health check may ask for instead.
+void SetHealth(grpc::Server& server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  health->SetServingStatus(serving);
+  health->SetServingStatus(pb::Moondream::service_full_name(), serving);
+}
+
+int Milliseconds(absl::Duration d) {
+  return static_cast<int>(
+      std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
+}
+
+// GOAWAY after max_connection_age (and the grace for calls in flight), so
+// clients that keep one HTTP/2 connection for good still rebalance.
+absl::Status SetConnectionAge(const GrpcOptions& options,
+                              grpc::ServerBuilder& builder) {
+  if (options.max_connection_age < absl::ZeroDuration() ||
+      options.max_connection_age_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "the maximum connection age and its grace cannot be negative");
+  }
+  if (options.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               Milliseconds(options.max_connection_age));
+  }
+  if (options.max_connection_age_grace > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               Milliseconds(options.max_connection_age_grace));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
 class GrpcServer::Impl {
  public:
   Impl(md::service::Service& service, RequestObserver* observer,
-       int64_t max_message_bytes)
-      : service_(service, observer, max_message_bytes) {}
+       const GrpcOptions& options)
+      : service_(service, observer, options.max_message_bytes,
+                 options.replica_name) {}
 
   MoondreamService service_;
   std::unique_ptr<grpc::Server> server_;
@@ -487,11 +566,11 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     ssl.pem_key_cert_pairs.push_back({key, cert});
     credentials = grpc::SslServerCredentials(ssl);
   }
-  auto impl =
-      std::make_unique<Impl>(service, observer, options.max_message_bytes);
+  auto impl = std::make_unique<Impl>(service, observer, options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  RETURN_IF_ERROR(SetConnectionAge(options, builder));
   builder.AddListeningPort(options.address, credentials, &impl->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::min<int64_t>(options.max_message_bytes, INT32_MAX)));
@@ -501,7 +580,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.address));
   }
-  impl->server_->GetHealthCheckService()->SetServingStatus(true);
+  SetHealth(*impl->server_, true);
   return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
 }
 
@@ -512,7 +591,8 @@ GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
 int GrpcServer::port() const { return impl_->port_; }
 
 void GrpcServer::SetNotServing() {
-  impl_->server_->GetHealthCheckService()->SetServingStatus(false);
+  if (impl_ == nullptr || impl_->server_ == nullptr) return;
+  SetHealth(*impl_->server_, false);
 }
 
 void GrpcServer::Shutdown(absl::Duration deadline) {

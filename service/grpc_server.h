@@ -1,7 +1,9 @@
 // The gRPC front: moondream.v1.Moondream on the callback API, plus
 // grpc.health.v1 (SERVING only while the model is loaded and the server is
-// not draining) and server reflection. Statuses map 1:1 to gRPC codes; the
-// call's deadline and cancellation go to the engine.
+// not draining, for "" and for "moondream.v1.Moondream") and server
+// reflection. Statuses map 1:1 to gRPC codes; the call's deadline and
+// cancellation go to the engine. Every Moondream RPC names the replica that
+// served it in its `x-moondream-replica` metadata.
 #ifndef MOONDREAM_SERVICE_GRPC_SERVER_H_
 #define MOONDREAM_SERVICE_GRPC_SERVER_H_
 
@@ -10,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "service/service.h"
 
 namespace md::service {
@@ -23,6 +26,17 @@ struct GrpcOptions {
   // PEM files; both set means TLS, neither means plaintext.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // A connection is sent GOAWAY once this old (gRPC adds up to 10% jitter),
+  // so long-lived HTTP/2 clients reconnect and a load balancer spreads them
+  // over replicas that started later. Zero: connections never age out.
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  // How long calls in flight on an aged-out connection may still run before
+  // it is closed. Zero: gRPC's default, as long as they take.
+  absl::Duration max_connection_age_grace = absl::ZeroDuration();
+  // Sent as `x-moondream-replica` metadata (empty: not sent), so a client
+  // can tell which replica answered: in the initial metadata of a call that
+  // answers, and in the trailing metadata of every call.
+  std::string replica_name;
 };
 
 class GrpcServer {
@@ -35,7 +49,8 @@ class GrpcServer {
   ~GrpcServer();
 
   int port() const;
-  // Health turns NOT_SERVING (drain first, then Shutdown).
+  // Health turns NOT_SERVING, for "" and moondream.v1.Moondream alike
+  // (drain first, then Shutdown).
   void SetNotServing();
   // Stops accepting calls, waits for in-flight ones until `deadline`, then
   // cancels the rest.

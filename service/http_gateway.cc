@@ -318,6 +318,11 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
   server.header_timeout = options.header_timeout;
   server.body_timeout = options.body_timeout;
   server.response_headers = options.response_headers;
+  if (!options.replica_name.empty()) {
+    server.response_headers.emplace_back("X-Moondream-Replica",
+                                         options.replica_name);
+  }
+  server.max_connection_age = options.max_connection_age;
   gateway->server_ = std::make_unique<http::HttpServer>(server);
   endpoints->Register(*gateway->server_);
   RETURN_IF_ERROR(gateway->server_->Start());

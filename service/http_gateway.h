@@ -15,6 +15,8 @@
 //   GET  /health      200 while the process runs
 //   GET  /ready       200 while serving, 503 while draining
 //
+// Every response names the replica that served it (X-Moondream-Replica).
+//
 // image_url is a data URL (data:image/...;base64,...) or "handle:H" for an
 // image encoded over gRPC. "stream": true answers caption and query as
 // server-sent events, data: {"chunk": "..."} ... data: {"completed": true}.
@@ -55,6 +57,12 @@ struct HttpOptions {
   absl::Duration body_timeout = absl::Seconds(60);
   // Sent with every response.
   std::vector<std::pair<std::string, std::string>> response_headers;
+  // Sent as X-Moondream-Replica with every response (empty: not sent), so a
+  // client can tell which replica answered.
+  std::string replica_name;
+  // A kept-alive connection this old closes after its next response
+  // (Connection: close), so clients rebalance over replicas.
+  absl::Duration max_connection_age = absl::InfiniteDuration();
 };
 
 class HttpGateway {

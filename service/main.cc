@@ -103,6 +103,23 @@ ABSL_FLAG(std::string, log_level, "info",
           "logfmt lines on stderr");
 ABSL_FLAG(int, grace_seconds, 30,
           "On SIGTERM, how long in-flight requests may take to finish");
+ABSL_FLAG(int, max_connection_age_seconds, 0,
+          "Connections older than this are asked to reconnect (gRPC: GOAWAY; "
+          "HTTP: Connection: close on the next response), so long-lived "
+          "clients rebalance over replicas behind a load balancer (0: never)");
+ABSL_FLAG(int, max_connection_age_grace_seconds, 0,
+          "How long gRPC calls in flight on an aged-out connection may still "
+          "run before it is closed (0: as long as they take)");
+ABSL_FLAG(std::string, metrics_compat, "",
+          "Also export other servers' metric names: 'vllm' adds "
+          "vllm:num_requests_waiting, vllm:num_requests_running, "
+          "vllm:kv_cache_usage_perc and vllm:gpu_cache_usage_perc for routers "
+          "and autoscalers built for vLLM (empty: moondream_ names only)");
+ABSL_FLAG(std::string, replica_name, "",
+          "Name of this replica, sent with every response (gRPC metadata "
+          "x-moondream-replica, HTTP header X-Moondream-Replica) so clients "
+          "can measure balance (empty: the host name, a pod's name on "
+          "Kubernetes)");
 
 namespace md::service {
 namespace {
@@ -145,6 +162,25 @@ void StopSignalWaiters() {
   [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &zero, 1);
 }
 
+// --replica_name, or the host name.
+std::string ReplicaName() {
+  std::string name = absl::GetFlag(FLAGS_replica_name);
+  if (!name.empty()) return name;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) return "";
+  return host;
+}
+
+// A flag of seconds as a duration; negative is a start-up error.
+absl::StatusOr<absl::Duration> NonNegativeSeconds(int seconds,
+                                                  absl::string_view flag) {
+  if (seconds < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " cannot be negative"));
+  }
+  return absl::Seconds(seconds);
+}
+
 absl::Status Serve() {
   ASSIGN_OR_RETURN(LogLevel log_level,
                    ParseLogLevel(absl::GetFlag(FLAGS_log_level)));
@@ -152,6 +188,18 @@ absl::Status Serve() {
   ASSIGN_OR_RETURN(at::ScalarType dtype,
                    ParseDType(absl::GetFlag(FLAGS_dtype)));
   ASSIGN_OR_RETURN(at::Device device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  MetricsOptions metrics_options;
+  ASSIGN_OR_RETURN(metrics_options.compat,
+                   ParseMetricsCompat(absl::GetFlag(FLAGS_metrics_compat)));
+  ASSIGN_OR_RETURN(
+      const absl::Duration max_connection_age,
+      NonNegativeSeconds(absl::GetFlag(FLAGS_max_connection_age_seconds),
+                         "max_connection_age_seconds"));
+  ASSIGN_OR_RETURN(
+      const absl::Duration max_connection_age_grace,
+      NonNegativeSeconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds),
+                         "max_connection_age_grace_seconds"));
+  const std::string replica_name = ReplicaName();
   const int threads = absl::GetFlag(FLAGS_threads);
   SetComputeThreads(threads > 0 ? threads : 0);
 
@@ -167,7 +215,9 @@ absl::Status Serve() {
           absl::GetFlag(FLAGS_preset), ModelOptions{dtype, device}));
   std::cerr << "moondream-server: " << DescribeBundle(bundle) << "\n";
 
-  auto metrics = std::make_unique<Metrics>();
+  metrics_options.model_name = ServedModelName(bundle);
+  metrics_options.tenants = keys.Tenants();
+  auto metrics = std::make_unique<Metrics>(std::move(metrics_options));
   scheduler::EngineOptions engine;
   engine.n_slots = absl::GetFlag(FLAGS_slots);
   engine.positions_per_slot = absl::GetFlag(FLAGS_context);
@@ -209,6 +259,9 @@ absl::Status Serve() {
   grpc.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
   grpc.tls_cert_file = ExpandUser(absl::GetFlag(FLAGS_tls_cert));
   grpc.tls_key_file = ExpandUser(absl::GetFlag(FLAGS_tls_key));
+  grpc.max_connection_age = max_connection_age;
+  grpc.max_connection_age_grace = max_connection_age_grace;
+  grpc.replica_name = replica_name;
   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                    GrpcServer::Start(*service, grpc, metrics.get()));
   std::unique_ptr<HttpGateway> http;
@@ -218,6 +271,10 @@ absl::Status Serve() {
     options.port = absl::GetFlag(FLAGS_http_port);
     options.max_body_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
     options.timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_seconds));
+    options.replica_name = replica_name;
+    if (max_connection_age > absl::ZeroDuration()) {
+      options.max_connection_age = max_connection_age;
+    }
     ASSIGN_OR_RETURN(http,
                      HttpGateway::Start(*service, options, metrics.get()));
     std::cerr << "moondream-server: HTTP API on http://" << host << ":"

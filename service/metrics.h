@@ -14,6 +14,18 @@
 //   gauges      moondream_queue_length, moondream_running_slots,
 //               moondream_kv_usage_ratio, moondream_batch_size,
 //               moondream_image_cache_bytes
+//   load        moondream_num_requests_waiting, moondream_num_requests_running,
+//               moondream_kv_cache_usage_perc (0-1),
+//               moondream_tenant_requests_waiting{tenant},
+//               moondream_tenant_requests_running{tenant}
+//   vllm compat vllm:num_requests_waiting, vllm:num_requests_running,
+//               vllm:kv_cache_usage_perc, vllm:gpu_cache_usage_perc
+//               {model_name} (MetricsCompat::kVllm only)
+//
+// The load gauges carry the names that LLM routers and autoscalers read
+// (the Gateway API Inference Extension's endpoint picker, vLLM's production
+// stack router); the vllm: names are the same values under vLLM's own names,
+// for tools that cannot be told another name.
 //
 // The engine's counters and gauges are read when scraped; the histograms and
 // the per-request counters are fed by the transports (RequestObserver) and
@@ -23,16 +35,39 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "scheduler/engine.h"
 #include "service/observer.h"
 
 namespace md::service {
 
+// Other servers' metric names exported as well as ours.
+enum class MetricsCompat {
+  kNone,
+  kVllm,  // vllm:num_requests_waiting and the rest (see above).
+};
+
+// "" → kNone, "vllm" → kVllm; anything else is InvalidArgument.
+absl::StatusOr<MetricsCompat> ParseMetricsCompat(absl::string_view name);
+
+struct MetricsOptions {
+  MetricsCompat compat = MetricsCompat::kNone;
+  // The model_name label of the vllm: names (vLLM labels them with the
+  // served model's name).
+  std::string model_name;
+  // Tenants whose gauges are exported from the start, at zero while they
+  // have nothing waiting or running: a series that vanishes reads as "no
+  // data" to an autoscaler, not as zero. Tenants seen later are added.
+  std::vector<std::string> tenants;
+};
+
 class Metrics final : public RequestObserver {
  public:
   Metrics();
+  explicit Metrics(MetricsOptions options);
   ~Metrics() override;
 
   // Engine counters and gauges come from `engine` from now on; nullptr

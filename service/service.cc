@@ -216,10 +216,14 @@ absl::StatusOr<Request> Service::Build(const SkillCall& call) {
   return r;
 }
 
+std::string ServedModelName(const ModelBundle& bundle) {
+  return bundle.released_shape ? bundle.model->config().name : "custom";
+}
+
 ServiceInfo Service::Info() const {
   const Model& model = *bundle_.model;
   ServiceInfo info;
-  info.model = bundle_.released_shape ? model.config().name : "custom";
+  info.model = ServedModelName(bundle_);
   // The directory's name only: a server's filesystem layout is not the
   // caller's business.
   info.weights = std::filesystem::path(bundle_.dir).filename().string();

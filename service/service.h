@@ -59,6 +59,10 @@ struct ServiceInfo {
   int slots = 0;
 };
 
+// The name a model is served under: its released shape's ("moondream2"),
+// or "custom".
+std::string ServedModelName(const ModelBundle& bundle);
+
 class Service {
  public:
   // Starts the engine on `bundle`'s model.

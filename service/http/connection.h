@@ -53,6 +53,7 @@ class Connection {
   }
 
   const int fd;
+  const absl::Time opened = absl::Now();
 
   // Loop thread only.
   // kDraining: an error was answered and our side closed; what the client

@@ -122,7 +122,8 @@ Exchange::Exchange(std::shared_ptr<Connection> connection, HttpRequest request,
     : connection_(std::move(connection)),
       request_(std::move(request)),
       options_(options),
-      keep_alive_(request_.KeepAlive()) {}
+      keep_alive_(request_.KeepAlive() && absl::Now() - connection_->opened <
+                                              options.max_connection_age) {}
 
 Exchange::~Exchange() { connection_->ClearOnGone(); }
 

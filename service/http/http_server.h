@@ -47,6 +47,10 @@ struct ServerOptions {
   int max_connections = 4096;
   // Sent with every response (e.g. which replica answered).
   HeaderList response_headers;
+  // A kept-alive connection this old is closed after its next response
+  // (sent with Connection: close), so clients that keep connections open
+  // reconnect and a load balancer can move them to other replicas.
+  absl::Duration max_connection_age = absl::InfiniteDuration();
 };
 
 class Connection;
@@ -78,7 +82,9 @@ class Exchange {
   // (on the server's thread: keep it quick). Runs at once if already gone.
   void OnClientGone(std::function<void()> fn);
 
-  // Whether the connection may carry another request afterwards.
+  // Whether the connection may carry another request afterwards: the
+  // client asked for it and the connection is younger than
+  // max_connection_age.
   bool keep_alive() const { return keep_alive_; }
 
  private:

@@ -91,6 +91,7 @@ void ExpectIdle(Engine& engine) {
   EXPECT_EQ(s.queue_length, 0);
   EXPECT_EQ(s.running_requests, 0);
   EXPECT_EQ(s.slots_in_use, 0);
+  EXPECT_TRUE(s.tenants.empty());
 }
 
 // The prompts of the failure tests: distinct, so answers differ.

@@ -10,6 +10,7 @@
 namespace md::service {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 TEST(ApiKeysTest, WithoutKeysEveryoneIsAnonymous) {
@@ -31,6 +32,13 @@ TEST(ApiKeysTest, KeysMapToTenantsAndBearerIsAccepted) {
             absl::StatusCode::kUnauthenticated);
   EXPECT_THAT(std::string(keys->Authenticate("").status().message()),
               HasSubstr("x-moondream-auth"));
+}
+
+TEST(ApiKeysTest, TenantsAreTheFilesOnceEachOrAnonymous) {
+  EXPECT_THAT(ApiKeys().Tenants(), ElementsAre(kAnonymousTenant));
+  auto keys = ApiKeys::FromText("k1 team-b\nk2 team-a\nk3 team-b\n");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_THAT(keys->Tenants(), ElementsAre("team-a", "team-b"));
 }
 
 TEST(ApiKeysTest, MalformedFilesAreRefusedWithTheLine) {

@@ -1,12 +1,17 @@
 // The gRPC server end to end over loopback, in process: every RPC on the
 // tiny test model, streaming, handles, auth, a table of bad requests (each
 // with its code and message, the server healthy after), cancellation and
-// deadlines that free the slot, and a metrics scrape.
+// deadlines that free the slot, health by service name through a drain, the
+// replica named in every call's metadata, connections aged out with GOAWAY,
+// and metrics scrapes (load gauges per tenant, vLLM's names on request).
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <regex>
 #include <set>
@@ -15,7 +20,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "model/bundle.h"
 #include "moondream/v1/moondream.grpc.pb.h"
 #include "service/auth.h"
@@ -40,7 +49,9 @@ std::string GoldenPng(const std::string& name) {
                    name + ".png");
 }
 
-constexpr char kKey[] = "secret-key-1";
+constexpr char kKey[] = "secret-key-1";       // team-a
+constexpr char kOtherKey[] = "secret-key-2";  // team-b
+constexpr char kReplica[] = "replica-test";
 
 class GrpcTest : public ::testing::Test {
  protected:
@@ -70,6 +81,7 @@ class GrpcTest : public ::testing::Test {
     GrpcOptions options;
     options.address = "127.0.0.1:0";
     options.max_message_bytes = 8 << 20;
+    options.replica_name = kReplica;
     auto server = GrpcServer::Start(*service_, options, metrics_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
@@ -130,6 +142,7 @@ class GrpcTest : public ::testing::Test {
     EXPECT_EQ(s.slots_in_use, 0);
     EXPECT_EQ(s.queue_length, 0);
     EXPECT_EQ(s.running_requests, 0);
+    EXPECT_TRUE(s.tenants.empty());
   }
 
   static Metrics* metrics_;
@@ -592,7 +605,315 @@ TEST_F(GrpcTest, TlsServerAnswersTlsClientsOnly) {
             absl::StatusCode::kNotFound);
 }
 
+// ---- Health, replica name, connection age ----
+
+// grpc.health.v1.Health/Check by hand (no health stubs are built here): the
+// request's field 1 is the service name, the answer's field 1 its status.
+constexpr int kServing = 1;
+constexpr int kNotServing = 2;
+
+std::pair<grpc::StatusCode, int> CheckHealth(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  std::string request;
+  if (!service.empty()) {
+    request =
+        absl::StrCat("\x0a", std::string(1, char(service.size())), service);
+  }
+  grpc::Slice slice(request);
+  grpc::ByteBuffer in(&slice, 1);
+  grpc::ByteBuffer out;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(10));
+  grpc::Status status;
+  absl::Notification done;
+  grpc::GenericStub(channel).UnaryCall(&context, "/grpc.health.v1.Health/Check",
+                                       grpc::StubOptions(), &in, &out,
+                                       [&](grpc::Status s) {
+                                         status = std::move(s);
+                                         done.Notify();
+                                       });
+  done.WaitForNotification();
+  std::vector<grpc::Slice> slices;
+  std::string answer;
+  if (status.ok() && out.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      answer.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  const int serving = answer.size() == 2 && answer[0] == '\x08' ? answer[1] : 0;
+  return {status.error_code(), serving};
+}
+
+TEST_F(GrpcTest, HealthNamesTheServiceAndTurnsNotServingOnDrain) {
+  GrpcOptions options;
+  options.address = "127.0.0.1:0";
+  auto server = GrpcServer::Start(*service_, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel =
+      grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                          grpc::InsecureChannelCredentials());
+  const std::string named = pb::Moondream::service_full_name();
+  EXPECT_EQ(named, "moondream.v1.Moondream");
+  EXPECT_EQ(CheckHealth(channel, ""), std::pair(grpc::OK, kServing));
+  EXPECT_EQ(CheckHealth(channel, named), std::pair(grpc::OK, kServing));
+  EXPECT_EQ(CheckHealth(channel, "no.such.Service").first, grpc::NOT_FOUND);
+
+  (*server)->SetNotServing();  // The drain's first step.
+  EXPECT_EQ(CheckHealth(channel, ""), std::pair(grpc::OK, kNotServing));
+  EXPECT_EQ(CheckHealth(channel, named), std::pair(grpc::OK, kNotServing));
+}
+
+std::string ReplicaOf(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  auto it = metadata.find("x-moondream-replica");
+  return it == metadata.end()
+             ? ""
+             : std::string(it->second.data(), it->second.size());
+}
+
+// Answers carry the name in their initial metadata (a streaming client
+// sees it with the first message) and every call in its trailers; a refused
+// call keeps its trailers-only answer, which client retry policies need in
+// order to retry it on another replica.
+TEST_F(GrpcTest, EveryCallNamesTheReplica) {
+  auto stub = Stub();
+  {
+    grpc::ClientContext context;
+    Authorize(context);
+    pb::ModelInfo info;
+    ASSERT_TRUE(stub->GetModelInfo(&context, {}, &info).ok());
+    EXPECT_EQ(ReplicaOf(context.GetServerInitialMetadata()), kReplica);
+    EXPECT_EQ(ReplicaOf(context.GetServerTrailingMetadata()), kReplica);
+  }
+  {
+    grpc::ClientContext context;
+    Authorize(context);
+    pb::EncodeImageRequest encode;
+    *encode.mutable_image() = PngImage("gray_200x150");
+    pb::ImageHandle handle;
+    ASSERT_TRUE(stub->EncodeImage(&context, encode, &handle).ok());
+    EXPECT_EQ(ReplicaOf(context.GetServerInitialMetadata()), kReplica);
+  }
+  {
+    grpc::ClientContext context;
+    Authorize(context);
+    auto reader = stub->Query(&context, GoodQuery());
+    pb::TextChunk chunk;
+    ASSERT_TRUE(reader->Read(&chunk));
+    EXPECT_EQ(ReplicaOf(context.GetServerInitialMetadata()), kReplica);
+    while (reader->Read(&chunk)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(ReplicaOf(context.GetServerTrailingMetadata()), kReplica);
+  }
+  {
+    grpc::ClientContext context;
+    Authorize(context);
+    pb::DetectRequest request;
+    *request.mutable_image() = PngImage("gray_200x150");
+    request.set_object("face");
+    pb::DetectResponse response;
+    ASSERT_TRUE(stub->Detect(&context, request, &response).ok());
+    EXPECT_EQ(ReplicaOf(context.GetServerInitialMetadata()), kReplica);
+  }
+  {
+    grpc::ClientContext context;
+    Authorize(context, "wrong-key");
+    auto reader = stub->Query(&context, GoodQuery());
+    pb::TextChunk chunk;
+    EXPECT_FALSE(reader->Read(&chunk));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::UNAUTHENTICATED);
+    EXPECT_EQ(ReplicaOf(context.GetServerInitialMetadata()), "");
+    EXPECT_EQ(ReplicaOf(context.GetServerTrailingMetadata()), kReplica);
+  }
+  {
+    grpc::ClientContext context;
+    Authorize(context, "wrong-key");
+    pb::ModelInfo info;
+    EXPECT_EQ(stub->GetModelInfo(&context, {}, &info).error_code(),
+              grpc::UNAUTHENTICATED);
+    EXPECT_EQ(ReplicaOf(context.GetServerInitialMetadata()), "");
+    EXPECT_EQ(ReplicaOf(context.GetServerTrailingMetadata()), kReplica);
+  }
+}
+
+// With a maximum age of 1 s the server sends GOAWAY: the client's channel
+// leaves READY by itself, and its next call reconnects. Without one, an
+// idle channel stays READY.
+TEST_F(GrpcTest, MaxConnectionAgeMakesClientsReconnect) {
+  for (bool aged : {true, false}) {
+    SCOPED_TRACE(aged ? "aged" : "not aged");
+    GrpcOptions options;
+    options.address = "127.0.0.1:0";
+    if (aged) {
+      options.max_connection_age = absl::Seconds(1);
+      options.max_connection_age_grace = absl::Seconds(1);
+    }
+    auto server = GrpcServer::Start(*service_, options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    auto channel =
+        grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                            grpc::InsecureChannelCredentials());
+    auto stub = pb::Moondream::NewStub(channel);
+    auto model_info = [&stub] {
+      grpc::ClientContext context;
+      Authorize(context);
+      pb::ModelInfo info;
+      return stub->GetModelInfo(&context, {}, &info);
+    };
+    ASSERT_TRUE(model_info().ok());
+    ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+    // The age, gRPC's jitter (up to 10%) and slack; the control waits less.
+    const auto wait = std::chrono::milliseconds(aged ? 5000 : 2500);
+    EXPECT_EQ(channel->WaitForStateChange(
+                  GRPC_CHANNEL_READY, std::chrono::system_clock::now() + wait),
+              aged);
+    EXPECT_TRUE(model_info().ok());
+  }
+  GrpcOptions negative;
+  negative.address = "127.0.0.1:0";
+  negative.max_connection_age = absl::Seconds(-1);
+  EXPECT_EQ(GrpcServer::Start(*service_, negative).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // ---- Metrics ----
+
+// The samples of a Prometheus text scrape, by series: name{labels}.
+std::map<std::string, double> Samples(const std::string& text) {
+  std::map<std::string, double> samples;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    double value = 0;
+    if (space == absl::string_view::npos ||
+        !absl::SimpleAtod(line.substr(space + 1), &value)) {
+      continue;
+    }
+    samples[std::string(line.substr(0, space))] = value;
+  }
+  return samples;
+}
+
+bool SameLoad(const scheduler::EngineStats& a,
+              const scheduler::EngineStats& b) {
+  return a.queue_length == b.queue_length &&
+         a.running_requests == b.running_requests && a.tenants == b.tenants;
+}
+
+TEST(MetricsCompatTest, IsEmptyOrVllm) {
+  EXPECT_EQ(*ParseMetricsCompat(""), MetricsCompat::kNone);
+  EXPECT_EQ(*ParseMetricsCompat("vllm"), MetricsCompat::kVllm);
+  const auto other = ParseMetricsCompat("sglang");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(other.status().message(), "'vllm'"))
+      << other.status();
+  EXPECT_TRUE(absl::StrContains(other.status().message(), "sglang"));
+}
+
+// Eight streams on four slots, five of team-a and three of team-b, held
+// until cancelled: the load gauges read four running and four waiting, per
+// tenant too, and the vllm: names (compat only) read the same.
+TEST_F(GrpcTest, LoadMetricsCountRequestsPerTenant) {
+  ExpectIdle();
+  MetricsOptions compat_options;
+  compat_options.compat = MetricsCompat::kVllm;
+  compat_options.model_name = "moondream2";
+  compat_options.tenants = {"team-a", "team-b"};
+  Metrics compat(compat_options);
+  compat.AttachEngine(&service_->engine());
+  const std::string model = "{model_name=\"moondream2\"}";
+
+  // Idle: zero, with the tenants named at start-up already there.
+  std::map<std::string, double> idle = Samples(compat.Scrape());
+  for (const std::string series :
+       {"moondream_num_requests_waiting", "moondream_num_requests_running",
+        "moondream_kv_cache_usage_perc",
+        "vllm:num_requests_waiting{model_name=\"moondream2\"}",
+        "moondream_tenant_requests_waiting{tenant=\"team-b\"}",
+        "moondream_tenant_requests_running{tenant=\"team-b\"}"}) {
+    ASSERT_TRUE(idle.contains(series)) << series;
+    EXPECT_EQ(idle[series], 0) << series;
+  }
+
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<pb::TextChunk>>> readers;
+  auto stub = Stub();
+  for (int i = 0; i < 8; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    Authorize(*contexts.back(), i < 5 ? kKey : kOtherKey);
+    pb::QueryRequest r = GoodQuery();
+    r.mutable_settings()->set_max_tokens(1000);
+    r.mutable_settings()->set_temperature(2.0f);
+    r.mutable_settings()->set_seed(200 + i);
+    r.mutable_settings()->set_ignore_eos(true);  // No answer ends early.
+    readers.push_back(stub->Query(contexts.back().get(), r));
+  }
+  // A scrape reads the gauges the engine published after its last step:
+  // take one between two equal snapshots of them.
+  std::map<std::string, double> load;
+  scheduler::EngineStats stats;
+  bool steady = false;
+  for (const absl::Time end = absl::Now() + absl::Seconds(60);
+       !steady && absl::Now() < end;) {
+    const scheduler::EngineStats before = service_->engine().Stats();
+    load = Samples(compat.Scrape());
+    stats = service_->engine().Stats();
+    steady = before.running_requests == 4 && before.queue_length == 4 &&
+             SameLoad(before, stats);
+    if (!steady) absl::SleepFor(absl::Milliseconds(2));
+  }
+  const std::string native = metrics_->Scrape();
+  for (auto& context : contexts) context->TryCancel();
+  for (auto& reader : readers) {
+    pb::TextChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    reader->Finish();
+  }
+  ASSERT_TRUE(steady) << "never 4 running and 4 waiting";
+
+  EXPECT_EQ(load["moondream_num_requests_waiting"], 4);
+  EXPECT_EQ(load["moondream_num_requests_running"], 4);
+  EXPECT_EQ(load["moondream_queue_length"], 4);  // The old names stay.
+  EXPECT_EQ(load["moondream_running_slots"], 4);
+  const double kv = load["moondream_kv_cache_usage_perc"];
+  EXPECT_GT(kv, 0);
+  EXPECT_LE(kv, 1);
+  EXPECT_EQ(load["moondream_kv_usage_ratio"], kv);
+  EXPECT_EQ(load["vllm:num_requests_waiting" + model], 4);
+  EXPECT_EQ(load["vllm:num_requests_running" + model], 4);
+  EXPECT_EQ(load["vllm:kv_cache_usage_perc" + model], kv);
+  EXPECT_EQ(load["vllm:gpu_cache_usage_perc" + model], kv);
+  for (const auto& [tenant, n] :
+       {std::pair{"team-a", 5}, std::pair{"team-b", 3}}) {
+    SCOPED_TRACE(tenant);
+    const std::string label = absl::StrCat("{tenant=\"", tenant, "\"}");
+    const double waiting = load["moondream_tenant_requests_waiting" + label];
+    const double running = load["moondream_tenant_requests_running" + label];
+    EXPECT_EQ(waiting, stats.tenants[tenant].waiting);
+    EXPECT_EQ(running, stats.tenants[tenant].running);
+    EXPECT_EQ(waiting + running, n);
+  }
+  // Without the compat option: our names only.
+  EXPECT_FALSE(absl::StrContains(native, "vllm:")) << native;
+  EXPECT_TRUE(absl::StrContains(native, "moondream_num_requests_waiting "));
+
+  // Idle again: zero, and a tenant once seen keeps its series (the suite's
+  // metrics were told no tenants at start-up).
+  ExpectIdle();
+  std::map<std::string, double> after = Samples(metrics_->Scrape());
+  for (const std::string series :
+       {"moondream_num_requests_waiting", "moondream_num_requests_running",
+        "moondream_kv_cache_usage_perc",
+        "moondream_tenant_requests_waiting{tenant=\"team-a\"}",
+        "moondream_tenant_requests_running{tenant=\"team-b\"}"}) {
+    ASSERT_TRUE(after.contains(series)) << series;
+    EXPECT_EQ(after[series], 0) << series;
+  }
+  compat.AttachEngine(nullptr);
+}
 
 TEST_F(GrpcTest, MetricsScrapeIsPrometheusTextWithEveryFamily) {
   RunQuery(GoodQuery());
@@ -621,9 +942,13 @@ TEST_F(GrpcTest, MetricsScrapeIsPrometheusTextWithEveryFamily) {
         "moondream_image_cache_hits_total",
         "moondream_image_cache_misses_total", "moondream_queue_length",
         "moondream_running_slots", "moondream_kv_usage_ratio",
-        "moondream_batch_size"}) {
+        "moondream_batch_size", "moondream_num_requests_waiting",
+        "moondream_num_requests_running", "moondream_kv_cache_usage_perc",
+        "moondream_tenant_requests_waiting",
+        "moondream_tenant_requests_running"}) {
     EXPECT_TRUE(typed.contains(family)) << family;
   }
+  EXPECT_FALSE(absl::StrContains(text, "vllm:"));
   EXPECT_TRUE(absl::StrContains(
       text,
       "moondream_requests_total{skill=\"query\",status=\"ok\","

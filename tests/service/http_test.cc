@@ -1,6 +1,7 @@
 // The Moondream-compatible HTTP gateway over loopback, in process: every
-// endpoint, server-sent events, handles, health and readiness, and a table
-// of bad requests answered with the right status and a JSON error.
+// endpoint, server-sent events, handles, health and readiness, the replica
+// header on every response, the connection age, and a table of bad requests
+// answered with the right status and a JSON error.
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -233,6 +234,64 @@ TEST_F(HttpTest, HealthAndReadiness) {
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404);
   EXPECT_EQ(Json::parse(missing->body)["error"]["code"], "not_found");
+}
+
+// Success, streaming, inline answers (health, 404) and errors alike, so a
+// client behind a load balancer can count which replica served it.
+TEST_F(HttpTest, EveryResponseNamesTheReplica) {
+  auto gateway = StartLoopbackGateway(
+      *service_, nullptr, [](HttpOptions& o) { o.replica_name = "replica-h"; });
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
+  httplib::Client client("127.0.0.1", (*gateway)->port());
+  client.set_read_timeout(60, 0);
+  const httplib::Headers auth = {{"X-Moondream-Auth", kKey}};
+  const Json query = {{"image_url", DataUrl("gray_200x150")},
+                      {"question", "What?"},
+                      {"settings", {{"max_tokens", 4}}}};
+  Json stream = query;
+  stream["stream"] = true;
+  std::vector<std::pair<std::string, httplib::Result>> answers;
+  answers.emplace_back("health", client.Get("/health"));
+  answers.emplace_back("ready", client.Get("/ready"));
+  answers.emplace_back("404", client.Get("/v2/nothing"));
+  answers.emplace_back("405", client.Get("/v1/query"));
+  answers.emplace_back(
+      "401", client.Post("/v1/query", query.dump(), "application/json"));
+  answers.emplace_back("query", client.Post("/v1/query", auth, query.dump(),
+                                            "application/json"));
+  answers.emplace_back("stream", client.Post("/v1/query", auth, stream.dump(),
+                                             "application/json"));
+  for (const auto& [name, res] : answers) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->get_header_value("X-Moondream-Replica"), "replica-h");
+  }
+  EXPECT_EQ(answers[5].second->status, 200);
+  EXPECT_EQ(answers[6].second->status, 200);
+  // Not named unless asked: the suite's gateway has no replica name.
+  auto plain = httplib::Client("127.0.0.1", gateway_->port()).Get("/health");
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(plain->has_header("X-Moondream-Replica"));
+}
+
+// The gateway passes its connection age to the server (the ageing itself is
+// tested in http_server_test): at zero, no connection outlives its answer.
+TEST_F(HttpTest, MaxConnectionAgeClosesKeptAliveConnections) {
+  auto gateway = StartLoopbackGateway(*service_, nullptr, [](HttpOptions& o) {
+    o.max_connection_age = absl::ZeroDuration();
+  });
+  ASSERT_TRUE(gateway.ok()) << gateway.status();
+  httplib::Client client("127.0.0.1", (*gateway)->port());
+  client.set_keep_alive(true);
+  auto aged = client.Get("/ready");
+  ASSERT_TRUE(aged);
+  EXPECT_EQ(aged->status, 200);
+  EXPECT_EQ(aged->get_header_value("Connection"), "close");
+  httplib::Client fresh("127.0.0.1", gateway_->port());
+  fresh.set_keep_alive(true);
+  auto kept = fresh.Get("/ready");
+  ASSERT_TRUE(kept);
+  EXPECT_NE(kept->get_header_value("Connection"), "close");
 }
 
 struct BadCase {

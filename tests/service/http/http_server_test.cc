@@ -1,7 +1,8 @@
 // The HTTP server over real loopback sockets: slow clients cost no thread
 // and cannot stop /health, request deadlines close dribbling clients, 100-
 // continue is answered (or refused) from the headers, wrong methods get 405,
-// and a handler learns when its client leaves.
+// a handler learns when its client leaves, and a connection past its maximum
+// age closes after its next answer.
 #include "service/http/http_server.h"
 
 #include <arpa/inet.h>
@@ -23,6 +24,7 @@ namespace md::service::http {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 int Connect(int port) {
@@ -134,6 +136,31 @@ TEST_F(HttpServerTest, KeepAliveAndPipelinedRequestsShareAConnection) {
   EXPECT_THAT(r, HasSubstr("\r\n\r\ntwo"));
   SendAll(fd, "GET /health HTTP/1.1\r\n\r\n");
   EXPECT_THAT(ReadUntil(fd, "{}"), StartsWith("HTTP/1.1 200"));
+  close(fd);
+}
+
+// A kept-alive connection past max_connection_age gets its next answer with
+// Connection: close, and is closed after it (the client reconnects, maybe
+// to another replica); a younger one stays open.
+TEST_F(HttpServerTest, AConnectionPastItsAgeClosesAfterItsNextAnswer) {
+  ServerOptions options;
+  options.max_connection_age = absl::Milliseconds(300);
+  StartServer(options);
+  const int fd = Connect(server_->port());
+  SendAll(fd, "GET /health HTTP/1.1\r\n\r\n");
+  const std::string young = ReadUntil(fd, "{}");
+  EXPECT_THAT(young, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(young, Not(HasSubstr("Connection: close")));
+  absl::SleepFor(absl::Milliseconds(400));
+  SendAll(fd, "POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nold");
+  // Read to the end: the server closes the connection after the answer.
+  const std::string old = ReadUntil(fd, "");
+  EXPECT_THAT(old, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(old, HasSubstr("Connection: close\r\n"));
+  EXPECT_THAT(old, HasSubstr("\r\n\r\nold"));
+  char byte;
+  // Closed, not merely quiet.
+  EXPECT_EQ(recv(fd, &byte, 1, MSG_DONTWAIT), 0);
   close(fd);
 }
 
