@@ -17,6 +17,8 @@ PACKAGES=(
   libcurl4-openssl-dev    # the load generator's HTTP/SSE client (many streams, one thread)
   python3-matplotlib      # tools/bench/plot_serve.py
   python3-grpcio python3-grpc-tools  # a client that is not ours, in tests
+  python3-yaml            # PyYAML: tests/deploy reads the rendered Kubernetes manifests
+  nginx                   # deploy/local, cluster test: grpc_pass built in (nginx-light/-core add modules only)
   openssl                 # test certificates for the TLS test
   libgtest-dev libgmock-dev
   clang-format
