@@ -45,9 +45,9 @@ struct TextOptions {
 };
 
 struct GazeOptions {
-  Point eye;                    // Where the eye is (one probe).
-  std::optional<FaceBox> face;  // Set: prioritize_accuracy (20 probes).
-  uint64_t seed = 0;            // For the accurate probes' eye positions.
+  Point eye;                      // Where the eye is (one probe).
+  std::optional<FaceBox> face{};  // Set: prioritize_accuracy (20 probes).
+  uint64_t seed = 0;              // For the accurate probes' eye positions.
   bool force_detect = false;
 };
 
