@@ -33,7 +33,6 @@ measures what the checks need, per stream.)
 """
 
 import collections
-import importlib
 import os
 import signal
 import socket
@@ -46,6 +45,10 @@ import urllib.request
 
 import grpc
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+from e2e_support import FAILED, PASSED, check, generate_stubs  # noqa: E402,E501
+
 SERVER, BENCH, SOURCE = sys.argv[1], sys.argv[2], sys.argv[3]
 START = os.path.join(SOURCE, "deploy", "local", "start.sh")
 STOP = os.path.join(SOURCE, "deploy", "local", "stop.sh")
@@ -54,29 +57,11 @@ GRACE_SECONDS = 20
 CONCURRENCY = 64
 MAX_TOKENS = 32          # ignore_eos: every stream is exactly this long
 TEST_DEADLINE_S = 240    # below the CTest TIMEOUT: clean up before it kills us
-PASSED, FAILED = [], []
-
-
-def check(name, condition, detail=""):
-    (PASSED if condition else FAILED).append(name)
-    print(("ok   " if condition else "FAIL ") + name +
-          ("" if condition else f": {detail}"), flush=True)
 
 
 def figure(line):
     print("  [figure] " + line, flush=True)
 
-
-def generate_stubs(out_dir):
-    subprocess.run(
-        ["protoc", f"-I{SOURCE}/proto", f"--python_out={out_dir}",
-         f"--grpc_python_out={out_dir}",
-         "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-         f"{SOURCE}/proto/moondream/v1/moondream.proto"],
-        check=True)
-    sys.path.insert(0, out_dir)
-    return (importlib.import_module("moondream.v1.moondream_pb2"),
-            importlib.import_module("moondream.v1.moondream_pb2_grpc"))
 
 
 def free_ports(n):
@@ -605,7 +590,7 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="md-cluster-") as tmp:
         os.makedirs(os.path.join(tmp, "stubs"))
-        pb, pbg = generate_stubs(os.path.join(tmp, "stubs"))
+        pb, pbg = generate_stubs(SOURCE, os.path.join(tmp, "stubs"))
         with open(f"{SOURCE}/tests/data/golden/images/rgb_378x378.png",
                   "rb") as f:
             image = f.read()

@@ -7,7 +7,6 @@ usage: python_client_test.py SERVER_BINARY SOURCE_DIR
 """
 
 import concurrent.futures
-import importlib
 import os
 import signal
 import subprocess
@@ -23,26 +22,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "tools", "bench"))
 import server_process  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+from e2e_support import FAILED, PASSED, check, generate_stubs  # noqa: E402,E501
+
 SERVER, SOURCE = sys.argv[1], sys.argv[2]
-PASSED, FAILED = [], []
-
-
-def check(name, condition, detail=""):
-    (PASSED if condition else FAILED).append(name)
-    print(("ok   " if condition else "FAIL ") + name +
-          ("" if condition else f": {detail}"), flush=True)
-
-
-def generate_stubs(out_dir):
-    subprocess.run(
-        ["protoc", f"-I{SOURCE}/proto", f"--python_out={out_dir}",
-         f"--grpc_python_out={out_dir}",
-         "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-         f"{SOURCE}/proto/moondream/v1/moondream.proto"],
-        check=True)
-    sys.path.insert(0, out_dir)
-    return (importlib.import_module("moondream.v1.moondream_pb2"),
-            importlib.import_module("moondream.v1.moondream_pb2_grpc"))
 
 
 def start_server():
@@ -254,7 +238,7 @@ def help_lists_every_flag():
 def main():
     help_lists_every_flag()
     with tempfile.TemporaryDirectory() as out_dir:
-        pb, pb_grpc = generate_stubs(out_dir)
+        pb, pb_grpc = generate_stubs(SOURCE, out_dir)
         process, port, metrics_port = start_server()
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")

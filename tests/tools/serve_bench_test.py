@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "tools", "bench"))
@@ -97,16 +96,7 @@ def check_run(protocol, port, metrics_port):
 
 def server_samples(metrics_port):
     """The server's /metrics now: sample (with labels) -> value."""
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        samples[name] = float(value)
-    return samples
+    return server_process.scrape_metrics(f"127.0.0.1:{metrics_port}")
 
 
 def server_cancelled(samples):

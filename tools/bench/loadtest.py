@@ -78,7 +78,7 @@ class Server:
         return f"127.0.0.1:{self.metrics_port}"
 
     def metrics(self):
-        return parse_metrics(http_get(f"http://{self.metrics_target}/metrics"))
+        return server_process.scrape_metrics(self.metrics_target)
 
     def status_kib(self, field):
         with open(f"/proc/{self.pid}/status") as f:
@@ -102,20 +102,6 @@ class Server:
 def http_get(url, timeout=10):
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read().decode()
-
-
-def parse_metrics(text):
-    """{'name{labels}': value} from the Prometheus text format."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
 
 
 def metric_sum(metrics, family, **labels):

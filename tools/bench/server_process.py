@@ -8,6 +8,7 @@ first stdout line, metrics on stderr. Its HTTP port is chosen here
 import socket
 import subprocess
 import threading
+import urllib.request
 
 
 def free_port():
@@ -43,3 +44,21 @@ def start_server(server, model_dir, flags, echo_stderr=False):
 
     threading.Thread(target=drain_stderr, daemon=True).start()
     return process, line.strip().rsplit(":", 1)[1], metrics_port
+
+
+def scrape_metrics(target, timeout=10):
+    """The server's /metrics at host:port now: sample (with its labels, as
+    written) -> value."""
+    with urllib.request.urlopen(f"http://{target}/metrics",
+                                timeout=timeout) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        try:
+            samples[name] = float(value)
+        except ValueError:
+            pass
+    return samples
