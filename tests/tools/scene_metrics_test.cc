@@ -150,7 +150,7 @@ TEST(SceneMetricsTest, ReportMarksTargets) {
   EXPECT_NE(table.find("FAIL"), std::string::npos);
   EXPECT_NE(table.find("targets NOT all met"), std::string::npos);
 
-  const nlohmann::json json = ReportJson(tally, lines);
+  const nlohmann::ordered_json json = ReportJson(tally, lines);
   EXPECT_EQ(json["all_pass"], false);
   EXPECT_EQ(json["metrics"]["count"]["pass"], true);
   EXPECT_DOUBLE_EQ(json["metrics"]["point inside"]["value"].get<double>(),

@@ -84,7 +84,7 @@ TEST(SceneTest, ASeedAlwaysGivesTheSameSceneAndImage) {
 // would silently change every data set fails here.
 TEST(SceneTest, SeedOneIsPinned) {
   const Scene scene = GenerateScene(1);
-  const nlohmann::json truth = SceneTruthJson(scene, "");
+  const nlohmann::ordered_json truth = SceneTruthJson(scene, "");
   SCOPED_TRACE(truth.dump());
   EXPECT_EQ(CaptionOf(scene),
             "a yellow triangle, a blue triangle and a green circle");
@@ -92,7 +92,7 @@ TEST(SceneTest, SeedOneIsPinned) {
   EXPECT_EQ(scene.height, 487);
   EXPECT_EQ(scene.background, Background::kWhite);
   EXPECT_EQ(truth["shapes"][0]["box_px"],
-            nlohmann::json::parse(
+            nlohmann::ordered_json::parse(
                 R"({"x_min": 238, "y_min": 349, "x_max": 316, "y_max": 427})"));
 }
 
@@ -185,14 +185,15 @@ TEST(SceneTest, ShapeContainsFollowsTheDrawnOutline) {
 TEST(SceneTest, TruthJsonHasPixelAndNormalizedBoxes) {
   const Scene scene =
       HandMade({MakeShape(ShapeKind::kSquare, Colour::kBlue, 60, 40, 120)});
-  const nlohmann::json truth = SceneTruthJson(scene, "scene_0.png");
+  const nlohmann::ordered_json truth = SceneTruthJson(scene, "scene_0.png");
   EXPECT_EQ(truth["file"], "scene_0.png");
   EXPECT_EQ(truth["width"], 600);
-  EXPECT_EQ(truth["background"]["rgb"], nlohmann::json({255, 255, 255}));
-  const nlohmann::json& s = truth["shapes"][0];
+  EXPECT_EQ(truth["background"]["rgb"],
+            nlohmann::ordered_json({255, 255, 255}));
+  const nlohmann::ordered_json& s = truth["shapes"][0];
   EXPECT_EQ(s["kind"], "square");
   EXPECT_EQ(s["color"], "blue");
-  EXPECT_EQ(s["rgb"], nlohmann::json({40, 80, 220}));
+  EXPECT_EQ(s["rgb"], nlohmann::ordered_json({40, 80, 220}));
   EXPECT_EQ(s["box_px"]["x_max"], 180);
   EXPECT_DOUBLE_EQ(s["box"]["x_min"].get<double>(), 0.1);
   EXPECT_DOUBLE_EQ(s["box"]["y_max"].get<double>(), 0.4);

@@ -253,14 +253,14 @@ std::string FormatReport(absl::Span<const MetricLine> lines) {
   return out;
 }
 
-nlohmann::json ReportJson(const EvalTally& tally,
-                          absl::Span<const MetricLine> lines) {
-  nlohmann::json metrics = nlohmann::json::object();
+nlohmann::ordered_json ReportJson(const EvalTally& tally,
+                                  absl::Span<const MetricLine> lines) {
+  nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
   for (const MetricLine& line : lines) {
-    nlohmann::json entry = {{"value", line.value},
-                            {"unit", line.percent ? "%" : "fraction"},
-                            {"measured", line.measured},
-                            {"detail", line.detail}};
+    nlohmann::ordered_json entry = {{"value", line.value},
+                                    {"unit", line.percent ? "%" : "fraction"},
+                                    {"measured", line.measured},
+                                    {"detail", line.detail}};
     if (line.has_target) {
       entry["target"] = line.target;
       entry["pass"] = line.pass;
@@ -268,7 +268,7 @@ nlohmann::json ReportJson(const EvalTally& tally,
     metrics[line.name] = std::move(entry);
   }
   auto text = [](const TextTally& t) {
-    return nlohmann::json{{"asked", t.asked}, {"correct", t.correct}};
+    return nlohmann::ordered_json{{"asked", t.asked}, {"correct", t.correct}};
   };
   const DetectTally& d = tally.detect;
   const PointTally& p = tally.point;

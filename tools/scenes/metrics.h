@@ -106,8 +106,8 @@ std::string FormatReport(absl::Span<const MetricLine> lines);
 
 // {"metrics": {name: {value, unit, measured, target, pass, detail}},
 //  "all_pass": bool} plus the raw tallies under "tallies".
-nlohmann::json ReportJson(const EvalTally& tally,
-                          absl::Span<const MetricLine> lines);
+nlohmann::ordered_json ReportJson(const EvalTally& tally,
+                                  absl::Span<const MetricLine> lines);
 
 }  // namespace md::scenes
 

@@ -176,15 +176,15 @@ bool TriangleContains(const PixelBox& b, double x, double y) {
   return !(any_negative && any_positive);
 }
 
-nlohmann::json RgbJson(Rgb rgb) { return {rgb.r, rgb.g, rgb.b}; }
+nlohmann::ordered_json RgbJson(Rgb rgb) { return {rgb.r, rgb.g, rgb.b}; }
 
 template <typename T>
-nlohmann::json BoxJson(T x_min, T y_min, T x_max, T y_max) {
+nlohmann::ordered_json BoxJson(T x_min, T y_min, T x_max, T y_max) {
   return {
       {"x_min", x_min}, {"y_min", y_min}, {"x_max", x_max}, {"y_max", y_max}};
 }
 
-nlohmann::json ShapeJson(const Shape& shape, int width, int height) {
+nlohmann::ordered_json ShapeJson(const Shape& shape, int width, int height) {
   const PixelBox& b = shape.box;
   return {
       {"kind", std::string(KindName(shape.kind))},
@@ -311,8 +311,9 @@ std::vector<int> LeftToRight(const Scene& scene) {
   return order;
 }
 
-nlohmann::json SceneTruthJson(const Scene& scene, const std::string& file) {
-  nlohmann::json shapes = nlohmann::json::array();
+nlohmann::ordered_json SceneTruthJson(const Scene& scene,
+                                      const std::string& file) {
+  nlohmann::ordered_json shapes = nlohmann::ordered_json::array();
   for (const Shape& shape : scene.shapes) {
     shapes.push_back(ShapeJson(shape, scene.width, scene.height));
   }

@@ -109,7 +109,8 @@ std::vector<int> LeftToRight(const Scene& scene);
 // The truth of one scene as written next to its image `file`: seed, width,
 // height, background (name and rgb) and each shape's kind, color, rgb, box
 // (normalized [0, 1]), box_px, centre (normalized) and centre_px.
-nlohmann::json SceneTruthJson(const Scene& scene, const std::string& file);
+nlohmann::ordered_json SceneTruthJson(const Scene& scene,
+                                      const std::string& file);
 
 }  // namespace md::scenes
 
