@@ -4,6 +4,8 @@
 //   moondream-bench tokenizer [flags]   tokenizer throughput
 //   moondream-bench engine [flags]      continuous batching under load
 //   moondream-bench serve [flags]       a running server over the network
+//   moondream-bench scenes [flags]      synthetic shape scenes and their truth
+//   moondream-bench scenes-eval [flags] a model's accuracy on those scenes
 //   moondream-bench <cmd> --help    a subcommand's flags
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +17,7 @@
 #include "tools/bench/engine_bench.h"
 #include "tools/bench/make_model.h"
 #include "tools/bench/model_bench.h"
+#include "tools/bench/scenes.h"
 #include "tools/bench/serve/serve_bench.h"
 #include "tools/bench/tokenizer_bench.h"
 
@@ -42,6 +45,11 @@ constexpr Subcommand kSubcommands[] = {
     {"make-model",
      "write a RANDOM-weight model directory in the real shapes (load tests)",
      md::bench::RunMakeModel},
+    {"scenes", "write synthetic shape scenes (PNG) and their truth (JSON)",
+     md::bench::RunScenes},
+    {"scenes-eval",
+     "a model's accuracy on fresh synthetic scenes vs issue 14's targets",
+     md::bench::RunScenesEval},
 };
 
 void PrintUsage(std::FILE* out) {

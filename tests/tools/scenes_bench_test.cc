@@ -1,0 +1,114 @@
+// Runs the real moondream-bench `scenes` and `scenes-eval` subcommands; the
+// evaluation on the tiny random model, whose answers are all wrong: the
+// point is that it runs end to end and reports.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout only: progress and the banner go to stderr
+};
+
+Result RunBench(const std::string& args) {
+  const std::string command = std::string("cd '") + MD_SOURCE_DIR + "' && " +
+                              MD_BENCH_PATH + " " + args + " 2>/dev/null";
+  Result r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;)
+    r.out.append(buffer, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::filesystem::path FreshDir(const std::string& name) {
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / name;
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+TEST(ScenesBenchTest, WritesPngsAndTruthTheSameForASeed) {
+  const std::filesystem::path a = FreshDir("scenes_a"),
+                              b = FreshDir("scenes_b");
+  const Result ra =
+      RunBench("scenes --count=3 --seed=4 --questions --out=" + a.string());
+  ASSERT_EQ(ra.exit_code, 0) << ra.out;
+  ASSERT_EQ(
+      RunBench("scenes --count=3 --seed=4 --questions --out=" + b.string())
+          .exit_code,
+      0);
+  const nlohmann::json truth =
+      nlohmann::json::parse(ReadFile(a / "truth.json"));
+  ASSERT_EQ(truth["scenes"].size(), 3u);
+  for (const nlohmann::json& scene : truth["scenes"]) {
+    const std::string file = scene["file"];
+    const std::string png = ReadFile(a / file);
+    ASSERT_GT(png.size(), 8u) << file;
+    EXPECT_EQ(png.substr(1, 3), "PNG");
+    EXPECT_EQ(png, ReadFile(b / file)) << file;
+    EXPECT_GE(scene["shapes"].size(), 1u);
+    EXPECT_EQ(scene["questions"][0]["input"], "How many shapes are there?");
+    EXPECT_NE(ra.out.find(file), std::string::npos);
+  }
+  EXPECT_EQ(ReadFile(a / "truth.json"), ReadFile(b / "truth.json"));
+}
+
+TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
+  const std::filesystem::path dir = FreshDir("scenes_eval");
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path json = dir / "report.json";
+  const Result r = RunBench(
+      "scenes-eval --model=models/tiny-random --count=2 --seed=1 --threads=2 "
+      "--max-tokens=8 --max-objects=4 --show-errors=2 --json=" +
+      json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* row : {"count", "color", "shape", "caption short",
+                          "caption normal", "detect F1", "point inside",
+                          "point recall", ">= 90%", ">= 0.80", "wrong: "}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  }
+  const nlohmann::json report = nlohmann::json::parse(ReadFile(json));
+  EXPECT_EQ(report["scenes"], 2);
+  EXPECT_EQ(report["random_weights"], true);
+  EXPECT_GT(report["questions"].get<int>(), 2 * 8);
+  EXPECT_EQ(report["all_pass"], false);
+  for (const char* metric : {"count", "caption normal", "detect F1",
+                             "point inside", "point recall"}) {
+    EXPECT_TRUE(report["metrics"].contains(metric)) << metric;
+    EXPECT_TRUE(report["metrics"][metric].contains("pass")) << metric;
+  }
+  EXPECT_EQ(report["tallies"]["count"]["asked"], 2);
+
+  // The same targets as a gate: the random model fails it.
+  const Result gated = RunBench(
+      "scenes-eval --count=1 --threads=2 --max-tokens=4 --max-objects=2 "
+      "--require-targets");
+  EXPECT_EQ(gated.exit_code, 1) << gated.out;
+}
+
+TEST(ScenesBenchTest, BadFlagsAreClearErrors) {
+  EXPECT_EQ(RunBench("scenes --count=2").exit_code, 2);  // no --out
+  EXPECT_EQ(RunBench("scenes-eval --count=0").exit_code, 2);
+  EXPECT_EQ(RunBench("scenes-eval --max-objects=99").exit_code, 2);
+}
+
+}  // namespace

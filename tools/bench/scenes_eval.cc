@@ -1,0 +1,353 @@
+// `moondream-bench scenes-eval`: asks a model every question of fresh
+// synthetic scenes (tools/scenes/questions.h) through the skills
+// moondream-cli runs (model/skills/skills.h, one request at a time, greedy)
+// and scores the answers (tools/scenes/metrics.h) against issue 14's
+// targets.
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/paths.h"
+#include "base/status_macros.h"
+#include "model/bundle.h"
+#include "model/image/image_decode.h"
+#include "model/io/tensor_io.h"
+#include "model/net/preprocess.h"
+#include "model/skills/skills.h"
+#include "model/tokenizer/detokenizer.h"
+#include "tools/bench/flags.h"
+#include "tools/bench/scenes.h"
+#include "tools/bench/stats.h"
+#include "tools/scenes/metrics.h"
+#include "tools/scenes/questions.h"
+#include "tools/scenes/random.h"
+#include "tools/scenes/scene.h"
+
+namespace md::bench {
+namespace {
+
+using scenes::Scene;
+using scenes::SceneTask;
+using scenes::TaskKind;
+
+// Inside the project tree, found next to the binary (base/paths.h), as
+// moondream-cli's default.
+constexpr char kDefaultModel[] = "models/tiny-random";
+// The longest expected answer (a caption of four shapes) is about 25 GPT-2
+// tokens; more only lets a rambling model waste time.
+constexpr int kDefaultMaxTokens = 64;
+
+struct EvalOptions {
+  std::string model_dir = kDefaultModel;
+  std::string preset = "moondream2";
+  std::string dtype_name = "fp32";
+  std::string device_name = "cpu";
+  int count = 200;
+  int seed = 1;
+  int n_threads = static_cast<int>(std::thread::hardware_concurrency());
+  int max_tokens = kDefaultMaxTokens;
+  int max_objects = kMaxObjects;
+  int show_errors = 0;
+  std::string json_path;
+  bool require_targets = false;
+};
+
+absl::StatusOr<EvalOptions> ParseOptions(const std::vector<std::string>& args,
+                                         bool* help) {
+  EvalOptions opts;
+  FlagParser flags(
+      "scenes-eval",
+      "Asks a model every question of fresh synthetic scenes (count, colour\n"
+      "and shape queries, short and normal captions, detect and point) with\n"
+      "the skills moondream-cli runs, and reports accuracy against issue\n"
+      "14's targets. Scene i is the one `moondream-bench scenes` writes as\n"
+      "scene i for the same --seed.");
+  flags.AddString("model", &opts.model_dir,
+                  "model directory (default: the tiny RANDOM test model)");
+  flags.AddString("preset", &opts.preset,
+                  "built-in config a config.json in the directory overrides");
+  flags.AddString("dtype", &opts.dtype_name, "fp32 | bf16 (fp16 on CUDA)");
+  flags.AddString("device", &opts.device_name, "cpu, cuda or cuda:N");
+  flags.AddInt("threads", &opts.n_threads, "intra-op compute threads");
+  flags.AddInt("count", &opts.count, "how many scenes");
+  flags.AddInt("seed", &opts.seed,
+               "the scene set's seed (>= 0); train on other seeds");
+  flags.AddInt("max-tokens", &opts.max_tokens,
+               "most tokens a query or caption answer may take");
+  flags.AddInt("max-objects", &opts.max_objects,
+               "most boxes or points one detect or point answer may take");
+  flags.AddInt("show-errors", &opts.show_errors,
+               "print the first N wrong answers");
+  flags.AddString("json", &opts.json_path,
+                  "also write the report as JSON to this file (- for stdout)");
+  flags.AddBool("require-targets", &opts.require_targets,
+                "exit with an error unless every target is met");
+  RETURN_IF_ERROR(flags.Parse(args));
+  *help = flags.help_requested();
+  if (*help) {
+    std::printf("%s", flags.Usage().c_str());
+    return opts;
+  }
+  if (opts.count < 1 || opts.seed < 0 || opts.n_threads < 1 ||
+      opts.max_tokens < 1 || opts.show_errors < 0) {
+    return absl::InvalidArgumentError(
+        "--count, --threads and --max-tokens must be >= 1; --seed and "
+        "--show-errors >= 0");
+  }
+  if (opts.max_objects < 1 || opts.max_objects > kMaxObjects) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-objects must be in [1, ", kMaxObjects, "]"));
+  }
+  opts.model_dir = ResolveModelFlag(opts.model_dir, kDefaultModel);
+  opts.json_path = opts.json_path == "-" ? "-" : ExpandUser(opts.json_path);
+  return opts;
+}
+
+// The scene as a user would hand it over: a PNG file's bytes, decoded by
+// the code that decodes moondream-cli's --image.
+absl::StatusOr<RgbImage> SceneImage(const Scene& scene) {
+  std::vector<uchar> png;
+  if (!cv::imencode(".png", scenes::RenderScene(scene), png)) {
+    return absl::InternalError("could not encode a scene as PNG");
+  }
+  return DecodeImage(
+      std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
+      DecodeOptions{});
+}
+
+// What a skill answered: text (query, caption), boxes (detect) or points.
+struct Answer {
+  std::string text;
+  std::vector<Box> boxes;
+  std::vector<Point> points;
+};
+
+// Runs each task's skill on one encoded scene.
+class SkillRunner {
+ public:
+  SkillRunner(const ModelBundle& bundle, const EvalOptions& opts)
+      : bundle_(bundle), opts_(opts) {}
+
+  absl::StatusOr<Answer> Run(const EncodedImage& image,
+                             const SceneTask& task) const {
+    const MoondreamConfig& config = bundle_.model->config();
+    switch (task.kind) {
+      case TaskKind::kCount:
+      case TaskKind::kColour:
+      case TaskKind::kShape: {
+        ASSIGN_OR_RETURN(std::vector<int> question,
+                         bundle_.tokenizer->Encode(task.input));
+        ASSIGN_OR_RETURN(std::vector<int> prompt,
+                         QueryPrompt(config, question));
+        return Text(image, std::move(prompt));
+      }
+      case TaskKind::kCaptionShort:
+      case TaskKind::kCaptionNormal: {
+        ASSIGN_OR_RETURN(
+            std::vector<int> prompt,
+            CaptionPrompt(config, task.kind == TaskKind::kCaptionShort
+                                      ? CaptionLength::kShort
+                                      : CaptionLength::kNormal));
+        return Text(image, std::move(prompt));
+      }
+      case TaskKind::kDetect:
+      case TaskKind::kPoint:
+        return Region(image, task);
+    }
+    return absl::InternalError("unknown task");
+  }
+
+ private:
+  // Greedy text, detokenized as moondream-cli streams it.
+  absl::StatusOr<Answer> Text(const EncodedImage& image,
+                              std::vector<int> prompt) const {
+    ASSIGN_OR_RETURN(TextResult result,
+                     GenerateText(*bundle_.model, image, std::move(prompt),
+                                  opts_.max_tokens));
+    StreamingDetokenizer detok(bundle_.tokenizer.get());
+    Answer answer;
+    for (int token : result.tokens) {
+      ASSIGN_OR_RETURN(std::string piece, detok.Push(token));
+      answer.text += piece;
+    }
+    answer.text += detok.Flush();
+    return answer;
+  }
+
+  absl::StatusOr<Answer> Region(const EncodedImage& image,
+                                const SceneTask& task) const {
+    const MoondreamConfig& config = bundle_.model->config();
+    ASSIGN_OR_RETURN(std::vector<int> object,
+                     bundle_.tokenizer->Encode(task.input));
+    Answer answer;
+    if (task.kind == TaskKind::kDetect) {
+      ASSIGN_OR_RETURN(std::vector<int> prompt, DetectPrompt(config, object));
+      ASSIGN_OR_RETURN(
+          DetectResult result,
+          Detect(*bundle_.model, image, std::move(prompt), opts_.max_objects));
+      answer.boxes = std::move(result.objects);
+    } else {
+      ASSIGN_OR_RETURN(std::vector<int> prompt, PointPrompt(config, object));
+      ASSIGN_OR_RETURN(
+          PointResult result,
+          PointAt(*bundle_.model, image, std::move(prompt), opts_.max_objects));
+      answer.points = std::move(result.points);
+    }
+    return answer;
+  }
+
+  const ModelBundle& bundle_;
+  const EvalOptions& opts_;
+};
+
+// Adds one answer to the tally; true when it was entirely right.
+bool Score(const Scene& scene, const SceneTask& task, const Answer& answer,
+           scenes::EvalTally& tally) {
+  if (scenes::TextTally* text = tally.TextFor(task.kind)) {
+    const bool right = scenes::AnswerMatches(answer.text, task.answer);
+    ++text->asked;
+    text->correct += right;
+    return right;
+  }
+  if (task.kind == TaskKind::kDetect) {
+    const scenes::DetectTally d =
+        scenes::ScoreDetections(scene, task.targets, answer.boxes);
+    tally.detect += d;
+    return d.false_positives == 0 && d.false_negatives == 0;
+  }
+  const scenes::PointTally p =
+      scenes::ScorePoints(scene, task.targets, answer.points);
+  tally.point += p;
+  return p.inside == p.points && p.reached == p.targets;
+}
+
+// A rambling answer cut to a line's length.
+std::string Shortened(const std::string& text) {
+  constexpr size_t kMaxChars = 80;
+  return text.size() <= kMaxChars ? text : text.substr(0, kMaxChars) + "...";
+}
+
+std::string Describe(const SceneTask& task, const Answer& answer) {
+  const std::string what = absl::StrCat(
+      scenes::TaskKindName(task.kind),
+      task.input.empty() ? "" : absl::StrCat(" '", task.input, "'"));
+  if (task.kind == TaskKind::kDetect) {
+    return absl::StrCat(what, ": expected ", task.targets.size(),
+                        " box(es), got ", answer.boxes.size());
+  }
+  if (task.kind == TaskKind::kPoint) {
+    std::vector<std::string> points;
+    for (const Point& p : answer.points) {
+      points.push_back(absl::StrFormat("(%.3f,%.3f)", p.x, p.y));
+    }
+    return absl::StrCat(what, ": expected ", task.targets.size(),
+                        " point(s), got [",
+                        Shortened(absl::StrJoin(points, " ")), "]");
+  }
+  return absl::StrCat(what, ": expected '", task.answer, "', got '",
+                      Shortened(answer.text), "'");
+}
+
+struct EvalRun {
+  scenes::EvalTally tally;
+  int questions = 0;
+  double seconds = 0;
+};
+
+absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
+                                 const EvalOptions& opts) {
+  const SkillRunner runner(bundle, opts);
+  EvalRun run;
+  int errors_shown = 0;
+  Stopwatch watch;
+  for (int i = 0; i < opts.count; ++i) {
+    const Scene scene = scenes::GenerateScene(
+        scenes::SceneSeed(static_cast<uint64_t>(opts.seed), i));
+    ASSIGN_OR_RETURN(RgbImage image, SceneImage(scene));
+    ASSIGN_OR_RETURN(ImageCrops crops,
+                     PrepareImage(image, bundle.model->config().vision));
+    ASSIGN_OR_RETURN(EncodedImage encoded, EncodeImage(*bundle.model, crops));
+    for (const SceneTask& task : scenes::SceneTasks(scene)) {
+      ASSIGN_OR_RETURN(Answer answer, runner.Run(encoded, task));
+      ++run.questions;
+      if (!Score(scene, task, answer, run.tally) &&
+          errors_shown < opts.show_errors) {
+        ++errors_shown;
+        std::printf("wrong: scene %d: %s\n", i, Describe(task, answer).c_str());
+      }
+    }
+    if ((i + 1) % 10 == 0 || i + 1 == opts.count) {
+      std::fprintf(stderr, "\rscenes %d/%d, %.1f s", i + 1, opts.count,
+                   watch.ElapsedMs() / 1000);
+    }
+  }
+  std::fprintf(stderr, "\n");
+  run.seconds = watch.ElapsedMs() / 1000;
+  return run;
+}
+
+absl::Status WriteReportJson(const nlohmann::ordered_json& report,
+                             const std::string& path) {
+  if (path == "-") {
+    std::printf("%s\n", report.dump(1).c_str());
+    return absl::OkStatus();
+  }
+  std::ofstream out(path);
+  out << report.dump(1) << "\n";
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("could not write ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunScenesEval(const std::vector<std::string>& args) {
+  bool help = false;
+  ASSIGN_OR_RETURN(EvalOptions opts, ParseOptions(args, &help));
+  if (help) return absl::OkStatus();
+  ModelOptions model_options;
+  ASSIGN_OR_RETURN(model_options.dtype, ParseDType(opts.dtype_name));
+  ASSIGN_OR_RETURN(model_options.device, ParseDevice(opts.device_name));
+  SetComputeThreads(opts.n_threads);
+  ASSIGN_OR_RETURN(ModelBundle bundle,
+                   LoadModelBundle(opts.model_dir, opts.preset, model_options));
+  std::fprintf(stderr, "%s\n", DescribeBundle(bundle).c_str());
+
+  ASSIGN_OR_RETURN(EvalRun run, Evaluate(bundle, opts));
+  const std::vector<scenes::MetricLine> lines = scenes::ReportLines(run.tally);
+  std::printf(
+      "scenes-eval: %d scenes (seed %d), %d questions, %s, %d threads, "
+      "%.1f s\n%s",
+      opts.count, opts.seed, run.questions,
+      std::string(DTypeLabel(model_options.dtype)).c_str(), opts.n_threads,
+      run.seconds, scenes::FormatReport(lines).c_str());
+  if (!opts.json_path.empty()) {
+    nlohmann::ordered_json report = {
+        {"model", opts.model_dir},
+        {"random_weights", bundle.random_weights},
+        {"scenes", opts.count},
+        {"seed", opts.seed},
+        {"questions", run.questions},
+        {"dtype", std::string(DTypeLabel(model_options.dtype))},
+        {"threads", opts.n_threads},
+        {"seconds", run.seconds},
+    };
+    report.update(scenes::ReportJson(run.tally, lines));
+    RETURN_IF_ERROR(WriteReportJson(report, opts.json_path));
+  }
+  if (opts.require_targets && !scenes::AllTargetsMet(lines)) {
+    return absl::FailedPreconditionError("not every target is met");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace md::bench
