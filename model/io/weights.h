@@ -20,6 +20,11 @@ namespace md {
 struct LinearWeights {
   at::Tensor weight;  // [out, in]
   at::Tensor bias;    // [out]
+  // bf16 models on CPUs with AVX512-BF16: `weight` packed once at model
+  // creation for the packed linear kernel (model/net/kernels/bf16_gemm.h);
+  // otherwise undefined. Not a parameter: never saved or counted, and
+  // `weight` stays the source of truth (the ATen fallback uses it).
+  at::Tensor packed;
 };
 
 struct LayerNormWeights {

@@ -5,27 +5,26 @@
 #include <ATen/ATen.h>
 
 #include "model/io/weights.h"
-#include "model/net/kernels/bf16_linear.h"
+#include "model/net/kernels/bf16_gemm.h"
 
 namespace md {
 
-// A few rows of bf16 (decode steps) go to our weight-streaming kernel,
-// which reads the weights about twice as fast as oneDNN's GEMM does here.
-inline at::Tensor Linear(const at::Tensor& x, const LinearWeights& w) {
-  if (x.scalar_type() == at::kBFloat16) {
-    at::Tensor y = SmallBatchLinearBf16(x, w.weight, w.bias);
-    if (y.defined()) return y;
-  }
-  return at::linear(x, w.weight, w.bias);
+// bf16 with packed weights goes to our packed kernel (every batch size, each
+// row bit-identical whatever the batch); everything else to at::linear.
+inline at::Tensor Linear(const at::Tensor& x, const LinearWeights& w,
+                         LinearActivation act = LinearActivation::kNone) {
+  return LinearWithPacked(x, w.weight, w.packed, w.bias, act);
 }
 
 inline at::Tensor LayerNorm(const at::Tensor& x, const LayerNormWeights& w) {
   return at::layer_norm(x, {w.weight.size(0)}, w.weight, w.bias, 1e-5);
 }
 
-// fc1 → GELU (tanh approximation) → fc2.
+// fc1 → GELU (tanh approximation) → fc2. The packed kernel applies GELU to
+// fc1's outputs before storing them (one pass over the hidden activations
+// less); fp32 runs at::linear then at::gelu exactly as before.
 inline at::Tensor Mlp(const at::Tensor& x, const MlpWeights& w) {
-  return Linear(at::gelu(Linear(x, w.fc1), "tanh"), w.fc2);
+  return Linear(Linear(x, w.fc1, LinearActivation::kGeluTanh), w.fc2);
 }
 
 }  // namespace md

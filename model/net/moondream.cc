@@ -9,6 +9,7 @@
 #include "base/status_macros.h"
 #include "model/io/safetensors.h"
 #include "model/io/tensor_io.h"
+#include "model/net/kernels/pack_weights.h"
 #include "model/net/region.h"
 #include "model/net/vision.h"
 
@@ -63,6 +64,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(
   RETURN_IF_ERROR(CheckOptions(options));
   RETURN_IF_ERROR(ValidateConfig(config));
   return CatchTorch("creating the model", [&] {
+    // bf16 on CPU: pack the linear layers once, here, for the packed kernel.
+    PackLinearWeights(&weights);
     return std::unique_ptr<Model>(
         new Model(std::move(config), std::move(weights), options));
   });
