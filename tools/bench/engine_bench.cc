@@ -51,6 +51,7 @@ struct EngineBenchOptions {
   std::vector<int> streams;
   int n_tokens = 0;
   int n_serial = 0;
+  int n_serial_reps = 0;
   int n_ttft_reps = 0;
   int n_itl_streams = 0;
   int n_itl_images = 0;
@@ -165,6 +166,37 @@ struct Throughput {
   bool identical_to_serial = true;
   std::vector<int> first_tokens;
   double tokens_per_s() const { return seconds > 0 ? tokens / seconds : 0; }
+};
+
+// The serial baseline repeated: one Throughput per repetition. A single
+// pass of a few requests moves by several percent with whatever else the
+// machine does, and every speedup is divided by it.
+struct SerialBaseline {
+  std::vector<Throughput> reps;
+  bool identical = true;  // every request's tokens equal the first one's
+
+  std::vector<double> TokensPerS() const {
+    std::vector<double> v;
+    for (const Throughput& t : reps) v.push_back(t.tokens_per_s());
+    return v;
+  }
+  double median_tokens_per_s() const { return Median(TokensPerS()); }
+  double min_tokens_per_s() const {
+    const std::vector<double> v = TokensPerS();
+    return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
+  }
+  double max_tokens_per_s() const {
+    const std::vector<double> v = TokensPerS();
+    return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+  }
+  // (max − min) / median of the repetitions' tokens/s.
+  double spread() const {
+    const double m = median_tokens_per_s();
+    return m > 0 ? (max_tokens_per_s() - min_tokens_per_s()) / m : 0;
+  }
+  const std::vector<int>& first_tokens() const {
+    return reps.front().first_tokens;
+  }
 };
 
 // `n` requests one after another: the serial baseline.
@@ -354,22 +386,38 @@ absl::Status Run(const EngineBenchOptions& opts) {
           .status());
   steps.Take();
 
-  std::printf("serial baseline: %d requests of %d tokens, one at a time\n",
-              opts.n_serial, opts.n_tokens);
+  std::printf(
+      "serial baseline: %d repetitions of %d requests of %d tokens, one at a "
+      "time\n",
+      opts.n_serial_reps, opts.n_serial, opts.n_tokens);
   std::fflush(stdout);
-  ASSIGN_OR_RETURN(Throughput serial,
-                   MeasureSerial(*engine, image, opts.n_serial, opts.n_tokens));
-  std::printf("  %8.1f tokens/s\n", serial.tokens_per_s());
+  SerialBaseline serial;
+  for (int rep = 0; rep < opts.n_serial_reps; ++rep) {
+    ASSIGN_OR_RETURN(Throughput t, MeasureSerial(*engine, image, opts.n_serial,
+                                                 opts.n_tokens));
+    serial.identical &= t.identical_to_serial;
+    if (!serial.reps.empty()) {
+      serial.identical &= t.first_tokens == serial.first_tokens();
+    }
+    serial.reps.push_back(std::move(t));
+  }
+  std::printf(
+      "  median %.1f tokens/s over %d repetitions (min %.1f, max %.1f, "
+      "spread %.1f%%), outputs all equal: %s\n",
+      serial.median_tokens_per_s(), opts.n_serial_reps,
+      serial.min_tokens_per_s(), serial.max_tokens_per_s(),
+      100 * serial.spread(), serial.identical ? "yes" : "NO");
 
   nlohmann::json concurrency = nlohmann::json::array();
   double speedup_32 = 0;
+  std::pair<double, double> speedup_32_range{0, 0};  // against max, min serial
   std::vector<double> scheduler_ms, step_ms, scheduler_share;
   std::printf("%8s %12s %10s %8s %8s %14s %10s\n", "streams", "tokens/s",
               "speedup", "wall s", "batch", "decode step ms", "= serial");
   for (int n : opts.streams) {
     ASSIGN_OR_RETURN(Throughput t,
                      MeasureConcurrent(*engine, image, n, opts.n_tokens,
-                                       serial.first_tokens));
+                                       serial.first_tokens()));
     std::vector<double> batch, decode_step_ms;
     for (const StepReport& s : steps.Take()) {
       batch.push_back(s.batch_size);
@@ -383,8 +431,12 @@ absl::Status Run(const EngineBenchOptions& opts) {
         scheduler_share.push_back(outside_ms / (1000 * s.step_seconds));
       }
     }
-    const double speedup = t.tokens_per_s() / serial.tokens_per_s();
-    if (n == 32) speedup_32 = speedup;
+    const double speedup = t.tokens_per_s() / serial.median_tokens_per_s();
+    if (n == 32) {
+      speedup_32 = speedup;
+      speedup_32_range = {t.tokens_per_s() / serial.max_tokens_per_s(),
+                          t.tokens_per_s() / serial.min_tokens_per_s()};
+    }
     std::printf("%8d %12.1f %9.2fx %8.2f %8.0f %14.1f %10s\n", n,
                 t.tokens_per_s(), speedup, t.seconds, Median(batch),
                 Median(decode_step_ms), t.identical_to_serial ? "yes" : "NO");
@@ -421,7 +473,10 @@ absl::Status Run(const EngineBenchOptions& opts) {
       Median(scheduler_ms), Percentile(scheduler_ms, 99),
       100 * Median(scheduler_share));
   if (speedup_32 > 0) {
-    std::printf("speedup_32_vs_serial: %.2f\n", speedup_32);
+    std::printf(
+        "speedup_32_vs_serial: %.2f (%.2f to %.2f over the serial "
+        "repetitions)\n",
+        speedup_32, speedup_32_range.first, speedup_32_range.second);
   }
 
   if (opts.json_path.empty()) return absl::OkStatus();
@@ -443,13 +498,22 @@ absl::Status Run(const EngineBenchOptions& opts) {
         {"prefill_token_budget", engine_options.prefill_token_budget},
         {"prefill_chunk_tokens", engine_options.prefill_chunk_tokens}}},
       {"serial",
-       {{"requests", opts.n_serial},
-        {"tokens", serial.tokens},
-        {"seconds", serial.seconds},
-        {"tokens_per_s", serial.tokens_per_s()}}},
+       {{"requests_per_rep", opts.n_serial},
+        {"reps", opts.n_serial_reps},
+        {"tokens_per_s", serial.median_tokens_per_s()},
+        {"statistic", "median over reps"},
+        {"tokens_per_s_reps", serial.TokensPerS()},
+        {"tokens_per_s_min", serial.min_tokens_per_s()},
+        {"tokens_per_s_max", serial.max_tokens_per_s()},
+        {"spread", serial.spread()},
+        {"outputs_identical", serial.identical}}},
       {"concurrency", concurrency},
       {"speedup_32_vs_serial",
        speedup_32 > 0 ? nlohmann::json(speedup_32) : nlohmann::json(nullptr)},
+      {"speedup_32_vs_serial_range",
+       speedup_32 > 0
+           ? nlohmann::json({speedup_32_range.first, speedup_32_range.second})
+           : nlohmann::json(nullptr)},
       {"ttft",
        {{"miss_ms", ttft.miss_ms},
         {"hit_ms", ttft.hit_ms},
@@ -480,10 +544,11 @@ absl::Status Run(const EngineBenchOptions& opts) {
 absl::Status RunEngineBench(const std::vector<std::string>& args) {
   EngineBenchOptions opts;
   std::string dtype_flag = "bf16";
-  std::string streams_flag = "1,2,4,8,16,32";
+  std::string streams_flag = "1,2,4,8,16,32,64";
   opts.n_threads = static_cast<int>(std::thread::hardware_concurrency());
   opts.n_tokens = 32;
   opts.n_serial = 4;
+  opts.n_serial_reps = 5;
   opts.n_ttft_reps = 3;
   opts.n_itl_streams = 8;
   opts.n_itl_images = 3;
@@ -505,7 +570,9 @@ absl::Status RunEngineBench(const std::vector<std::string>& args) {
                   "concurrent stream counts, comma-separated");
   flags.AddInt("tokens", &opts.n_tokens, "tokens per request");
   flags.AddInt("serial", &opts.n_serial,
-               "requests in the one-at-a-time baseline");
+               "requests per repetition of the one-at-a-time baseline");
+  flags.AddInt("serial-reps", &opts.n_serial_reps,
+               "repetitions of the baseline (speedups use their median)");
   flags.AddInt("ttft-reps", &opts.n_ttft_reps,
                "cache miss / hit pairs for time to first token");
   flags.AddInt("itl-streams", &opts.n_itl_streams,
@@ -525,10 +592,13 @@ absl::Status RunEngineBench(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(opts.dtype, ParseDType(dtype_flag));
   ASSIGN_OR_RETURN(opts.streams, ParseStreams(streams_flag));
   if (opts.n_threads < 1 || opts.n_tokens < 2 || opts.n_serial < 1 ||
-      opts.n_ttft_reps < 1 || opts.n_itl_streams < 1 || opts.n_itl_images < 0 ||
+      opts.n_serial_reps < 1 || opts.n_ttft_reps < 1 ||
+      opts.n_itl_streams < 1 || opts.n_itl_images < 0 ||
       opts.n_itl_tokens < 2 || opts.itl_interval_ms < 0) {
     return absl::InvalidArgumentError(
-        "--threads, --serial, --ttft-reps and --itl-streams must be >= 1, "
+        "--threads, --serial, --serial-reps, --ttft-reps and --itl-streams "
+        "must "
+        "be >= 1, "
         "--tokens and --itl-tokens >= 2, --itl-images and --itl-interval-ms "
         ">= 0");
   }

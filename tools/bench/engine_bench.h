@@ -1,6 +1,7 @@
 // `moondream-bench engine`: the continuous-batching engine under load on
 // random weights. In one run it measures aggregate decode throughput at
-// 1..32 concurrent query streams against the same requests one at a time,
+// 1..64 concurrent query streams against the same requests one at a time
+// (that serial baseline repeated, its median and spread reported),
 // time to first token with an image cache hit and miss, inter-token latency
 // while new images keep arriving, and the scheduler's time per step outside
 // model compute. --json writes a report with `speedup_32_vs_serial`.

@@ -45,6 +45,10 @@ constexpr uint64_t kCropSeed = 7;
 // largest the preprocessing picks (global + 12 tiles).
 constexpr Tiling kVisionTilings[] = {{1, 1}, {3, 4}};
 
+// Rows the linear benchmark times: decode at batch 1 and 8, batches of 32,
+// prefill-sized chunks.
+const std::vector<int64_t> kLinearRowCounts = {1, 8, 32, 128, 256};
+
 // ---- Options ----
 
 absl::StatusOr<std::vector<std::string>> ConfigNames(const std::string& flag) {
@@ -78,7 +82,7 @@ absl::StatusOr<std::vector<int>> BatchSizes(const std::string& flag) {
 }
 
 absl::StatusOr<Parts> ParseParts(const std::string& flag) {
-  Parts parts{false, false, false};
+  Parts parts{false, false, false, false};
   for (absl::string_view part : absl::StrSplit(flag, ',', absl::SkipEmpty())) {
     if (part == "vision") {
       parts.vision = true;
@@ -86,12 +90,15 @@ absl::StatusOr<Parts> ParseParts(const std::string& flag) {
       parts.prefill = true;
     } else if (part == "decode") {
       parts.decode = true;
+    } else if (part == "linear") {
+      parts.linear = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--parts wants vision, prefill and/or decode, got '", part, "'"));
+          "--parts wants vision, prefill, decode and/or linear, got '", part,
+          "'"));
     }
   }
-  if (!parts.vision && !parts.prefill && !parts.decode) {
+  if (!parts.vision && !parts.prefill && !parts.decode && !parts.linear) {
     return absl::InvalidArgumentError("--parts is empty");
   }
   return parts;
@@ -319,6 +326,10 @@ absl::StatusOr<CaseResult> RunCase(const std::string& config_name,
   }
 
   if (opts.parts.decode) {
+    result.decode_weight_bytes = DecodeWeightBytes(model->weights());
+    ASSIGN_OR_RETURN(result.bandwidth,
+                     MeasureReadBandwidth(result.decode_weight_bytes,
+                                          std::max(opts.n_reps, 5)));
     for (int batch : opts.batch_sizes) {
       ASSIGN_OR_RETURN(DecodeResult d, BenchDecode(*model, prefix_kv_L2HPD,
                                                    batch, opts.n_decode_steps,
@@ -326,6 +337,12 @@ absl::StatusOr<CaseResult> RunCase(const std::string& config_name,
       PrintDecode(d);
       result.decode.push_back(std::move(d));
     }
+    PrintDecodeFloor(result);
+  }
+  if (opts.parts.linear && dtype == at::kBFloat16) {
+    ASSIGN_OR_RETURN(result.linears, BenchLinears(config.text, kLinearRowCounts,
+                                                  std::max(opts.n_reps, 5)));
+    PrintLinears(result.linears);
   }
   result.load_end = LoadAverage();
   return result;
@@ -337,7 +354,7 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
   std::string config_flag = "moondream-0.5b";
   std::string dtype_flag = "fp32";
   std::string batches_flag = "1,8,32";
-  std::string parts_flag = "vision,prefill,decode";
+  std::string parts_flag = "vision,prefill,decode,linear";
   std::string json_path;
   int n_threads = static_cast<int>(std::thread::hardware_concurrency());
   int n_reps = 3;
@@ -358,7 +375,8 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
   flags.AddString("batches", &batches_flag,
                   "decode batch sizes, comma-separated");
   flags.AddString("parts", &parts_flag,
-                  "what to time: vision, prefill, decode (comma-separated)");
+                  "what to time: vision, prefill, decode, linear (bf16: the "
+                  "packed linear vs at::linear), comma-separated");
   flags.AddBool("profile", &profile,
                 "run each part once more (vision: smallest image; decode: "
                 "one step) and time every top-level ATen op");

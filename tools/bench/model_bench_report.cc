@@ -80,6 +80,34 @@ void PrintDecode(const DecodeResult& d) {
   }
 }
 
+double CaseResult::B1FloorMs() const {
+  if (!bandwidth.has_value() || bandwidth->gb_per_s() <= 0) return 0;
+  return decode_weight_bytes / (bandwidth->gb_per_s() * 1e6);
+}
+
+double CaseResult::B1FractionOfFloor() const {
+  for (const DecodeResult& d : decode) {
+    if (d.batch == 1 && d.step.median_ms() > 0) {
+      return B1FloorMs() / d.step.median_ms();
+    }
+  }
+  return 0;
+}
+
+void PrintDecodeFloor(const CaseResult& c) {
+  if (!c.bandwidth.has_value()) return;
+  std::printf(
+      "  read bandwidth %.1f GB/s (median pass over %.0f MiB); a decode step "
+      "streams %.0f MiB of weights: floor %.2f ms",
+      c.bandwidth->gb_per_s(), Mb(c.bandwidth->bytes),
+      Mb(c.decode_weight_bytes), c.B1FloorMs());
+  if (const double f = c.B1FractionOfFloor(); f > 0) {
+    std::printf(", batch 1 runs at %.2f of it (b1_fraction_of_floor)", f);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
 namespace {
 
 nlohmann::json TimingJson(const Timing& t) {
@@ -141,7 +169,19 @@ nlohmann::json CaseJson(const CaseResult& c) {
           {"vision_embed_images", vision},
           {"prefill", c.prefill.has_value() ? PrefillJson(*c.prefill)
                                             : nlohmann::json(nullptr)},
-          {"decode", decode}};
+          {"decode", decode},
+          {"decode_weight_bytes", c.decode_weight_bytes},
+          {"read_bandwidth",
+           c.bandwidth.has_value()
+               ? nlohmann::json{{"bytes", c.bandwidth->bytes},
+                                {"gb_per_s", c.bandwidth->gb_per_s()},
+                                {"samples_ms", c.bandwidth->pass.samples_ms}}
+               : nlohmann::json(nullptr)},
+          {"b1_floor_ms", c.B1FloorMs()},
+          {"b1_fraction_of_floor", c.B1FractionOfFloor() > 0
+                                       ? nlohmann::json(c.B1FractionOfFloor())
+                                       : nlohmann::json(nullptr)},
+          {"linear_bf16", LinearsJson(c.linears)}};
 }
 
 }  // namespace

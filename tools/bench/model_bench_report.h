@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "model/image/tiling.h"
+#include "tools/bench/model_bench_linear.h"
 #include "tools/bench/op_profile.h"
 #include "tools/bench/stats.h"
 
@@ -21,6 +22,7 @@ struct Parts {
   bool vision = true;
   bool prefill = true;
   bool decode = true;
+  bool linear = true;  // bf16 cases only
 };
 
 struct ModelBenchOptions {
@@ -85,6 +87,16 @@ struct CaseResult {
   std::vector<VisionResult> vision;      // empty when not asked for
   std::optional<PrefillResult> prefill;  // likewise
   std::vector<DecodeResult> decode;
+  // With decode: the bytes a step streams and how fast this machine reads
+  // that many, which bounds a batch-1 step from below.
+  int64_t decode_weight_bytes = 0;
+  std::optional<ReadBandwidth> bandwidth;
+  std::vector<LinearShape> linears;  // bf16 with --parts=linear
+
+  // The batch-1 step time if every weight byte were read once at the
+  // measured bandwidth, over the measured step time; 0 when unknown.
+  double B1FloorMs() const;
+  double B1FractionOfFloor() const;
 };
 
 void PrintRow(const std::string& what, double ms, const std::string& extra);
@@ -92,6 +104,7 @@ void PrintProfile(const std::string& what, const OpBreakdown& b);
 void PrintVision(const VisionResult& v);
 void PrintPrefill(const PrefillResult& p);
 void PrintDecode(const DecodeResult& d);
+void PrintDecodeFloor(const CaseResult& c);
 void PrintSummary(const ModelBenchOptions& opts,
                   const std::vector<CaseResult>& cases);
 absl::Status WriteJson(const std::string& path, const ModelBenchOptions& opts,
