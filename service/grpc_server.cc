@@ -22,11 +22,17 @@
 #include "base/status_macros.h"
 #include "model/skills/skill_table.h"
 #include "moondream/v1/moondream.grpc.pb.h"
+#include "service/blocking_work.h"
 #include "service/grpc_calls.h"
 #include "service/observer.h"
 
 namespace md::service {
 namespace {
+
+// Threads that build calls (decode images) off gRPC's threads. Decodes
+// themselves are bounded by --decode_concurrency; the other threads let a
+// call on a cached image handle pass calls that wait for a decode.
+constexpr int kBlockingThreads = 8;
 
 namespace pb = ::moondream::v1;
 using scheduler::Request;
@@ -64,9 +70,11 @@ absl::StatusOr<std::string> Authenticate(
 }
 
 // The engine request of an RPC's message, once the tenant is known.
+using BuildFunction =
+    std::function<absl::StatusOr<Request>(const std::string&)>;
+
 template <typename R>
-std::function<absl::StatusOr<Request>(const std::string&)> BuildFrom(
-    Service& service, const R& request) {
+BuildFunction BuildFrom(Service& service, const R& request) {
   return [&service,
           &request](const std::string& tenant) -> absl::StatusOr<Request> {
     ASSIGN_OR_RETURN(SkillCall call, ToCall(request));
@@ -185,9 +193,9 @@ class CallCore {
     return absl::OkStatus();
   }
 
-  absl::Status CheckRoom(const std::string& tenant) {
+  absl::StatusOr<Service::Admission> Admit(const std::string& tenant) {
     tenant_ = tenant;
-    return service_.CheckRoom(tenant);
+    return service_.Admit(tenant);
   }
 
   void Cancel() {
@@ -235,44 +243,51 @@ class LinkedCall : public Reactor, public EngineCall {
  public:
   LinkedCall(Service& service, RequestObserver* observer, ReplicaName replica,
              Skill skill)
-      : core_(service, observer, std::move(skill)),
+      : core_(std::make_shared<CallCore>(service, observer, std::move(skill))),
         replica_(std::move(replica)),
         link_(std::make_shared<Link>()) {
     absl::MutexLock lock(&link_->mu);
     link_->call = this;
   }
 
-  // Authenticates, checks for room (before the costly build: decoding the
-  // image), builds and submits; a failure finishes the call here.
-  void Begin(
-      absl::StatusOr<std::string> tenant,
-      const std::function<absl::StatusOr<Request>(const std::string&)>& build,
-      absl::Time deadline) {
+  // Authenticates and admits at once, so overload is refused before any
+  // work; then builds (decoding the image) and submits on `blocking`, off
+  // gRPC's threads. A failure finishes the call.
+  void Begin(absl::StatusOr<std::string> tenant, BuildFunction build,
+             absl::Time deadline, BlockingWork& blocking) {
     const absl::Time arrived = absl::Now();
-    absl::Status submitted = tenant.status();
-    if (tenant.ok()) submitted = core_.CheckRoom(*tenant);
-    if (submitted.ok()) {
-      submitted =
-          core_.Submit(build(*tenant), *tenant, arrived, deadline, link_);
-    }
-    if (!submitted.ok()) {
-      core_.Report(submitted, {}, false);
-      this->Finish(ToGrpc(submitted));
-    }
+    if (!tenant.ok()) return Fail(tenant.status());
+    absl::StatusOr<Service::Admission> admission = core_->Admit(*tenant);
+    if (!admission.ok()) return Fail(admission.status());
+    blocking.Post([this, core = core_, link = link_,
+                   admission = *std::move(admission), build = std::move(build),
+                   tenant = *std::move(tenant), arrived, deadline]() mutable {
+      absl::Status submitted =
+          core->Submit(build(tenant), tenant, arrived, deadline, link);
+      // Not submitted: nothing else finishes the call, so it is still here.
+      if (!submitted.ok()) Fail(submitted);
+    });
   }
 
-  void OnCancel() override { core_.Cancel(); }
+  void Fail(const absl::Status& status) {
+    core_->Report(status, {}, false);
+    this->Finish(ToGrpc(status));
+  }
+
+  void OnCancel() override { core_->Cancel(); }
   void OnDone() override {
     {
       absl::MutexLock lock(&link_->mu);
       link_->call = nullptr;
     }
-    core_.Retire();
+    core_->Retire();
     delete this;
   }
 
  protected:
-  CallCore core_;
+  // Shared with the task that submits: the engine may end the call, and gRPC
+  // delete this reactor, before that task has returned.
+  std::shared_ptr<CallCore> core_;
   ReplicaName replica_;
 
  private:
@@ -289,14 +304,14 @@ class TextStream final
 
   // ---- Engine thread (under the link's lock) ----
   void OnText(absl::string_view text) override {
-    core_.MarkOutput();
+    core_->MarkOutput();
     absl::MutexLock lock(&mu_);
     pending_text_.append(text.data(), text.size());
     MaybeWrite();
   }
   void OnEnd(const absl::Status& status,
              const RequestSummary& summary) override {
-    core_.Report(status, summary, true);
+    core_->Report(status, summary, true);
     absl::MutexLock lock(&mu_);
     end_status_ = status;
     end_summary_ = summary;
@@ -384,7 +399,7 @@ class UnaryCall final : public LinkedCall<grpc::ServerUnaryReactor> {
   }
   void OnEnd(const absl::Status& status,
              const RequestSummary& summary) override {
-    core_.Report(status, summary, true);
+    core_->Report(status, summary, true);
     if (status.ok()) {
       FillUsage(summary, response_->mutable_usage());
       replica_.OnAnswer();
@@ -492,7 +507,7 @@ class MoondreamService final : public pb::Moondream::CallbackService {
     auto* call = new Call(service_, observer_,
                           ReplicaName(context, replica_name_), skill, extra...);
     call->Begin(Authenticate(service_, context), BuildFrom(service_, request),
-                DeadlineOf(context));
+                DeadlineOf(context), blocking_);
     return call;
   }
 
@@ -500,6 +515,8 @@ class MoondreamService final : public pb::Moondream::CallbackService {
   RequestObserver* observer_;
   const int64_t max_message_bytes_;
   const std::string replica_name_;
+  // Declared last, so destroyed first: its tasks use the members above.
+  BlockingWork blocking_{kBlockingThreads};
 };
 
 // Health for the whole server ("") and for the service by name, which a

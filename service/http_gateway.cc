@@ -189,7 +189,7 @@ class Endpoints {
     absl::Status submitted = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(tenant, service_.Authenticate(key));
       // Overload is refused before the body is parsed and the image decoded.
-      RETURN_IF_ERROR(service_.CheckRoom(tenant));
+      ASSIGN_OR_RETURN(Service::Admission admission, service_.Admit(tenant));
       ASSIGN_OR_RETURN(Json body,
                        ParseJsonBody(req.Header("content-type"), req.body));
       ASSIGN_OR_RETURN(HttpCall call, ParseHttpCall(skill, body));
@@ -332,6 +332,10 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
 HttpGateway::~HttpGateway() { Stop(); }
 
 int HttpGateway::port() const { return server_->port(); }
+
+void HttpGateway::StopAccepting() {
+  if (server_ != nullptr) server_->StopAccepting();
+}
 
 void HttpGateway::Stop() {
   if (server_ != nullptr) server_->Stop();

@@ -75,6 +75,9 @@ class HttpGateway {
   int port() const;
   // /ready answers 503 from now on.
   void SetNotReady() { ready_ = false; }
+  // The start of a drain: closes the listener and idle connections (see
+  // HttpServer::StopAccepting); requests in flight go on.
+  void StopAccepting();
   // Stops serving; requests in flight are told their clients are gone.
   void Stop();
 

@@ -302,14 +302,24 @@ absl::Status Serve() {
     StopSignalWaiters();
     later_signals.join();
   };
+  // Calls still running when the grace is over are cancelled this much later.
+  constexpr absl::Duration kShutdownMargin = absl::Seconds(1);
+  // Both listeners close now, and gRPC sends GOAWAY: a balancer's next
+  // call is refused at connect (which nginx and gRPC clients retry on
+  // another replica) rather than answered UNAVAILABLE (which they cannot).
   server->SetNotServing();
-  if (http != nullptr) http->SetNotReady();
+  std::thread grpc_shutdown(
+      [&server, grace] { server->Shutdown(grace + kShutdownMargin); });
+  if (http != nullptr) {
+    http->SetNotReady();
+    http->StopAccepting();
+  }
   const bool drained = service->Drain(grace);
   std::cerr << "moondream-server: "
             << (drained ? "every request finished"
                         : "grace period over; cancelling the rest")
             << "\n";
-  server->Shutdown(absl::Seconds(1));
+  grpc_shutdown.join();
   if (http != nullptr) http->Stop();
   return absl::OkStatus();
 }
@@ -327,9 +337,9 @@ int main(int argc, char** argv) {
       "[--http_port=8080] [--metrics_port=9090]\n\n"
       "Without --model it serves the tiny RANDOM test model: it answers at "
       "once,\nbut its answers are meaningless (see README 'Real weights'). "
-      "SIGTERM drains:\nnew requests get UNAVAILABLE, health turns "
-      "NOT_SERVING, in-flight requests\nfinish within --grace_seconds, then "
-      "the server exits 0.");
+      "SIGTERM drains:\nthe listeners close (gRPC sends GOAWAY), health "
+      "turns NOT_SERVING, in-flight\nrequests finish within --grace_seconds, "
+      "then the server exits 0.");
   md::ListFlagsInHelp(__FILE__);
   // Accept --grpc-port as well as absl's --grpc_port spelling.
   md::UnderscoredArgv underscored(argc, argv);

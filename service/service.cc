@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <utility>
@@ -115,8 +116,43 @@ absl::StatusOr<std::shared_ptr<StoredImage>> Service::Decode(
   return stored;
 }
 
-absl::Status Service::CheckRoom(absl::string_view tenant) {
-  return engine_->CheckRoom(std::string(tenant));
+Service::Admission::~Admission() {
+  if (service_ == nullptr) return;
+  absl::MutexLock lock(&service_->admission_mu_);
+  --service_->preparing_;
+}
+
+absl::StatusOr<Service::Admission> Service::Admit(absl::string_view tenant) {
+  {
+    absl::MutexLock lock(&admission_mu_);
+    if (draining_) {
+      return absl::UnavailableError(
+          "the server is shutting down and takes no new requests; retry on "
+          "another replica");
+    }
+    ++preparing_;
+  }
+  Admission admission(this);
+  RETURN_IF_ERROR(engine_->CheckRoom(std::string(tenant)));
+  return admission;
+}
+
+bool Service::Drain(absl::Duration grace) {
+  const absl::Time deadline = absl::Now() + grace;
+  {
+    absl::MutexLock lock(&admission_mu_);
+    draining_ = true;
+    admission_mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](int* n) { return *n == 0; }, &preparing_),
+        deadline);
+  }
+  return engine_->Drain(std::max(deadline - absl::Now(), absl::ZeroDuration()));
+}
+
+int Service::preparing() const {
+  absl::MutexLock lock(&admission_mu_);
+  return preparing_;
 }
 
 absl::StatusOr<ImageInfo> Service::EncodeImage(absl::string_view bytes,

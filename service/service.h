@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -77,9 +78,28 @@ class Service {
 
   absl::StatusOr<ImageInfo> EncodeImage(absl::string_view bytes,
                                         absl::string_view tenant);
-  // Whether the engine has room for one more request of `tenant`: checked
-  // before decoding, so overload is refused at once.
-  absl::Status CheckRoom(absl::string_view tenant);
+
+  // A request between its admission and its submission (decoding its image,
+  // tokenizing). Drain waits for every live Admission before it closes the
+  // engine, so a request that arrived before SIGTERM is never refused because
+  // its decode outlasted the signal.
+  class Admission {
+   public:
+    Admission(Admission&& other) noexcept
+        : service_(std::exchange(other.service_, nullptr)) {}
+    Admission& operator=(Admission&&) = delete;
+    ~Admission();
+
+   private:
+    friend class Service;
+    explicit Admission(Service* service) : service_(service) {}
+    Service* service_;
+  };
+
+  // Admits one request of `tenant` if the service is not draining and the
+  // engine has room: checked before decoding, so overload is refused at once.
+  // Hold the Admission until Submit has returned.
+  absl::StatusOr<Admission> Admit(absl::string_view tenant);
 
   // The engine request for `call`, validated (text, then the skill fields
   // through the job factories, then the image); the caller sets tenant,
@@ -91,8 +111,12 @@ class Service {
   }
   void Cancel(uint64_t id) { engine_->Cancel(id); }
 
-  // Stops admitting and waits up to `grace` for in-flight requests.
-  bool Drain(absl::Duration grace) { return engine_->Drain(grace); }
+  // Stops admitting, waits for admitted requests to reach the engine, then
+  // up to the rest of `grace` for the engine's requests to finish.
+  bool Drain(absl::Duration grace);
+
+  // Admitted requests not yet submitted (for the waiting gauge).
+  int preparing() const;
 
   ServiceInfo Info() const;
   const ModelBundle& bundle() const { return bundle_; }
@@ -122,6 +146,10 @@ class Service {
   HandleStore handles_;
   WorkPermits decode_permits_;
   std::unique_ptr<scheduler::Engine> engine_;
+
+  mutable absl::Mutex admission_mu_;
+  bool draining_ ABSL_GUARDED_BY(admission_mu_) = false;
+  int preparing_ ABSL_GUARDED_BY(admission_mu_) = 0;
 };
 
 }  // namespace md::service

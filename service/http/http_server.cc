@@ -57,6 +57,7 @@ class HttpServer::Impl {
   std::vector<RouteEntry> routes;
 
   absl::Status Start();
+  void StopAccepting();
   void Stop();
   int port() const { return port_; }
 
@@ -82,6 +83,8 @@ class HttpServer::Impl {
   void TakeReturned();
   void SweepDeadlines();
   void CloseAll();
+  void CloseListenerAndIdle();
+  bool closing_seen_ = false;  // Loop thread's copy of closing_.
 
   // Worker threads.
   void Work();
@@ -105,6 +108,7 @@ class HttpServer::Impl {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;  // StopAccepting was called.
   std::deque<WorkItem> work_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::shared_ptr<Connection>, bool>> returned_
       ABSL_GUARDED_BY(mu_);
@@ -173,6 +177,15 @@ absl::Status HttpServer::Impl::Start() {
   return absl::OkStatus();
 }
 
+void HttpServer::Impl::StopAccepting() {
+  if (!started_ || stopped_) return;
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+  }
+  Wake();
+}
+
 void HttpServer::Impl::Stop() {
   if (!started_ || stopped_) return;
   stopped_ = true;
@@ -205,10 +218,13 @@ void HttpServer::Impl::Loop() {
     const int n =
         epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
                    static_cast<int>(absl::ToInt64Milliseconds(kLoopTick)));
+    bool closing;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
+      closing = closing_;
     }
+    if (closing && !closing_seen_) CloseListenerAndIdle();
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == listen_fd_) {
@@ -237,6 +253,20 @@ void HttpServer::Impl::Loop() {
     SweepDeadlines();
   }
   CloseAll();
+}
+
+void HttpServer::Impl::CloseListenerAndIdle() {
+  closing_seen_ = true;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+  close(listen_fd_);
+  listen_fd_ = -1;
+  std::vector<std::shared_ptr<Connection>> idle;
+  for (auto& [fd, c] : connections_) {
+    if (c->state == Connection::State::kReading && !c->got_bytes) {
+      idle.push_back(c);
+    }
+  }
+  for (const auto& c : idle) Close(c);
 }
 
 void HttpServer::Impl::Accept() {
@@ -406,7 +436,7 @@ void HttpServer::Impl::RespondInline(const std::shared_ptr<Connection>& c,
 void HttpServer::Impl::Finish(const std::shared_ptr<Connection>& c,
                               bool keep_alive) {
   if (!connections_.contains(c->fd)) return;
-  if (!keep_alive || c->IsGone()) return Close(c);
+  if (!keep_alive || closing_seen_ || c->IsGone()) return Close(c);
   c->state = Connection::State::kReading;
   c->parser.Reset();
   c->got_bytes = false;
@@ -553,6 +583,8 @@ void HttpServer::Route(std::string method, std::string path, Handler handler,
 
 absl::Status HttpServer::Start() { return impl_->Start(); }
 int HttpServer::port() const { return impl_->port(); }
+void HttpServer::StopAccepting() { impl_->StopAccepting(); }
+
 void HttpServer::Stop() { impl_->Stop(); }
 
 }  // namespace md::service::http

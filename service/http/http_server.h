@@ -125,6 +125,10 @@ class HttpServer {
   // bound (port() is then known).
   absl::Status Start();
   int port() const;
+  // The start of a drain: closes the listening socket (a balancer's next
+  // connect is refused, so it picks another server) and idle keep-alive
+  // connections; requests in flight finish, then their connections close.
+  void StopAccepting();
   // Stops accepting, tells running handlers their clients are gone, waits
   // for them, closes every connection. Idempotent.
   void Stop();

@@ -13,8 +13,10 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -22,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "service/auth.h"
@@ -519,6 +522,35 @@ TEST(HttpOverloadTest, DrainingIs503AndNotReady) {
   auto ready = client.Get("/ready");
   ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 503);
+}
+
+// A request admitted before the drain (still decoding its image) reaches the
+// engine: Drain waits for it, while new requests are refused at once.
+TEST(ServiceDrainTest, DrainWaitsForAdmittedRequestsAndRefusesNewOnes) {
+  std::unique_ptr<Service> service = MakeService();
+  ASSERT_NE(service, nullptr);
+  absl::StatusOr<Service::Admission> admitted = service->Admit("default");
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  std::optional<Service::Admission> ticket(*std::move(admitted));
+  absl::Notification drained;
+  bool drained_in_time = false;
+  std::thread drainer([&] {
+    drained_in_time = service->Drain(absl::Seconds(20));
+    drained.Notify();
+  });
+  absl::Status refusal;
+  for (int i = 0; i < 500 && refusal.ok(); ++i) {
+    absl::StatusOr<Service::Admission> late = service->Admit("default");
+    refusal = late.status();
+    if (refusal.ok()) absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(refusal.code(), absl::StatusCode::kUnavailable) << refusal;
+  EXPECT_FALSE(drained.WaitForNotificationWithTimeout(absl::Milliseconds(200)))
+      << "the drain did not wait for the admitted request";
+  ticket.reset();
+  EXPECT_TRUE(drained.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  drainer.join();
+  EXPECT_TRUE(drained_in_time);
 }
 
 TEST(HttpOverloadTest, TimeoutIs504AndFreesTheSlot) {

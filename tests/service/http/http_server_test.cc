@@ -1,8 +1,9 @@
 // The HTTP server over real loopback sockets: slow clients cost no thread
 // and cannot stop /health, request deadlines close dribbling clients, 100-
 // continue is answered (or refused) from the headers, wrong methods get 405,
-// a handler learns when its client leaves, and a connection past its maximum
-// age closes after its next answer.
+// a handler learns when its client leaves, a connection past its maximum
+// age closes after its next answer, and StopAccepting (a drain) refuses new
+// connections while requests in flight finish.
 #include "service/http/http_server.h"
 
 #include <arpa/inet.h>
@@ -104,12 +105,19 @@ class HttpServerTest : public ::testing::Test {
       gone_.WaitForNotificationWithTimeout(absl::Seconds(20));
       e.Respond(200, "text/plain", "late");
     });
+    server_->Route("GET", "/held", [this](Exchange& e) {
+      held_.Notify();
+      release_.WaitForNotificationWithTimeout(absl::Seconds(20));
+      e.Respond(200, "text/plain", "released");
+    });
     ASSERT_TRUE(server_->Start().ok());
   }
 
   // The handlers use the notifications: the server (its workers) goes first.
   absl::Notification waiting_;
   absl::Notification gone_;
+  absl::Notification held_;
+  absl::Notification release_;
   std::unique_ptr<HttpServer> server_;
 };
 
@@ -162,6 +170,52 @@ TEST_F(HttpServerTest, AConnectionPastItsAgeClosesAfterItsNextAnswer) {
   // Closed, not merely quiet.
   EXPECT_EQ(recv(fd, &byte, 1, MSG_DONTWAIT), 0);
   close(fd);
+}
+
+// Whether the peer has closed `fd` (recv sees the end) within `timeout`.
+bool ClosedByPeer(int fd, absl::Duration timeout = absl::Seconds(5)) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) <= 0) {
+    return false;
+  }
+  char byte;
+  return recv(fd, &byte, 1, MSG_DONTWAIT) == 0;
+}
+
+// A drain: the listener closes (a balancer's connect is refused, so it
+// picks another server), an idle kept-alive connection is closed, and a
+// request in flight still gets its answer, after which its connection closes.
+TEST_F(HttpServerTest, StopAcceptingRefusesNewConnectionsAndFinishesInFlight) {
+  StartServer();
+  const int idle = Connect(server_->port());
+  SendAll(idle, "GET /health HTTP/1.1\r\n\r\n");
+  ASSERT_THAT(ReadUntil(idle, "{}"), StartsWith("HTTP/1.1 200"));
+  const int busy = Connect(server_->port());
+  SendAll(busy, "GET /held HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(held_.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  server_->StopAccepting();
+  EXPECT_TRUE(ClosedByPeer(idle));
+  int refused = -1;
+  for (int i = 0; i < 50 && refused < 0; ++i) {
+    const int fd = Connect(server_->port());
+    if (fd < 0) {
+      refused = i;
+    } else {
+      close(fd);
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  EXPECT_GE(refused, 0) << "the listener still accepts after 1 s";
+
+  release_.Notify();
+  const std::string answer = ReadUntil(busy, "");
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(answer, HasSubstr("\r\n\r\nreleased"));
+  char byte;
+  EXPECT_EQ(recv(busy, &byte, 1, MSG_DONTWAIT), 0);
+  close(idle);
+  close(busy);
 }
 
 TEST_F(HttpServerTest, WrongMethodIs405WithAllowAndUnknownPathIs404) {
