@@ -173,6 +173,25 @@ MD_AVX512_BF16 inline __m512bh BroadcastPair(const uint16_t* x_pair) {
   return (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
 }
 
+// The share of the next panel one row block prefetches into L2 while it
+// computes: cache lines [begin, end) of it, lines_per_pair of them per pair
+// step. Spread over all row blocks of a panel, the next panel's memory reads
+// overlap this panel's compute instead of following it.
+struct PanelPrefetch {
+  const char* next = nullptr;  // null: nothing to prefetch
+  int64_t begin = 0, end = 0;
+  int64_t lines_per_pair = 0;
+};
+
+MD_AVX512_BF16 inline void PrefetchStep(const PanelPrefetch& pf, int64_t p) {
+  if (pf.next == nullptr) return;
+  for (int64_t c = 0; c < pf.lines_per_pair; ++c) {
+    const int64_t line = pf.begin + p * pf.lines_per_pair + c;
+    if (line >= pf.end) return;
+    _mm_prefetch(pf.next + 64 * line, _MM_HINT_T1);
+  }
+}
+
 // acc[i][j] (16 outputs 16j.. of row i) += Σ_k x[i][k]·w[n][k] over the
 // whole K, pair by pair in order: the per-row sequence is the same for
 // every kRows. x rows have stride K; an odd K's last pair reads only x's
@@ -181,9 +200,11 @@ template <int kRows>
 MD_AVX512_BF16 inline void AccumulatePanel(const uint16_t* x_RK, int64_t K,
                                            const uint16_t* w_panel,
                                            int64_t k_pairs,
+                                           const PanelPrefetch& pf,
                                            __m512 acc[kRows][4]) {
   const int64_t full_pairs = K / 2;
   for (int64_t p = 0; p < full_pairs; ++p) {
+    PrefetchStep(pf, p);
     const uint16_t* w_p = w_panel + p * kPairRowElems;
     __m512bh w_j[4];
 #pragma GCC unroll 4
@@ -221,45 +242,67 @@ MD_AVX512_BF16 inline void AccumulatePanel(const uint16_t* x_RK, int64_t K,
 // Rows [m0, m0 + kRows) of the panel starting at output n0.
 template <int kRows>
 MD_AVX512_BF16 void RowBlock(const GemmArgs& a, const uint16_t* w_panel,
-                             const PanelColumns& cols, int64_t m0, int64_t n0) {
+                             const PanelColumns& cols, const PanelPrefetch& pf,
+                             int64_t m0, int64_t n0) {
   __m512 acc[kRows][4];
 #pragma GCC unroll 6
   for (int i = 0; i < kRows; ++i) {
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
   }
-  AccumulatePanel<kRows>(a.x_MK + m0 * a.K, a.K, w_panel, a.k_pairs, acc);
+  AccumulatePanel<kRows>(a.x_MK + m0 * a.K, a.K, w_panel, a.k_pairs, pf, acc);
 #pragma GCC unroll 6
   for (int i = 0; i < kRows; ++i) {
     StoreRow(acc[i], cols, a.act, a.y_MN + (m0 + i) * a.N + n0);
   }
 }
 
+// Row block `block` of `n_blocks`'s share of prefetching `next_panel`.
+PanelPrefetch PrefetchShare(const uint16_t* next_panel, int64_t k_pairs,
+                            int64_t block, int64_t n_blocks) {
+  PanelPrefetch pf;
+  if (next_panel == nullptr || k_pairs == 0) return pf;
+  const int64_t n_lines = k_pairs * kPairRowElems * 2 / 64;
+  const int64_t per_block = (n_lines + n_blocks - 1) / n_blocks;
+  pf.next = reinterpret_cast<const char*>(next_panel);
+  pf.begin = block * per_block;
+  pf.end = std::min(pf.begin + per_block, n_lines);
+  pf.lines_per_pair = (per_block + k_pairs - 1) / k_pairs;
+  return pf;
+}
+
 // Every row of x against one panel. The panel is read from memory by the
-// first row block and from cache by the rest.
-MD_AVX512_BF16 void Panel(const GemmArgs& a, int64_t panel) {
+// first row block and from cache by the rest; meanwhile the blocks prefetch
+// next_panel (or null).
+MD_AVX512_BF16 void Panel(const GemmArgs& a, int64_t panel,
+                          const uint16_t* next_panel) {
   const int64_t n0 = panel * kPackedPanelCols;
   const uint16_t* w_panel = a.w_panels + panel * a.k_pairs * kPairRowElems;
   const PanelColumns cols = ColumnsOf(a, n0);
+  const int64_t n_blocks = (a.M + kMaxRows - 1) / kMaxRows;
   int64_t m0 = 0;
-  for (; m0 + kMaxRows <= a.M; m0 += kMaxRows) {
-    RowBlock<kMaxRows>(a, w_panel, cols, m0, n0);
+  for (int64_t block = 0; m0 + kMaxRows <= a.M; m0 += kMaxRows, ++block) {
+    RowBlock<kMaxRows>(a, w_panel, cols,
+                       PrefetchShare(next_panel, a.k_pairs, block, n_blocks),
+                       m0, n0);
   }
+  const PanelPrefetch last =
+      PrefetchShare(next_panel, a.k_pairs, n_blocks - 1, n_blocks);
   switch (a.M - m0) {
     case 1:
-      RowBlock<1>(a, w_panel, cols, m0, n0);
+      RowBlock<1>(a, w_panel, cols, last, m0, n0);
       break;
     case 2:
-      RowBlock<2>(a, w_panel, cols, m0, n0);
+      RowBlock<2>(a, w_panel, cols, last, m0, n0);
       break;
     case 3:
-      RowBlock<3>(a, w_panel, cols, m0, n0);
+      RowBlock<3>(a, w_panel, cols, last, m0, n0);
       break;
     case 4:
-      RowBlock<4>(a, w_panel, cols, m0, n0);
+      RowBlock<4>(a, w_panel, cols, last, m0, n0);
       break;
     case 5:
-      RowBlock<5>(a, w_panel, cols, m0, n0);
+      RowBlock<5>(a, w_panel, cols, last, m0, n0);
       break;
     default:
       break;
@@ -271,7 +314,13 @@ MD_AVX512_BF16 __attribute__((noinline)) void PanelTask(const void* context,
   const GemmArgs& a = *static_cast<const GemmArgs*>(context);
   const int64_t begin = task * a.panels_per_task;
   const int64_t end = std::min(begin + a.panels_per_task, a.n_panels);
-  for (int64_t panel = begin; panel < end; ++panel) Panel(a, panel);
+  for (int64_t panel = begin; panel < end; ++panel) {
+    // The task's next panel; the one after its last belongs to another task.
+    const uint16_t* next =
+        panel + 1 < end ? a.w_panels + (panel + 1) * a.k_pairs * kPairRowElems
+                        : nullptr;
+    Panel(a, panel, next);
+  }
 }
 
 #endif  // defined(__x86_64__)
