@@ -28,6 +28,7 @@
 #include "base/threading.h"
 #include "model/bundle.h"
 #include "model/io/tensor_io.h"
+#include "model/net/dtype_choice.h"
 #include "scheduler/engine.h"
 #include "service/auth.h"
 #include "service/grpc_server.h"
@@ -60,7 +61,9 @@ ABSL_FLAG(std::string, metrics_host, "",
           "NetworkPolicy)");
 ABSL_FLAG(int, metrics_port, 9090,
           "Prometheus /metrics port (-1: no metrics endpoint)");
-ABSL_FLAG(std::string, dtype, "fp32", "Compute dtype: fp32 or bf16");
+ABSL_FLAG(std::string, dtype, "auto",
+          "Compute dtype: auto (bf16 where the CPU has AVX512-BF16 or on "
+          "CUDA, else fp32), fp32, bf16 or fp16");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: one per core)");
 ABSL_FLAG(int, slots, 8, "Requests decoded side by side (KV cache slots)");
@@ -185,9 +188,10 @@ absl::Status Serve() {
   ASSIGN_OR_RETURN(LogLevel log_level,
                    ParseLogLevel(absl::GetFlag(FLAGS_log_level)));
   SetLogLevel(log_level);
-  ASSIGN_OR_RETURN(at::ScalarType dtype,
-                   ParseDType(absl::GetFlag(FLAGS_dtype)));
   ASSIGN_OR_RETURN(at::Device device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  ASSIGN_OR_RETURN(const DTypeChoice dtype_choice,
+                   ChooseDType(absl::GetFlag(FLAGS_dtype), device));
+  const at::ScalarType dtype = dtype_choice.dtype;
   MetricsOptions metrics_options;
   ASSIGN_OR_RETURN(metrics_options.compat,
                    ParseMetricsCompat(absl::GetFlag(FLAGS_metrics_compat)));
@@ -213,7 +217,9 @@ absl::Status Serve() {
       LoadModelBundle(
           ResolveModelFlag(absl::GetFlag(FLAGS_model), kDefaultModel),
           absl::GetFlag(FLAGS_preset), ModelOptions{dtype, device}));
-  std::cerr << "moondream-server: " << DescribeBundle(bundle) << "\n";
+  std::cerr << "moondream-server: " << DescribeBundle(bundle) << "\n"
+            << "moondream-server: dtype " << DTypeLabel(dtype) << " ("
+            << dtype_choice.reason << ")\n";
 
   metrics_options.model_name = ServedModelName(bundle);
   metrics_options.tenants = keys.Tenants();

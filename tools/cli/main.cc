@@ -35,6 +35,7 @@
 #include "model/bundle.h"
 #include "model/image/image_decode.h"
 #include "model/io/tensor_io.h"
+#include "model/net/dtype_choice.h"
 #include "model/net/preprocess.h"
 #include "model/skills/skill_table.h"
 #include "model/skills/skills.h"
@@ -70,8 +71,9 @@ ABSL_FLAG(int, max_tokens, md::kDefaultMaxTokens,
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of text");
 ABSL_FLAG(std::string, annotate, "",
           "Write the image with results drawn on it (PNG)");
-ABSL_FLAG(std::string, dtype, "fp32",
-          "Compute dtype: fp32 or bf16 (fp16 on CUDA)");
+ABSL_FLAG(std::string, dtype, "auto",
+          "Compute dtype: auto (bf16 where the CPU has AVX512-BF16 or on "
+          "CUDA, else fp32), fp32, bf16 or fp16 (CUDA)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: one per core)");
 ABSL_FLAG(int64_t, max_pixels, 50'000'000,
@@ -275,8 +277,10 @@ absl::Status Run(const std::string& name) {
         "unknown skill '", name, "' (", SkillNames(), "; --help for more)"));
   }
   ModelOptions options;
-  ASSIGN_OR_RETURN(options.dtype, ParseDType(absl::GetFlag(FLAGS_dtype)));
   ASSIGN_OR_RETURN(options.device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  ASSIGN_OR_RETURN(const DTypeChoice dtype_choice,
+                   ChooseDType(absl::GetFlag(FLAGS_dtype), options.device));
+  options.dtype = dtype_choice.dtype;
   const int threads = absl::GetFlag(FLAGS_threads);
   SetComputeThreads(
       threads > 0 ? threads
@@ -293,7 +297,9 @@ absl::Status Run(const std::string& name) {
       s.bundle, LoadModelBundle(
                     ResolveModelFlag(absl::GetFlag(FLAGS_model), kDefaultModel),
                     absl::GetFlag(FLAGS_preset), options));
-  std::cerr << DescribeBundle(s.bundle) << "\n";
+  std::cerr << DescribeBundle(s.bundle) << "\n"
+            << "dtype " << DTypeLabel(options.dtype) << " ("
+            << dtype_choice.reason << ")\n";
   ASSIGN_OR_RETURN(
       s.image,
       DecodeImage(
