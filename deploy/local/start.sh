@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts N moondream-server replicas on loopback (127.0.0.1) and Debian's nginx
 # in front of them: gRPC through grpc_pass (least_conn, keepalive), the HTTP
-# API through proxy_pass (unbuffered, for SSE streams). deploy/local/stop.sh
-# stops them all. See deploy/local/README.md.
+# API through proxy_pass (unbuffered, for SSE streams). deploy/local/drain.sh K
+# takes replica K out, deploy/local/stop.sh stops them all. See
+# deploy/local/README.md.
 #
 #   deploy/local/start.sh [N]          # N replicas (default 3)
 #
@@ -186,10 +187,10 @@ $http_servers    keepalive 64;
       # is skipped and the call goes to the next one. nginx streams a gRPC
       # request body to the replica, so a call whose replica dies after
       # receiving it is not sent again (it fails: 502, UNAVAILABLE to the
-      # client). A call the replica answered with a gRPC status (UNAVAILABLE
-      # while draining, too) comes back as HTTP 200 with a grpc-status:
-      # nginx cannot tell, and passes it on; a client retry policy on
-      # UNAVAILABLE (gRFC A6) covers it.
+      # client). A call the replica answered with a gRPC status comes back
+      # as HTTP 200 with a grpc-status: nginx cannot tell, and passes it on.
+      # To take a replica out without failing a call, deploy/local/drain.sh
+      # marks it down here before its SIGTERM.
       grpc_next_upstream error timeout;
       grpc_next_upstream_tries 3;
     }

@@ -13,10 +13,11 @@ python3-grpcio), this test measures and asserts:
      2-core machine a replica that gets more CPU finishes more requests).
      Compared with one client channel straight to the replicas' address list
      (round_robin), which balances request counts (max/mean <= 1.2).
-  2. Drain: SIGTERM one replica under load: no request fails, neither those
-     in flight on it nor new ones (its listeners close and gRPC sends GOAWAY
-     at once, so nginx connects to another replica); the replica exits 0
-     within its --grace_seconds; requests sent after it exited all succeed.
+  2. Drain, as Kubernetes does it (deploy/local/drain.sh: out of nginx's
+     upstreams first, then SIGTERM) under load: no request fails, neither
+     those in flight on it nor new ones, on a plain channel or one with a
+     retry policy; nginx logs no failed call; the replica exits 0 within its
+     --grace_seconds; requests sent after it exited all succeed.
   3. Crash: kill -9 one replica under load: failed requests are only those
      in flight on it (sent before the kill, on it per nginx's access.log),
      and every request started 1 s later succeeds.
@@ -51,10 +52,12 @@ from e2e_support import FAILED, PASSED, check, generate_stubs  # noqa: E402,E501
 SERVER, BENCH, SOURCE = sys.argv[1], sys.argv[2], sys.argv[3]
 START = os.path.join(SOURCE, "deploy", "local", "start.sh")
 STOP = os.path.join(SOURCE, "deploy", "local", "stop.sh")
+DRAIN = os.path.join(SOURCE, "deploy", "local", "drain.sh")
 REPLICAS = 3
 GRACE_SECONDS = 20
 CONCURRENCY = 64
 MAX_TOKENS = 32          # ignore_eos: every stream is exactly this long
+DRAIN_MAX_TOKENS = 256   # long enough to be in flight across a 1 s delay
 TEST_DEADLINE_S = 240    # below the CTest TIMEOUT: clean up before it kills us
 
 
@@ -122,8 +125,10 @@ class Load:
     after another until it has sent `per_worker`, or `stop` is set, or the
     deadline passes. Every stream is recorded."""
 
-    def __init__(self, pb, stubs, image, workers, per_worker, seconds):
+    def __init__(self, pb, stubs, image, workers, per_worker, seconds,
+                 max_tokens=MAX_TOKENS):
         self.pb, self.stubs, self.image = pb, stubs, image
+        self.max_tokens = max_tokens
         self.workers, self.per_worker = workers, per_worker
         self.deadline = time.monotonic() + seconds
         self.stop = threading.Event()
@@ -156,7 +161,8 @@ class Load:
                     image=self.pb.Image(data=self.image),
                     question=b"What is in this image?",
                     settings=self.pb.SamplingSettings(
-                        max_tokens=MAX_TOKENS, ignore_eos=True)), timeout=60)
+                        max_tokens=self.max_tokens, ignore_eos=True)),
+                    timeout=60)
                 chunks = 0
                 for chunk in call:
                     if chunks == 0:
@@ -394,12 +400,26 @@ def drain(pb, pbg, cluster, image, victim):
     access_offset = cluster.log_size("logs/access.log")
     error_offset = cluster.log_size("logs/error.log")
     load = Load(pb, [pbg.MoondreamStub(plain), pbg.MoondreamStub(retrying)],
-                image, 48, 10_000, seconds=GRACE_SECONDS + 15).start()
+                image, 48, 10_000, seconds=GRACE_SECONDS + 15,
+                max_tokens=DRAIN_MAX_TOKENS).start()
     time.sleep(2.0)
     victim_in_flight = in_flight(cluster.metrics_port(victim))
-    pid = cluster.pid(victim)
-    t_term = time.monotonic()
-    os.kill(pid, signal.SIGTERM)
+    # As Kubernetes does it: out of the balancer first, then SIGTERM.
+    t_down = time.monotonic()
+    # Kubernetes' preStop is 10 s; 1 s covers nginx's reload here, and the
+    # long streams are still in flight on the victim at its SIGTERM.
+    drainer = subprocess.Popen([DRAIN, str(victim)],
+                               env={**cluster.env, "MD_DRAIN_DELAY": "1"},
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    t_term = None
+    for line in drainer.stdout:
+        print("  " + line.rstrip(), flush=True)
+        if "SIGTERM to" in line:
+            t_term = time.monotonic()
+            break
+    if t_term is None:
+        raise RuntimeError(f"drain.sh failed ({drainer.wait()})")
     status, t_exit = None, None
     while time.monotonic() < t_term + GRACE_SECONDS + 5:
         status = cluster.exit_status(victim)
@@ -407,6 +427,7 @@ def drain(pb, pbg, cluster, image, victim):
             t_exit = time.monotonic()
             break
         time.sleep(0.02)
+    print("  " + drainer.communicate(timeout=30)[0].strip(), flush=True)
     # Load on the others a little longer after the exit, then stop.
     time.sleep(2.0)
     load.stop.set()
@@ -427,11 +448,15 @@ def drain(pb, pbg, cluster, image, victim):
     drain_s = (t_exit - t_term) if t_exit else None
     figure(f"{victim_name}: {victim_in_flight} requests running or waiting "
            f"in its engine just before SIGTERM")
+    on_victim = sum(1 for r in sent_before if r.replica == victim_name)
     figure(f"at SIGTERM: {len(sent_before)} requests sent and unfinished, "
            f"{len(streaming)} of them streaming "
            f"({sum(1 for r in streaming if r.replica == victim_name)} from "
-           f"{victim_name}); {len(failed_before)} of them failed "
+           f"{victim_name}); {on_victim} in flight on {victim_name} (queued "
+           f"or streaming); {len(failed_before)} of them failed "
            f"{codes(failed_before)}")
+    figure(f"{victim_name} marked down in nginx {t_term - t_down:.2f} s "
+           "before SIGTERM")
     figure(f"{victim_name} exit status {status} after "
            + (f"{drain_s:.2f} s" if drain_s is not None else "(no exit)")
            + f" (grace {GRACE_SECONDS} s)")
@@ -447,6 +472,10 @@ def drain(pb, pbg, cluster, image, victim):
         (f.get("status"), f.get("grpc_status"), f.get("grpc_status_header"),
          f.get("upstream")) for f in nginx_failed))))
     figure(f"nginx error.log: {nginx_errors(cluster, error_offset)}")
+    check(f"drain: calls of {victim_name} were in flight at SIGTERM "
+          "(what the drain must not fail)",
+          any(r.replica == victim_name for r in sent_before),
+          dict(collections.Counter(r.replica for r in sent_before)))
     check("drain: no stream streaming at SIGTERM fails",
           all(r.code == "OK" for r in streaming),
           [(r.replica, r.code, r.details) for r in streaming
@@ -456,10 +485,8 @@ def drain(pb, pbg, cluster, image, victim):
     check(f"drain: {victim_name} exits 0 within its grace",
           status == 0 and drain_s is not None and drain_s <= GRACE_SECONDS,
           (status, drain_s, cluster.log_tail(f"{victim_name}.log")))
-    # The listeners close and gRPC sends GOAWAY at SIGTERM: nginx's next
-    # connect is refused and it tries another replica, so a new call never
-    # reaches the draining one (an UNAVAILABLE answer, HTTP 200 with a
-    # grpc-status, is one nginx could not retry).
+    # nginx stopped choosing the replica before SIGTERM; at SIGTERM its
+    # listeners close and gRPC sends GOAWAY, so no new call reaches it.
     check("drain: no request sent after SIGTERM fails, on either channel",
           not failed_after,
           [(r.replica, r.code, r.details) for r in failed_after[:5]])
