@@ -245,7 +245,8 @@ absl::Status Serve() {
                       [m = metrics.get()](const scheduler::StepReport& r) {
                         m->OnStep(r);
                       }));
-  metrics->AttachEngine(&service->engine());
+  metrics->AttachEngine(&service->engine(),
+                        [s = service.get()] { return s->preparing(); });
   // Runs before `service` (and its engine) is destroyed, on every path out:
   // the metrics listener lives longer and may be mid-scrape.
   absl::Cleanup detach_engine = [&] { metrics->AttachEngine(nullptr); };

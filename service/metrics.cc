@@ -197,18 +197,21 @@ class EngineCollector final : public prometheus::Collectable {
       : options_(std::move(options)),
         tenants_(options_.tenants.begin(), options_.tenants.end()) {}
 
-  void Attach(const scheduler::Engine* engine) {
+  void Attach(const scheduler::Engine* engine, std::function<int()> preparing) {
     absl::MutexLock lock(&mu_);
     engine_ = engine;
+    preparing_ = std::move(preparing);
   }
 
   std::vector<MetricFamily> Collect() const override {
     scheduler::EngineStats s;
     std::set<std::string> tenants;
+    int preparing = 0;
     {
       absl::MutexLock lock(&mu_);
       if (engine_ == nullptr) return {};
       s = engine_->Stats();
+      if (preparing_) preparing = preparing_();
       // Once seen, a tenant's series stays (at zero when idle). The engine
       // only sees authenticated tenants, so this grows no larger than the
       // API keys file.
@@ -216,10 +219,14 @@ class EngineCollector final : public prometheus::Collectable {
       tenants = tenants_;
     }
     std::vector<MetricFamily> out = EngineFamilies(s);
-    AppendLoadFamilies(s, out);
+    // The routing gauges count requests still decoding as waiting; the
+    // engine's own families (and the per-tenant ones) stay the engine's.
+    scheduler::EngineStats load = s;
+    load.queue_length += preparing;
+    AppendLoadFamilies(load, out);
     AppendTenantFamilies(s, tenants, out);
     if (options_.compat == MetricsCompat::kVllm) {
-      AppendVllmFamilies(s, options_.model_name, out);
+      AppendVllmFamilies(load, options_.model_name, out);
     }
     return out;
   }
@@ -228,6 +235,7 @@ class EngineCollector final : public prometheus::Collectable {
   const MetricsOptions options_;
   mutable absl::Mutex mu_;
   const scheduler::Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::function<int()> preparing_ ABSL_GUARDED_BY(mu_);
   mutable std::set<std::string> tenants_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -304,8 +312,9 @@ Metrics::Metrics(MetricsOptions options)
     : impl_(std::make_unique<Impl>(std::move(options))) {}
 Metrics::~Metrics() = default;
 
-void Metrics::AttachEngine(const scheduler::Engine* engine) {
-  impl_->collector->Attach(engine);
+void Metrics::AttachEngine(const scheduler::Engine* engine,
+                           std::function<int()> preparing) {
+  impl_->collector->Attach(engine, std::move(preparing));
 }
 
 void Metrics::OnStep(const scheduler::StepReport& report) {

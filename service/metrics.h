@@ -33,6 +33,7 @@
 #ifndef MOONDREAM_SERVICE_METRICS_H_
 #define MOONDREAM_SERVICE_METRICS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,7 +74,11 @@ class Metrics final : public RequestObserver {
   // Engine counters and gauges come from `engine` from now on; nullptr
   // detaches (waiting for a scrape in progress: after it returns, no scrape
   // reads the old engine). Detach before the engine is destroyed.
-  void AttachEngine(const scheduler::Engine* engine);
+  // `preparing` (optional) counts requests admitted but not yet in the
+  // engine (decoding their images): the waiting gauges include them, since
+  // a router should see that load as soon as it arrives.
+  void AttachEngine(const scheduler::Engine* engine,
+                    std::function<int()> preparing = {});
   // For EngineOptions' step callback.
   void OnStep(const scheduler::StepReport& report);
 

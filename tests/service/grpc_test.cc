@@ -77,7 +77,8 @@ class GrpcTest : public ::testing::Test {
         [](const scheduler::StepReport& r) { metrics_->OnStep(r); });
     ASSERT_TRUE(service.ok()) << service.status();
     service_ = service->release();
-    metrics_->AttachEngine(&service_->engine());
+    metrics_->AttachEngine(&service_->engine(),
+                           [s = service_] { return s->preparing(); });
     GrpcOptions options;
     options.address = "127.0.0.1:0";
     options.max_message_bytes = 8 << 20;
@@ -913,6 +914,20 @@ TEST_F(GrpcTest, LoadMetricsCountRequestsPerTenant) {
     EXPECT_EQ(after[series], 0) << series;
   }
   compat.AttachEngine(nullptr);
+}
+
+// A request admitted and still decoding its image is load a router should
+// see: the waiting gauge counts it before it reaches the engine.
+TEST_F(GrpcTest, WaitingGaugeCountsRequestsStillDecoding) {
+  ExpectIdle();
+  absl::StatusOr<Service::Admission> decoding = service_->Admit("default");
+  ASSERT_TRUE(decoding.ok()) << decoding.status();
+  std::map<std::string, double> load = Samples(metrics_->Scrape());
+  EXPECT_EQ(load["moondream_num_requests_waiting"], 1);
+  EXPECT_EQ(load["moondream_queue_length"], 0);  // Not in the engine yet.
+  { Service::Admission done = *std::move(decoding); }
+  load = Samples(metrics_->Scrape());
+  EXPECT_EQ(load["moondream_num_requests_waiting"], 0);
 }
 
 TEST_F(GrpcTest, MetricsScrapeIsPrometheusTextWithEveryFamily) {
