@@ -1,12 +1,14 @@
 """Starts a real moondream-server for the load-test scenarios and the Python
-end-to-end tests.
+end-to-end tests, and makes Python gRPC stubs from our proto.
 
 The server listens on ephemeral loopback ports and prints where: gRPC on its
 first stdout line, metrics on stderr. Its HTTP port is chosen here
 (free_port) and passed as --http_port by callers that want HTTP.
 """
+import importlib
 import socket
 import subprocess
+import sys
 import threading
 import urllib.request
 
@@ -62,3 +64,16 @@ def scrape_metrics(target, timeout=10):
         except ValueError:
             pass
     return samples
+
+
+def generate_stubs(source, out_dir):
+    """(moondream_pb2, moondream_pb2_grpc) for the repository at `source`."""
+    subprocess.run(
+        ["protoc", f"-I{source}/proto", f"--python_out={out_dir}",
+         f"--grpc_python_out={out_dir}",
+         "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
+         f"{source}/proto/moondream/v1/moondream.proto"],
+        check=True)
+    sys.path.insert(0, out_dir)
+    return (importlib.import_module("moondream.v1.moondream_pb2"),
+            importlib.import_module("moondream.v1.moondream_pb2_grpc"))
