@@ -15,9 +15,8 @@ namespace {
 constexpr int kRotaryDims = 32;  // of each head; 16 frequencies
 constexpr double kRotaryTheta = 10000.0;
 
-// Rotates the first 32 dims of each head, read as [real | imag] halves and
-// written back interleaved (real, imag, real, imag, ...) as the reference
-// does; x is [N, H, D], cos/sin [N, 16].
+}  // namespace
+
 at::Tensor ApplyRotary(const at::Tensor& x_NHD, const at::Tensor& cos_NF,
                        const at::Tensor& sin_NF) {
   const int64_t half = kRotaryDims / 2;
@@ -31,6 +30,8 @@ at::Tensor ApplyRotary(const at::Tensor& x_NHD, const at::Tensor& cos_NF,
                   x_NHD.narrow(-1, kRotaryDims, x_NHD.size(-1) - kRotaryDims)},
                  -1);
 }
+
+namespace {
 
 // Which keys each query of a chunk may see, or an undefined tensor when it
 // may see all of them (a single token, or a kFull chunk).

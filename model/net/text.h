@@ -49,6 +49,13 @@ struct RotaryTable {
 };
 RotaryTable MakeRotaryTable(const TextConfig& config, at::Device device);
 
+// Rotates the first 32 dims of each head, read as [real | imag] halves and
+// written back interleaved (real, imag, real, imag, ...) as the reference
+// does; x is [..., N, H, D], cos/sin [N, 16]. Public for the trainer's
+// cache-free forward (tools/train), which must rotate exactly as this does.
+at::Tensor ApplyRotary(const at::Tensor& x_NHD, const at::Tensor& cos_NF,
+                       const at::Tensor& sin_NF);
+
 // Token ids [N] → embeddings [N, C].
 at::Tensor EmbedTokens(const at::Tensor& ids_N, const TextWeights& w);
 
