@@ -6,6 +6,7 @@
 //   moondream-bench serve [flags]       a running server over the network
 //   moondream-bench scenes [flags]      synthetic shape scenes and their truth
 //   moondream-bench scenes-eval [flags] a model's accuracy on those scenes
+//   moondream-bench train [flags]       train a tiny model on those scenes
 //   moondream-bench <cmd> --help    a subcommand's flags
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "tools/bench/scenes.h"
 #include "tools/bench/serve/serve_bench.h"
 #include "tools/bench/tokenizer_bench.h"
+#include "tools/bench/train.h"
 
 namespace {
 
@@ -50,6 +52,8 @@ constexpr Subcommand kSubcommands[] = {
     {"scenes-eval",
      "a model's accuracy on fresh synthetic scenes vs issue 14's targets",
      md::bench::RunScenesEval},
+    {"train", "train a tiny model from scratch on synthetic scenes (fp32)",
+     md::bench::RunTrain},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -1,0 +1,165 @@
+#include "tools/bench/train.h"
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "base/paths.h"
+#include "base/status_macros.h"
+#include "model/config/config.h"
+#include "model/net/moondream.h"
+#include "tools/bench/flags.h"
+#include "tools/train/trainer.h"
+
+namespace md::bench {
+namespace {
+
+// The tiny test model's config gives the tokenizer section (bos, eos,
+// templates for its cut 2,048-token GPT-2 vocabulary); its tokenizer is the
+// one copied in.
+constexpr char kBaseModel[] = "models/tiny-random";
+
+struct Flags {
+  std::string out_dir;
+  std::string base_dir = kBaseModel;
+  std::string config_path;
+  bool resume = false;
+  int steps = 1000;
+  int scenes_per_step = 2;
+  int sequences_per_scene = 0;
+  int scene_cycle = 0;
+  double lr = 1e-3;
+  double min_lr_fraction = 0.1;
+  int warmup = 100;
+  double weight_decay = 0.01;
+  double clip = 1.0;
+  double bin_sigma = 1.0;
+  int seed = 1;
+  int train_base_seed = 1000000;
+  int eval_seed = 7;
+  int eval_every = 200;
+  int eval_scenes = 4;
+  int checkpoint_every = 100;
+  int log_every = 10;
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
+};
+
+absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
+                                 bool* help) {
+  Flags f;
+  FlagParser p(
+      "train",
+      "Trains a tiny Moondream (vision 64 x 4, text 128 x 4) from scratch on\n"
+      "synthetic shape scenes (issue 14), fp32 on the CPU, and writes\n"
+      "OUT/model (serve it with --model=OUT/model; score it with\n"
+      "`moondream-bench scenes-eval --model=OUT/model`). OUT/checkpoint.pt\n"
+      "is written every --checkpoint-every steps; --resume goes on from it.");
+  p.AddString("out", &f.out_dir, "output directory (required)");
+  p.AddBool("resume", &f.resume, "go on from OUT/checkpoint.pt");
+  p.AddString("base", &f.base_dir,
+              "model directory whose tokenizer.json and config templates "
+              "the trained model uses");
+  p.AddString("config", &f.config_path,
+              "config.json with the full model shape (default: issue 14's "
+              "size over --base's config)");
+  p.AddInt("steps", &f.steps, "total optimizer steps");
+  p.AddInt("scenes-per-step", &f.scenes_per_step, "scenes in each step");
+  p.AddInt("sequences-per-scene", &f.sequences_per_scene,
+           "questions per scene and step (0: all)");
+  p.AddInt("scene-cycle", &f.scene_cycle,
+           "train on scenes 0..N-1 over and over (0: always new; 1: overfit "
+           "one scene, a debugging aid)");
+  p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
+  p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
+              "the cosine schedule ends at lr x this");
+  p.AddInt("warmup", &f.warmup, "linear warmup steps");
+  p.AddDouble("weight-decay", &f.weight_decay, "AdamW weight decay");
+  p.AddDouble("clip", &f.clip, "gradient norm clip");
+  p.AddDouble("bin-sigma", &f.bin_sigma,
+              "coordinate/size targets: Gaussian of this many bins (0: one)");
+  p.AddInt("seed", &f.seed, "initial weights and question draws");
+  p.AddInt("train-seed", &f.train_base_seed,
+           "base seed of the training scenes (keep it far from eval seeds)");
+  p.AddInt("eval-seed", &f.eval_seed, "base seed of the held-out scenes");
+  p.AddInt("eval-every", &f.eval_every, "steps between evaluations (0: none)");
+  p.AddInt("eval-scenes", &f.eval_scenes, "held-out scenes per evaluation");
+  p.AddInt("checkpoint-every", &f.checkpoint_every,
+           "steps between checkpoints (0: only at the end)");
+  p.AddInt("log-every", &f.log_every, "steps between progress lines");
+  p.AddInt("threads", &f.threads, "intra-op compute threads");
+  RETURN_IF_ERROR(p.Parse(args));
+  *help = p.help_requested();
+  if (*help) {
+    std::printf("%s", p.Usage().c_str());
+    return f;
+  }
+  if (f.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (f.threads < 1 || f.seed < 0 || f.train_base_seed < 0 || f.eval_seed < 0 ||
+      f.eval_scenes < 0 || f.warmup < 0) {
+    return absl::InvalidArgumentError(
+        "--threads must be >= 1; seeds, --eval-scenes and --warmup >= 0");
+  }
+  f.out_dir = ExpandUser(f.out_dir);
+  f.base_dir = ResolveModelFlag(f.base_dir, kBaseModel);
+  f.config_path = ExpandUser(f.config_path);
+  return f;
+}
+
+absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
+  train::TrainOptions o;
+  o.out_dir = f.out_dir;
+  o.tokenizer_path = f.base_dir + "/tokenizer.json";
+  ASSIGN_OR_RETURN(MoondreamConfig defaults, PresetConfig("moondream2"));
+  if (!f.config_path.empty()) {
+    ASSIGN_OR_RETURN(o.config, LoadConfigFile(f.config_path, defaults));
+  } else {
+    ASSIGN_OR_RETURN(MoondreamConfig base,
+                     LoadConfigFile(f.base_dir + "/config.json", defaults));
+    o.config = train::SceneModelConfig(base);
+  }
+  o.resume = f.resume;
+  o.steps = f.steps;
+  o.scenes_per_step = f.scenes_per_step;
+  o.sequences_per_scene = f.sequences_per_scene;
+  o.scene_cycle = f.scene_cycle;
+  o.learning_rate = f.lr;
+  o.min_learning_rate_fraction = f.min_lr_fraction;
+  o.warmup_steps = f.warmup;
+  o.weight_decay = f.weight_decay;
+  o.clip_norm = f.clip;
+  o.loss.bin_sigma = f.bin_sigma;
+  o.seed = static_cast<uint64_t>(f.seed);
+  o.train_base_seed = static_cast<uint64_t>(f.train_base_seed);
+  o.eval_base_seed = static_cast<uint64_t>(f.eval_seed);
+  o.eval_every = f.eval_every;
+  o.eval_scenes = f.eval_scenes;
+  o.checkpoint_every = f.checkpoint_every;
+  o.log_every = f.log_every;
+  return o;
+}
+
+}  // namespace
+
+absl::Status RunTrain(const std::vector<std::string>& args) {
+  bool help = false;
+  ASSIGN_OR_RETURN(Flags flags, ParseFlags(args, &help));
+  if (help) return absl::OkStatus();
+  ASSIGN_OR_RETURN(train::TrainOptions opts, ToOptions(flags));
+  SetComputeThreads(flags.threads);
+  ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
+                   train::Trainer::Create(opts));
+  const MoondreamConfig& c = trainer->config();
+  std::printf(
+      "train: text %d x %d, vision %d x %d, vocab %d, %.1f MB fp32; step "
+      "%d/%d, %d scenes/step, %d threads, out %s\n",
+      c.text.dim, c.text.n_layers, c.vision.enc_dim, c.vision.enc_n_layers,
+      c.text.vocab_size, WeightBytes(c, trainer->weights()) / 1e6,
+      trainer->step(), opts.steps, opts.scenes_per_step, flags.threads,
+      opts.out_dir.c_str());
+  std::fflush(stdout);
+  return trainer->Run();
+}
+
+}  // namespace md::bench

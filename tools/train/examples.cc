@@ -1,0 +1,165 @@
+#include "tools/train/examples.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "model/net/preprocess.h"
+#include "model/skills/skills.h"
+
+namespace md::train {
+namespace {
+
+using scenes::Scene;
+using scenes::SceneTask;
+using scenes::TaskKind;
+
+bool IsRegion(TaskKind kind) {
+  return kind == TaskKind::kDetect || kind == TaskKind::kPoint;
+}
+
+// The matching shapes left to right, as fractions of the image: detect
+// aims at the bounding box, point at the centre of mass (what
+// ScorePoints counts as inside).
+std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task) {
+  std::vector<RegionTruth> out;
+  for (int index : scenes::LeftToRight(scene)) {
+    if (std::find(task.targets.begin(), task.targets.end(), index) ==
+        task.targets.end()) {
+      continue;
+    }
+    const scenes::Shape& s = scene.shapes[index];
+    const double w = scene.width, h = scene.height;
+    if (task.kind == TaskKind::kDetect) {
+      out.push_back({(s.box.x_min + s.box.x_max) / (2 * w),
+                     (s.box.y_min + s.box.y_max) / (2 * h), s.box.width() / w,
+                     s.box.height() / h});
+    } else {
+      out.push_back({s.centre_x() / w, s.centre_y() / h, 0, 0});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int>> PromptOf(const MoondreamConfig& config,
+                                          const Tokenizer& tokenizer,
+                                          const SceneTask& task) {
+  switch (task.kind) {
+    case TaskKind::kCaptionShort:
+      return CaptionPrompt(config, CaptionLength::kShort);
+    case TaskKind::kCaptionNormal:
+      return CaptionPrompt(config, CaptionLength::kNormal);
+    default:
+      break;
+  }
+  ASSIGN_OR_RETURN(std::vector<int> text, tokenizer.Encode(task.input));
+  if (task.kind == TaskKind::kDetect) return DetectPrompt(config, text);
+  if (task.kind == TaskKind::kPoint) return PointPrompt(config, text);
+  return QueryPrompt(config, text);
+}
+
+void AddToken(Sequence& seq, int token) {
+  seq.rows.push_back({RowKind::kToken, token, {0, 0}});
+}
+int LastRow(const Sequence& seq) {
+  return static_cast<int>(seq.rows.size()) - 1;
+}
+
+}  // namespace
+
+int ValueBin(double v, int n_bins) {
+  const double bin = std::nearbyint(v * n_bins);
+  return static_cast<int>(std::clamp(bin, 0.0, n_bins - 1.0));
+}
+
+float BinValue(int bin, int n_bins) {
+  // As model/skills/runs.cc computes it, in float.
+  return static_cast<float>(bin) / static_cast<float>(n_bins);
+}
+
+Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
+                      absl::Span<const int> answer, int eos_id) {
+  Sequence seq;
+  seq.kind = kind;
+  for (int t : prompt) AddToken(seq, t);
+  for (int t : answer) {
+    seq.tokens.push_back({LastRow(seq), t});
+    AddToken(seq, t);
+  }
+  seq.tokens.push_back({LastRow(seq), eos_id});
+  return seq;
+}
+
+Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
+                        absl::Span<const RegionTruth> objects, int eos_id,
+                        int coordinate_bins, int size_bins) {
+  (void)eos_id;  // stop targets name eos by meaning, not id
+  Sequence seq;
+  seq.kind = kind;
+  for (int t : prompt) AddToken(seq, t);
+  for (const RegionTruth& o : objects) {
+    // The row that decides "another object" also gives its x.
+    const int x_bin = ValueBin(o.x, coordinate_bins);
+    const int y_bin = ValueBin(o.y, coordinate_bins);
+    seq.stops.push_back({LastRow(seq), false});
+    seq.coordinates.push_back({LastRow(seq), x_bin});
+    seq.rows.push_back(
+        {RowKind::kCoordinate, 0, {BinValue(x_bin, coordinate_bins), 0}});
+    seq.coordinates.push_back({LastRow(seq), y_bin});
+    seq.rows.push_back(
+        {RowKind::kCoordinate, 0, {BinValue(y_bin, coordinate_bins), 0}});
+    if (kind == TaskKind::kDetect) {
+      const int w_bin = ValueBin(o.w, size_bins);
+      const int h_bin = ValueBin(o.h, size_bins);
+      seq.sizes.push_back({LastRow(seq), w_bin, h_bin});
+      seq.rows.push_back(
+          {RowKind::kSize,
+           0,
+           {BinValue(w_bin, size_bins), BinValue(h_bin, size_bins)}});
+    }
+  }
+  seq.stops.push_back({LastRow(seq), true});
+  return seq;
+}
+
+absl::StatusOr<ImageCrops> SceneCrops(const Scene& scene,
+                                      const VisionConfig& config) {
+  cv::Mat rgb;
+  cv::cvtColor(scenes::RenderScene(scene), rgb, cv::COLOR_BGR2RGB);
+  if (!rgb.isContinuous()) rgb = rgb.clone();
+  RgbImage image;
+  image.width = rgb.cols;
+  image.height = rgb.rows;
+  image.pixels_HWC.resize(image.n_pixels() * 3);
+  std::memcpy(image.pixels_HWC.data(), rgb.data, image.pixels_HWC.size());
+  return PrepareImage(image, config);
+}
+
+absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
+                                              const MoondreamConfig& config,
+                                              const Tokenizer& tokenizer) {
+  SceneExample example;
+  example.scene = scene;
+  ASSIGN_OR_RETURN(example.crops, SceneCrops(scene, config.vision));
+  const int eos = config.tokenizer.eos_id;
+  const int coordinate_bins = config.region.coord_out_dim;
+  const int size_bins = config.region.size_out_dim / 2;
+  for (const SceneTask& task : scenes::SceneTasks(scene)) {
+    ASSIGN_OR_RETURN(std::vector<int> prompt,
+                     PromptOf(config, tokenizer, task));
+    if (IsRegion(task.kind)) {
+      example.sequences.push_back(RegionSequence(task.kind, prompt,
+                                                 TruthOf(scene, task), eos,
+                                                 coordinate_bins, size_bins));
+    } else {
+      ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));
+      example.sequences.push_back(TextSequence(task.kind, prompt, answer, eos));
+    }
+  }
+  return example;
+}
+
+}  // namespace md::train

@@ -1,0 +1,116 @@
+// Training examples from synthetic scenes (issue 14): each scene's image
+// crops, and each of its questions (tools/scenes/questions.h) as one
+// teacher-forced sequence laid out exactly as the served skills read it
+// (docs/DESIGN.md §2.5; model/skills/runs.cc):
+//
+//   query/caption  rows: prompt, answer tokens
+//                  targets: the row before each answer token predicts it;
+//                  the last answer row predicts eos.
+//   detect         rows: prompt, then per object x, y (coordinate
+//                  embeddings) and (w, h) (size embedding)
+//                  targets: on the last prompt row and each size row, "not
+//                  eos" plus the next object's x bin, or eos after the last;
+//                  on x rows the y bin; on y rows the (w, h) bins.
+//   point          as detect without sizes: y rows decide "not eos" + x, or
+//                  eos.
+//
+// Objects come left to right (the captions' order). A value v in [0, 1] is
+// bin round(v·n) (clamped to n−1) of the head's n bins, and the row fed after
+// it is the bin's value bin/n: what the served skill feeds after an argmax.
+// Answers are the tokens of the expected text as written (no leading space);
+// scenes-eval compares answers with surrounding whitespace stripped.
+#ifndef MOONDREAM_TOOLS_TRAIN_EXAMPLES_H_
+#define MOONDREAM_TOOLS_TRAIN_EXAMPLES_H_
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "model/config/config.h"
+#include "model/net/moondream.h"
+#include "model/tokenizer/tokenizer.h"
+#include "tools/scenes/questions.h"
+#include "tools/scenes/scene.h"
+
+namespace md::train {
+
+enum class RowKind { kToken, kCoordinate, kSize };
+
+// One input row after the image prefix.
+struct InputRow {
+  RowKind kind = RowKind::kToken;
+  int token = 0;                        // kToken
+  std::array<float, 2> value = {0, 0};  // kCoordinate: [0]; kSize: (w, h)
+};
+
+struct TokenTarget {
+  int row = 0;
+  int token = 0;
+};
+// Region skills only ask whether the next token is eos.
+struct StopTarget {
+  int row = 0;
+  bool eos = false;
+};
+struct CoordinateTarget {
+  int row = 0;
+  int bin = 0;
+};
+struct SizeTarget {
+  int row = 0;
+  int w_bin = 0, h_bin = 0;
+};
+
+struct Sequence {
+  scenes::TaskKind kind = scenes::TaskKind::kCount;
+  std::vector<InputRow> rows;
+  std::vector<TokenTarget> tokens;
+  std::vector<StopTarget> stops;
+  std::vector<CoordinateTarget> coordinates;
+  std::vector<SizeTarget> sizes;
+
+  int n_targets() const {
+    return static_cast<int>(tokens.size() + stops.size() + coordinates.size() +
+                            2 * sizes.size());
+  }
+};
+
+struct SceneExample {
+  scenes::Scene scene;
+  ImageCrops crops;
+  std::vector<Sequence> sequences;
+};
+
+// A box or point in [0, 1] fractions of the image: centre (x, y) and size.
+struct RegionTruth {
+  double x = 0, y = 0, w = 0, h = 0;
+};
+
+// Bin of v among n (round to nearest, clamped), and the value fed for it.
+int ValueBin(double v, int n_bins);
+float BinValue(int bin, int n_bins);
+
+// Query or caption: `prompt` (template applied) then `answer` then eos.
+Sequence TextSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
+                      absl::Span<const int> answer, int eos_id);
+// Detect (with sizes) or point, objects in the order given.
+Sequence RegionSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
+                        absl::Span<const RegionTruth> objects, int eos_id,
+                        int coordinate_bins, int size_bins);
+
+// The scene as the served skills see it: rendered, as RGB (what decoding
+// its PNG gives), cut into the model's crops.
+absl::StatusOr<ImageCrops> SceneCrops(const scenes::Scene& scene,
+                                      const VisionConfig& config);
+
+// Every question of `scene` as a sequence (all of SceneTasks' tasks, in
+// their order), and its crops.
+absl::StatusOr<SceneExample> MakeSceneExample(const scenes::Scene& scene,
+                                              const MoondreamConfig& config,
+                                              const Tokenizer& tokenizer);
+
+}  // namespace md::train
+
+#endif  // MOONDREAM_TOOLS_TRAIN_EXAMPLES_H_

@@ -1,0 +1,276 @@
+#include "tools/train/train_forward.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+#include "model/net/layers.h"
+#include "model/net/region.h"
+#include "model/net/vision.h"
+
+namespace md::train {
+namespace {
+
+struct HeadsOf {
+  at::Tensor q, k, v;  // [..., N, H, D]; q pre-scaled, q and k rotated
+};
+
+// As the inference decoder: one qkv linear split q|k|v, rotary on q and k,
+// q scaled by 1/√D (docs/DESIGN.md §2.4; model/net/text.cc).
+HeadsOf QueryKeyValue(const at::Tensor& ln_NC, const AttentionWeights& w,
+                      int n_heads, const at::Tensor& cos_NF,
+                      const at::Tensor& sin_NF) {
+  std::vector<at::Tensor> qkv = Linear(ln_NC, w.qkv).chunk(3, -1);
+  std::vector<int64_t> shape = ln_NC.sizes().vec();
+  const int64_t d = shape.back() / n_heads;
+  shape.back() = n_heads;
+  shape.push_back(d);
+  return {ApplyRotary(qkv[0].view(shape), cos_NF, sin_NF) *
+              (1.0 / std::sqrt(static_cast<double>(d))),
+          ApplyRotary(qkv[1].view(shape), cos_NF, sin_NF), qkv[2].view(shape)};
+}
+
+// The prefix attends to itself, every position to every other: [P, C].
+at::Tensor PrefixAttention(const HeadsOf& p, const AttentionWeights& w) {
+  const at::Tensor q_HPD = p.q.transpose(0, 1), k_HPD = p.k.transpose(0, 1);
+  const at::Tensor v_HPD = p.v.transpose(0, 1);
+  at::Tensor scores_HPP = at::matmul(q_HPD, k_HPD.transpose(1, 2));
+  at::Tensor probs_HPP = at::softmax(scores_HPP, -1, at::kFloat);
+  at::Tensor out_HPD = at::matmul(probs_HPP, v_HPD);
+  return Linear(out_HPD.transpose(0, 1).reshape({p.q.size(0), -1}), w.proj);
+}
+
+// Each sequence's rows attend to the whole prefix and to their own rows up
+// to themselves: [B, T, C].
+at::Tensor RowAttention(const HeadsOf& rows, const HeadsOf& prefix,
+                        const at::Tensor& later_TT, const AttentionWeights& w) {
+  const int64_t b = rows.q.size(0), t = rows.q.size(1);
+  const int64_t p = prefix.k.size(0);
+  const at::Tensor q_BHTD = rows.q.permute({0, 2, 1, 3});
+  const at::Tensor k_BHTD = rows.k.permute({0, 2, 1, 3});
+  const at::Tensor v_BHTD = rows.v.permute({0, 2, 1, 3});
+  const at::Tensor k_1HPD = prefix.k.transpose(0, 1).unsqueeze(0);
+  const at::Tensor v_1HPD = prefix.v.transpose(0, 1).unsqueeze(0);
+  at::Tensor to_prefix_BHTP = at::matmul(q_BHTD, k_1HPD.transpose(-1, -2));
+  at::Tensor to_own_BHTT =
+      at::matmul(q_BHTD, k_BHTD.transpose(-1, -2))
+          .masked_fill(later_TT, -std::numeric_limits<double>::infinity());
+  at::Tensor probs_BHTK =
+      at::softmax(at::cat({to_prefix_BHTP, to_own_BHTT}, -1), -1, at::kFloat);
+  at::Tensor out_BHTD = at::matmul(probs_BHTK.narrow(-1, 0, p), v_1HPD) +
+                        at::matmul(probs_BHTK.narrow(-1, p, t), v_BHTD);
+  return Linear(out_BHTD.permute({0, 2, 1, 3}).reshape({b, t, -1}), w.proj);
+}
+
+// Log-likelihood loss of `bins` under logits [N, X]; with sigma > 0 the
+// target is a Gaussian around each bin, normalised.
+at::Tensor BinLoss(const at::Tensor& logits_NX,
+                   const std::vector<int64_t>& bins, double sigma) {
+  at::Tensor lp_NX = at::log_softmax(logits_NX, -1);
+  at::Tensor bins_N1 = at::tensor(bins, at::kLong).unsqueeze(1);
+  if (sigma <= 0) return -lp_NX.gather(1, bins_N1).squeeze(1);
+  at::Tensor x_1X = at::arange(logits_NX.size(1), lp_NX.options()).unsqueeze(0);
+  at::Tensor target_NX =
+      at::exp(-(x_1X - bins_N1.to(at::kFloat)).pow(2) / (2 * sigma * sigma));
+  target_NX = target_NX / target_NX.sum(-1, true);
+  return -(target_NX * lp_NX).sum(-1);
+}
+
+at::Tensor RowsOf(const at::Tensor& flat_NC, const std::vector<int64_t>& rows) {
+  return flat_NC.index_select(0, at::tensor(rows, at::kLong));
+}
+
+double MeanOf(const at::Tensor& losses) {
+  return losses.defined() && losses.numel() > 0 ? losses.mean().item<double>()
+                                                : 0.0;
+}
+
+}  // namespace
+
+at::Tensor ImageEmbedding(const ImageCrops& image, const Weights& w,
+                          const VisionConfig& config) {
+  at::Tensor features_BPE = EncodeCrops(
+      NormalizeCrops(image.crops_u8, at::kFloat, w.text.wte.device()), w.vision,
+      config);
+  const int64_t n_tiles = image.tiling.n_tiles();
+  at::Tensor local_NGGE =
+      features_BPE.narrow(0, 1, n_tiles)
+          .view({n_tiles, config.grid(), config.grid(), config.enc_dim});
+  at::Tensor pooled_GGE = PoolReconstructed(
+      ReconstructFromCrops(local_NGGE, image.tiling, config.overlap_margin),
+      config);
+  return ProjectImage(features_BPE[0], pooled_GGE, w.vision, config);
+}
+
+at::Tensor PrefixEmbeddings(const at::Tensor& image_PC, const Weights& w,
+                            const MoondreamConfig& config) {
+  at::Tensor bos_1C = EmbedTokens(
+      at::tensor({static_cast<int64_t>(config.tokenizer.bos_id)}, at::kLong),
+      w.text);
+  return at::cat({bos_1C, image_PC}, 0);
+}
+
+at::Tensor EmbedSequences(absl::Span<const Sequence> sequences,
+                          const Weights& w) {
+  int64_t t = 0;
+  for (const Sequence& s : sequences) {
+    t = std::max<int64_t>(t, static_cast<int64_t>(s.rows.size()));
+  }
+  const int64_t b = static_cast<int64_t>(sequences.size());
+  std::vector<int64_t> ids(b * t, 0), coord_rows, size_rows;
+  std::vector<float> coords, sizes;
+  for (int64_t i = 0; i < b; ++i) {
+    const std::vector<InputRow>& rows = sequences[i].rows;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t flat = i * t + static_cast<int64_t>(r);
+      switch (rows[r].kind) {
+        case RowKind::kToken:
+          ids[flat] = rows[r].token;
+          break;
+        case RowKind::kCoordinate:
+          coord_rows.push_back(flat);
+          coords.push_back(rows[r].value[0]);
+          break;
+        case RowKind::kSize:
+          size_rows.push_back(flat);
+          sizes.insert(sizes.end(), rows[r].value.begin(), rows[r].value.end());
+          break;
+      }
+    }
+  }
+  at::Tensor embeds_NC = EmbedTokens(at::tensor(ids, at::kLong), w.text);
+  if (!coord_rows.empty()) {
+    embeds_NC = embeds_NC.index_copy(
+        0, at::tensor(coord_rows, at::kLong),
+        EncodeCoordinate(at::tensor(coords, at::kFloat), w.region));
+  }
+  if (!size_rows.empty()) {
+    embeds_NC = embeds_NC.index_copy(
+        0, at::tensor(size_rows, at::kLong),
+        EncodeSize(at::tensor(sizes, at::kFloat).view({-1, 2}), w.region));
+  }
+  return embeds_NC.view({b, t, -1});
+}
+
+at::Tensor DecoderForward(const at::Tensor& prefix_PC,
+                          const at::Tensor& rows_BTC, const TextWeights& w,
+                          const TextConfig& config, const RotaryTable& rotary) {
+  const int64_t p = prefix_PC.size(0), t = rows_BTC.size(1);
+  const at::Tensor cos_PF = rotary.cos_PF.narrow(0, 0, p);
+  const at::Tensor sin_PF = rotary.sin_PF.narrow(0, 0, p);
+  const at::Tensor cos_TF = rotary.cos_PF.narrow(0, p, t);
+  const at::Tensor sin_TF = rotary.sin_PF.narrow(0, p, t);
+  // Keys after the query's own row.
+  const at::Tensor later_TT =
+      at::ones({t, t}, at::TensorOptions().dtype(at::kBool)).triu(1);
+  at::Tensor prefix = prefix_PC, rows = rows_BTC;
+  for (size_t l = 0; l < w.blocks.size(); ++l) {
+    const TextBlockWeights& block = w.blocks[l];
+    // Parallel residual, summed in the inference decoder's order.
+    at::Tensor ln_PC = LayerNorm(prefix, block.ln);
+    at::Tensor ln_BTC = LayerNorm(rows, block.ln);
+    HeadsOf p_heads =
+        QueryKeyValue(ln_PC, block.attn, config.n_heads, cos_PF, sin_PF);
+    HeadsOf r_heads =
+        QueryKeyValue(ln_BTC, block.attn, config.n_heads, cos_TF, sin_TF);
+    at::Tensor rows_attn = RowAttention(r_heads, p_heads, later_TT, block.attn);
+    rows = rows + rows_attn + Mlp(ln_BTC, block.mlp);
+    if (l + 1 < w.blocks.size()) {
+      prefix =
+          prefix + PrefixAttention(p_heads, block.attn) + Mlp(ln_PC, block.mlp);
+    }
+  }
+  return rows;
+}
+
+Losses SequenceLosses(const at::Tensor& rows_BTC,
+                      absl::Span<const Sequence> sequences, const Weights& w,
+                      const MoondreamConfig& config,
+                      const LossOptions& options) {
+  const int64_t t = rows_BTC.size(1);
+  const at::Tensor flat_NC = rows_BTC.reshape({-1, rows_BTC.size(2)});
+  std::vector<int64_t> token_rows, token_ids, stop_rows, coord_rows, coord_bins,
+      size_rows, size_bins;
+  std::vector<uint8_t> stop_eos;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const Sequence& s = sequences[i];
+    const int64_t base = static_cast<int64_t>(i) * t;
+    for (const TokenTarget& x : s.tokens) {
+      token_rows.push_back(base + x.row);
+      token_ids.push_back(x.token);
+    }
+    for (const StopTarget& x : s.stops) {
+      stop_rows.push_back(base + x.row);
+      stop_eos.push_back(x.eos);
+    }
+    for (const CoordinateTarget& x : s.coordinates) {
+      coord_rows.push_back(base + x.row);
+      coord_bins.push_back(x.bin);
+    }
+    for (const SizeTarget& x : s.sizes) {
+      size_rows.push_back(base + x.row);
+      size_bins.push_back(x.w_bin);
+      size_bins.push_back(x.h_bin);
+    }
+  }
+  Losses out;
+  std::vector<at::Tensor> all;
+  if (!token_rows.empty()) {
+    at::Tensor lp_NV =
+        at::log_softmax(LmHead(RowsOf(flat_NC, token_rows), w.text), -1);
+    at::Tensor nll_N =
+        -lp_NV.gather(1, at::tensor(token_ids, at::kLong).unsqueeze(1))
+             .squeeze(1);
+    out.token = MeanOf(nll_N.detach());
+    out.n_token = static_cast<int>(token_rows.size());
+    all.push_back(nll_N);
+  }
+  if (!stop_rows.empty()) {
+    // Region skills stop on eos and go on for any other token.
+    at::Tensor lp_NV =
+        at::log_softmax(LmHead(RowsOf(flat_NC, stop_rows), w.text), -1);
+    const int64_t eos = config.tokenizer.eos_id;
+    at::Tensor eos_N = lp_NV.select(1, eos);
+    at::Tensor not_eos_N = at::logsumexp(
+        lp_NV.index_fill(1, at::tensor({eos}, at::kLong),
+                         -std::numeric_limits<double>::infinity()),
+        1);
+    at::Tensor is_eos_N = at::tensor(stop_eos, at::kByte).to(at::kBool);
+    at::Tensor nll_N = -at::where(is_eos_N, eos_N, not_eos_N);
+    out.stop = MeanOf(nll_N.detach());
+    out.n_stop = static_cast<int>(stop_rows.size());
+    all.push_back(nll_N);
+  }
+  if (!coord_rows.empty()) {
+    at::Tensor nll_N =
+        BinLoss(DecodeCoordinate(RowsOf(flat_NC, coord_rows), w.region),
+                coord_bins, options.bin_sigma);
+    out.coordinate = MeanOf(nll_N.detach());
+    out.n_coordinate = static_cast<int>(coord_rows.size());
+    all.push_back(nll_N);
+  }
+  if (!size_rows.empty()) {
+    at::Tensor logits_N2X = DecodeSize(RowsOf(flat_NC, size_rows), w.region);
+    at::Tensor nll_N = BinLoss(logits_N2X.reshape({-1, logits_N2X.size(2)}),
+                               size_bins, options.bin_sigma);
+    out.size = MeanOf(nll_N.detach());
+    out.n_size = static_cast<int>(size_bins.size());
+    all.push_back(nll_N);
+  }
+  out.total = at::cat(all).mean();
+  return out;
+}
+
+Losses SceneLosses(const SceneExample& example,
+                   absl::Span<const Sequence> sequences, const Weights& w,
+                   const MoondreamConfig& config, const RotaryTable& rotary,
+                   const LossOptions& options) {
+  at::Tensor image_PC = ImageEmbedding(example.crops, w, config.vision);
+  at::Tensor rows_BTC =
+      DecoderForward(PrefixEmbeddings(image_PC, w, config),
+                     EmbedSequences(sequences, w), w.text, config.text, rotary);
+  return SequenceLosses(rows_BTC, sequences, w, config, options);
+}
+
+}  // namespace md::train

@@ -1,0 +1,85 @@
+// The trainer's forward pass (issue 14): the model's own building blocks
+// (model/net: EncodeCrops, ReconstructFromCrops, PoolReconstructed,
+// ProjectImage, ApplyRotary, LayerNorm, Linear, Mlp, LmHead and the region
+// head) run with autograd, without the slot KV cache (the inference path
+// writes K/V in place and runs under NoGradGuard).
+//
+// One scene's sequences share its image prefix. The prefix rows (BOS + 729
+// image tokens) see only each other, so their hidden states do not depend
+// on what follows: they are computed once per scene, and every sequence's
+// rows after the prefix attend to the shared prefix keys plus their own
+// earlier rows (the causal part of docs/DESIGN.md §2.4's mask). Sequences
+// are padded at the end; causal attention keeps padding out of real rows.
+//
+// Letters: P prefix positions (730), B sequences, T rows after the prefix
+// (padded), C text dim, H heads, D head dim, V vocabulary, E vision dim.
+#ifndef MOONDREAM_TOOLS_TRAIN_TRAIN_FORWARD_H_
+#define MOONDREAM_TOOLS_TRAIN_TRAIN_FORWARD_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "absl/types/span.h"
+#include "model/config/config.h"
+#include "model/io/weights.h"
+#include "model/net/moondream.h"
+#include "model/net/text.h"
+#include "tools/train/examples.h"
+
+namespace md::train {
+
+// Image embedding [729, C] of one image, as Model::EmbedImages computes it.
+at::Tensor ImageEmbedding(const ImageCrops& image, const Weights& w,
+                          const VisionConfig& config);
+
+// [wte[bos]; image] → [P, C], as Model::PrefixEmbeddings.
+at::Tensor PrefixEmbeddings(const at::Tensor& image_PC, const Weights& w,
+                            const MoondreamConfig& config);
+
+// The rows of each sequence embedded as the served skills embed them
+// (tokens by wte, coordinates and sizes by the region encoders), padded
+// with token 0 to the longest: [B, T, C].
+at::Tensor EmbedSequences(absl::Span<const Sequence> sequences,
+                          const Weights& w);
+
+// All text blocks over the prefix and the sequences' rows after it: the
+// rows' last residual stream [B, T, C] (before post LN, where the region
+// head reads it). The prefix's own last-layer outputs feed nothing and are
+// not computed.
+at::Tensor DecoderForward(const at::Tensor& prefix_PC,
+                          const at::Tensor& rows_BTC, const TextWeights& w,
+                          const TextConfig& config, const RotaryTable& rotary);
+
+struct LossOptions {
+  // Coordinate and size targets are Gaussians of this many bins around the
+  // true bin (0: the bin alone); the served skills take the argmax, which a
+  // symmetric target leaves at the true bin.
+  double bin_sigma = 0;
+};
+
+// Mean per target of each kind (detached, for logs) and the differentiable
+// mean over all targets.
+struct Losses {
+  at::Tensor total;
+  double token = 0, stop = 0, coordinate = 0, size = 0;
+  int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0;
+
+  int n_targets() const { return n_token + n_stop + n_coordinate + n_size; }
+};
+
+// The heads' losses on the hidden rows [B, T, C] of `sequences`.
+Losses SequenceLosses(const at::Tensor& rows_BTC,
+                      absl::Span<const Sequence> sequences, const Weights& w,
+                      const MoondreamConfig& config,
+                      const LossOptions& options);
+
+// One scene end to end: image, prefix, all its sequences, losses.
+Losses SceneLosses(const SceneExample& example,
+                   absl::Span<const Sequence> sequences, const Weights& w,
+                   const MoondreamConfig& config, const RotaryTable& rotary,
+                   const LossOptions& options);
+
+}  // namespace md::train
+
+#endif  // MOONDREAM_TOOLS_TRAIN_TRAIN_FORWARD_H_

@@ -1,0 +1,428 @@
+#include "tools/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/serialize/archive.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numbers>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "model/bundle.h"
+#include "model/io/tensor_io.h"
+#include "tools/scenes/random.h"
+#include "tools/train/skill_eval.h"
+
+namespace md::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) {
+    return absl::InternalError(
+        absl::StrCat("cannot write '", path.string(), "'"));
+  }
+  return absl::OkStatus();
+}
+
+// Weight decay on the matrices of linear layers only, not on embeddings,
+// norms, biases or the Fourier frequencies.
+bool Decays(const std::string& name, const at::Tensor& t) {
+  return t.dim() >= 2 && !absl::StrContains(name, "wte") &&
+         !absl::StrContains(name, "pos_emb") &&
+         !absl::StrContains(name, "features");
+}
+
+// Running sums of per-kind losses, weighted by their counts.
+void AddParts(const Losses& scene, Losses& sum) {
+  sum.token += scene.token * scene.n_token;
+  sum.stop += scene.stop * scene.n_stop;
+  sum.coordinate += scene.coordinate * scene.n_coordinate;
+  sum.size += scene.size * scene.n_size;
+  sum.n_token += scene.n_token;
+  sum.n_stop += scene.n_stop;
+  sum.n_coordinate += scene.n_coordinate;
+  sum.n_size += scene.n_size;
+}
+Losses MeanParts(Losses sum) {
+  auto mean = [](double total, int n) { return n > 0 ? total / n : 0.0; };
+  sum.token = mean(sum.token, sum.n_token);
+  sum.stop = mean(sum.stop, sum.n_stop);
+  sum.coordinate = mean(sum.coordinate, sum.n_coordinate);
+  sum.size = mean(sum.size, sum.n_size);
+  return sum;
+}
+
+std::string Duration(double seconds) {
+  const int s = static_cast<int>(seconds);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, s % 3600 / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+}  // namespace
+
+MoondreamConfig SceneModelConfig(const MoondreamConfig& base) {
+  MoondreamConfig c = base;
+  c.name = "scenes-tiny";
+  c.text.dim = 128;
+  c.text.n_layers = 4;
+  c.text.n_heads = 2;
+  c.vision.enc_dim = 64;
+  c.vision.enc_n_layers = 4;
+  c.vision.enc_ff_dim = 256;
+  c.vision.enc_n_heads = 2;
+  c.vision.proj_out_dim = 128;
+  c.vision.proj_inner_dim = 256;
+  c.region.dim = 128;
+  c.region.inner_dim = 256;
+  return c;
+}
+
+Trainer::Trainer(TrainOptions opts, Tokenizer tokenizer)
+    : opts_(std::move(opts)), tokenizer_(std::move(tokenizer)) {}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
+  RETURN_IF_ERROR(ValidateConfig(opts.config));
+  if (opts.out_dir.empty()) return absl::InvalidArgumentError("no out dir");
+  if (opts.steps < 0 || opts.scenes_per_step < 1 || opts.log_every < 1) {
+    return absl::InvalidArgumentError(
+        "steps must be >= 0, scenes per step and log interval >= 1");
+  }
+  ASSIGN_OR_RETURN(Tokenizer tokenizer,
+                   Tokenizer::FromHuggingFaceJson(opts.tokenizer_path));
+  if (tokenizer.vocab_size() > opts.config.text.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(opts.tokenizer_path, " has ", tokenizer.vocab_size(),
+                     " tokens, more than the model's vocabulary of ",
+                     opts.config.text.vocab_size));
+  }
+  std::unique_ptr<Trainer> t(
+      new Trainer(std::move(opts), std::move(tokenizer)));
+  std::error_code ec;
+  fs::create_directories(t->opts_.out_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create '", t->opts_.out_dir, "': ", ec.message()));
+  }
+  const bool has_checkpoint = fs::exists(t->checkpoint_path(), ec);
+  if (has_checkpoint && !t->opts_.resume) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(t->checkpoint_path(),
+                     " exists: pass --resume to go on from it, or use "
+                     "another --out"));
+  }
+  if (!has_checkpoint && t->opts_.resume) {
+    return absl::NotFoundError(
+        absl::StrCat("--resume: no ", t->checkpoint_path()));
+  }
+  RETURN_IF_ERROR(t->InitWeights());
+  if (t->opts_.resume) RETURN_IF_ERROR(t->LoadCheckpoint());
+  return t;
+}
+
+std::string Trainer::checkpoint_path() const {
+  return (fs::path(opts_.out_dir) / "checkpoint.pt").string();
+}
+std::string Trainer::model_dir() const {
+  return (fs::path(opts_.out_dir) / "model").string();
+}
+
+absl::Status Trainer::InitWeights() {
+  ASSIGN_OR_RETURN(weights_, RandomWeights(opts_.config, {at::kFloat, at::kCPU},
+                                           opts_.seed));
+  return CatchTorchStatus("setting up training", [&] {
+    at::Generator gen = at::detail::createCPUGenerator(opts_.seed + 1);
+    RegionWeights& r = weights_.region;
+    r.coord_features =
+        at::randn(r.coord_features.sizes(), gen) * kFourierInitStd;
+    r.size_features = at::randn(r.size_features.sizes(), gen) * kFourierInitStd;
+    params_ = NamedParameters(opts_.config, weights_);
+    std::vector<at::Tensor> decay, no_decay;
+    for (auto& [name, tensor] : params_) {
+      tensor.requires_grad_(true);
+      (Decays(name, tensor) ? decay : no_decay).push_back(tensor);
+    }
+    torch::optim::AdamWOptions defaults(opts_.learning_rate);
+    defaults.weight_decay(0);
+    auto with_decay = std::make_unique<torch::optim::AdamWOptions>(defaults);
+    with_decay->weight_decay(opts_.weight_decay);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::move(with_decay));
+    groups.emplace_back(no_decay,
+                        std::make_unique<torch::optim::AdamWOptions>(defaults));
+    optimizer_ =
+        std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
+    rotary_ = MakeRotaryTable(opts_.config.text, at::kCPU);
+  });
+}
+
+absl::Status Trainer::SaveCheckpoint() const {
+  const std::string tmp = checkpoint_path() + ".tmp";
+  RETURN_IF_ERROR(CatchTorchStatus("saving the checkpoint", [&] {
+    torch::serialize::OutputArchive archive;
+    archive.write("config", c10::IValue(ConfigToJson(opts_.config)));
+    archive.write("step", at::tensor(static_cast<int64_t>(step_)));
+    archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
+    for (const auto& [name, tensor] : params_) {
+      archive.write("param/" + name, tensor.detach());
+    }
+    torch::serialize::OutputArchive optimizer;
+    optimizer_->save(optimizer);
+    archive.write("optimizer", optimizer);
+    archive.save_to(tmp);
+  }));
+  std::error_code ec;
+  fs::rename(tmp, checkpoint_path(), ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot rename '", tmp, "': ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::LoadCheckpoint() {
+  return CatchTorchStatus("loading the checkpoint", [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(checkpoint_path());
+    c10::IValue config;
+    archive.read("config", config);
+    if (config.toStringRef() != ConfigToJson(opts_.config)) {
+      throw std::runtime_error(
+          "the checkpoint was trained with another model config");
+    }
+    at::Tensor step, rng;
+    archive.read("step", step);
+    step_ = static_cast<int>(step.item<int64_t>());
+    archive.read("rng", rng);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng);
+    at::NoGradGuard no_grad;
+    for (auto& [name, tensor] : params_) {
+      at::Tensor saved;
+      archive.read("param/" + name, saved);
+      tensor.copy_(saved);
+    }
+    torch::serialize::InputArchive optimizer;
+    archive.read("optimizer", optimizer);
+    optimizer_->load(optimizer);
+  });
+}
+
+absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
+  const fs::path final_dir(dir);
+  const fs::path tmp = fs::path(dir + ".writing");
+  std::error_code ec;
+  if (fs::exists(final_dir, ec) && !fs::is_empty(final_dir, ec) &&
+      !fs::exists(final_dir / "model.safetensors", ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("refusing to replace '", dir,
+                     "': it holds files but no model.safetensors"));
+  }
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create '", tmp.string(), "': ", ec.message()));
+  }
+  RETURN_IF_ERROR(
+      WriteTextFile(tmp / "config.json", ConfigToJson(opts_.config)));
+  fs::copy_file(opts_.tokenizer_path, tmp / "tokenizer.json",
+                fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(
+        "cannot copy '", opts_.tokenizer_path, "': ", ec.message()));
+  }
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"},
+      {"weights", "trained"},
+      {"trainer", "moondream-bench train (synthetic scenes, issue 14)"},
+      {"step", std::to_string(step_)}};
+  RETURN_IF_ERROR(SaveWeights((tmp / "model.safetensors").string(),
+                              opts_.config, weights_, metadata));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(
+        "cannot rename '", tmp.string(), "' to '", dir, "': ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+double Trainer::LearningRate(int step) const {
+  const double peak = opts_.learning_rate;
+  if (step < opts_.warmup_steps) {
+    return peak * (step + 1) / opts_.warmup_steps;
+  }
+  const double span = std::max(1, opts_.steps - opts_.warmup_steps);
+  const double progress = std::min(1.0, (step - opts_.warmup_steps) / span);
+  const double floor = peak * opts_.min_learning_rate_fraction;
+  return floor +
+         (peak - floor) * 0.5 * (1 + std::cos(std::numbers::pi * progress));
+}
+
+std::vector<Sequence> Trainer::ChooseSequences(const SceneExample& example,
+                                               uint64_t scene_index) const {
+  std::vector<Sequence> all = example.sequences;
+  const size_t want = static_cast<size_t>(opts_.sequences_per_scene);
+  if (want == 0 || want >= all.size()) return all;
+  // A partial Fisher–Yates shuffle on the scenes' portable generator.
+  scenes::ScenePrng prng(scenes::SceneSeed(opts_.seed, scene_index));
+  for (size_t i = 0; i < want; ++i) {
+    const size_t j = static_cast<size_t>(prng.UniformInt(
+        static_cast<int64_t>(i), static_cast<int64_t>(all.size()) - 1));
+    std::swap(all[i], all[j]);
+  }
+  all.resize(want);
+  return all;
+}
+
+absl::StatusOr<StepStats> Trainer::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  StepStats stats;
+  stats.learning_rate = LearningRate(step_);
+  Losses sum;
+  RETURN_IF_ERROR(CatchTorchStatus("zeroing gradients", [&] {
+    for (auto& group : optimizer_->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options())
+          .lr(stats.learning_rate);
+    }
+    optimizer_->zero_grad();
+  }));
+  for (int j = 0; j < opts_.scenes_per_step; ++j) {
+    uint64_t index = static_cast<uint64_t>(step_) * opts_.scenes_per_step + j;
+    if (opts_.scene_cycle > 0)
+      index %= static_cast<uint64_t>(opts_.scene_cycle);
+    const scenes::Scene scene =
+        scenes::GenerateScene(scenes::SceneSeed(opts_.train_base_seed, index));
+    ASSIGN_OR_RETURN(SceneExample example,
+                     MakeSceneExample(scene, opts_.config, tokenizer_));
+    const std::vector<Sequence> sequences = ChooseSequences(example, index);
+    RETURN_IF_ERROR(CatchTorchStatus("training on a scene", [&] {
+      Losses losses = SceneLosses(example, sequences, weights_, opts_.config,
+                                  rotary_, opts_.loss);
+      (losses.total / opts_.scenes_per_step).backward();
+      stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
+      AddParts(losses, sum);
+    }));
+    stats.sequences += static_cast<int>(sequences.size());
+  }
+  RETURN_IF_ERROR(CatchTorchStatus("updating the weights", [&] {
+    std::vector<at::Tensor> tensors;
+    for (const auto& named : params_) tensors.push_back(named.second);
+    stats.grad_norm =
+        torch::nn::utils::clip_grad_norm_(tensors, opts_.clip_norm);
+    optimizer_->step();
+  }));
+  ++step_;
+  stats.step = step_;
+  stats.parts = MeanParts(sum);
+  stats.seconds = SecondsSince(start);
+  return stats;
+}
+
+absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
+  double total = 0;
+  for (int i = 0; i < count; ++i) {
+    const scenes::Scene scene = scenes::GenerateScene(
+        scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
+    ASSIGN_OR_RETURN(SceneExample example,
+                     MakeSceneExample(scene, opts_.config, tokenizer_));
+    RETURN_IF_ERROR(CatchTorchStatus("held-out loss", [&] {
+      at::NoGradGuard no_grad;
+      total += SceneLosses(example, example.sequences, weights_, opts_.config,
+                           rotary_, opts_.loss)
+                   .total.item<double>();
+    }));
+  }
+  return count > 0 ? total / count : 0.0;
+}
+
+absl::Status Trainer::Evaluate() {
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(double held_out,
+                   HeldOutLoss(opts_.eval_base_seed, opts_.eval_scenes));
+  // Through the served path: the directory written, loaded as the server
+  // loads it, asked through the skills.
+  RETURN_IF_ERROR(WriteModelDirectory(model_dir()));
+  ASSIGN_OR_RETURN(
+      ModelBundle bundle,
+      LoadModelBundle(model_dir(), "moondream2", {at::kFloat, at::kCPU}));
+  ASSIGN_OR_RETURN(SkillEval eval,
+                   EvaluateSkills(bundle, opts_.eval_base_seed,
+                                  opts_.eval_scenes, opts_.eval_max_tokens));
+  std::printf(
+      "eval step %d: held-out loss %.4f, %d/%d questions right on %d "
+      "scenes (seed %llu), %.1f s\n%s",
+      step_, held_out, eval.all_right, eval.questions, opts_.eval_scenes,
+      static_cast<unsigned long long>(opts_.eval_base_seed),
+      SecondsSince(start),
+      scenes::FormatReport(scenes::ReportLines(eval.tally)).c_str());
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Run() {
+  const auto start = std::chrono::steady_clock::now();
+  const int first_step = step_;
+  Losses window;
+  double window_loss = 0, window_seconds = 0;
+  int window_steps = 0, window_sequences = 0;
+  bool saved = false, evaluated = false;
+  while (step_ < opts_.steps) {
+    ASSIGN_OR_RETURN(StepStats s, Step());
+    saved = evaluated = false;
+    AddParts(s.parts, window);
+    window_loss += s.loss;
+    window_seconds += s.seconds;
+    window_sequences += s.sequences;
+    ++window_steps;
+    if (step_ % opts_.log_every == 0 || step_ == opts_.steps) {
+      const Losses parts = MeanParts(window);
+      const double per_step = SecondsSince(start) / (step_ - first_step);
+      std::printf(
+          "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f) lr "
+          "%.2e |g| %.2f %.1f seq/s %.2f s/step eta %s\n",
+          step_, opts_.steps, window_loss / window_steps, parts.token,
+          parts.stop, parts.coordinate, parts.size, s.learning_rate,
+          s.grad_norm, window_sequences / window_seconds,
+          window_seconds / window_steps,
+          Duration(per_step * (opts_.steps - step_)).c_str());
+      std::fflush(stdout);
+      window = Losses();
+      window_loss = window_seconds = 0;
+      window_steps = window_sequences = 0;
+    }
+    if (opts_.checkpoint_every > 0 && step_ % opts_.checkpoint_every == 0) {
+      RETURN_IF_ERROR(SaveCheckpoint());
+      saved = true;
+    }
+    if (opts_.eval_every > 0 && step_ % opts_.eval_every == 0) {
+      RETURN_IF_ERROR(Evaluate());
+      evaluated = true;
+    }
+  }
+  if (!saved) RETURN_IF_ERROR(SaveCheckpoint());
+  if (opts_.eval_every > 0 && !evaluated) return Evaluate();
+  if (!evaluated) return WriteModelDirectory(model_dir());
+  return absl::OkStatus();
+}
+
+}  // namespace md::train

@@ -1,0 +1,135 @@
+// Trains a tiny Moondream from scratch on synthetic scenes (issue 14), in
+// fp32 with LibTorch autograd over the model's own code
+// (tools/train/train_forward.h), and writes model directories the server
+// and `moondream-bench scenes-eval` load.
+//
+// Data: step s uses scenes SceneSeed(train_base_seed, s·scenes_per_step + j)
+// for j < scenes_per_step, generated on the fly on one thread; scenes-eval
+// and the held-out checks use small base seeds (1, eval_base_seed), whose
+// sets SceneSeed keeps apart from the training set (their index offsets
+// differ by (train_base_seed − base)·φ mod 2^64, far beyond any count).
+// Everything a step does is a function of the options and the step number,
+// so a run is reproducible for a seed and resumes exactly from a
+// checkpoint.
+//
+// The out directory holds checkpoint.pt (weights, AdamW state, step, RNG
+// state, the config) and model/ (model.safetensors, config.json,
+// tokenizer.json: no RANDOM-WEIGHTS marker).
+#ifndef MOONDREAM_TOOLS_TRAIN_TRAINER_H_
+#define MOONDREAM_TOOLS_TRAIN_TRAINER_H_
+
+#include <torch/optim/adamw.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/config/config.h"
+#include "model/io/weights.h"
+#include "model/net/text.h"
+#include "model/tokenizer/tokenizer.h"
+#include "tools/train/train_forward.h"
+
+namespace md::train {
+
+struct TrainOptions {
+  std::string out_dir;
+  // Copied into the model directory; the config's templates index it.
+  std::string tokenizer_path;
+  MoondreamConfig config;
+  bool resume = false;
+
+  int steps = 1000;
+  int scenes_per_step = 2;
+  // Questions per scene and step (0: all of SceneTasks'), drawn anew each
+  // step.
+  int sequences_per_scene = 0;
+  // Training scene indices taken modulo this (0: every scene new): 1
+  // trains on one fixed batch, for overfit checks.
+  int scene_cycle = 0;
+
+  double learning_rate = 1e-3;
+  double min_learning_rate_fraction = 0.1;  // cosine ends at lr × this
+  int warmup_steps = 100;
+  double weight_decay = 0.01;
+  double clip_norm = 1.0;
+  LossOptions loss;
+
+  uint64_t seed = 1;  // initial weights and question draws
+  uint64_t train_base_seed = 1000000;
+  uint64_t eval_base_seed = 7;
+  int eval_every = 200;  // steps; 0: never
+  int eval_scenes = 4;
+  int eval_max_tokens = 64;
+  int checkpoint_every = 100;  // steps; 0: only at the end
+  int log_every = 10;
+};
+
+// Standard deviation of the Fourier frequencies of the region encoders at
+// initialisation: fan-in scaling would make them ~0.1 cycles over the
+// image, too coarse to tell coordinates apart.
+inline constexpr double kFourierInitStd = 4.0;
+
+// The size issue 14 proposes: vision 64 × 4 layers (2 heads, ff 256), text
+// 128 × 4 layers (2 heads of 64), proj inner 256, region 128 / inner 256;
+// the crop (378 / 14 → 729 tokens) and the tokenizer section (bos, eos,
+// templates) of `base`, the tiny test model's config.
+MoondreamConfig SceneModelConfig(const MoondreamConfig& base);
+
+struct StepStats {
+  int step = 0;  // after the step
+  double loss = 0;
+  Losses parts;  // summed over scenes, then averaged (no `total`)
+  int sequences = 0;
+  double learning_rate = 0;
+  double grad_norm = 0;
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  // Fresh weights, or the checkpoint in opts.out_dir when opts.resume.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(TrainOptions opts);
+
+  absl::StatusOr<StepStats> Step();
+  // Mean held-out loss on scenes SceneSeed(base_seed, 0 .. count−1), all
+  // their questions.
+  absl::StatusOr<double> HeldOutLoss(uint64_t base_seed, int count);
+
+  absl::Status SaveCheckpoint() const;
+  // A complete model directory (written beside, then renamed into place).
+  absl::Status WriteModelDirectory(const std::string& dir) const;
+  // The whole run: steps with progress lines, evaluations, checkpoints,
+  // and the final model directory.
+  absl::Status Run();
+
+  int step() const { return step_; }
+  const Weights& weights() const { return weights_; }
+  const MoondreamConfig& config() const { return opts_.config; }
+  std::string checkpoint_path() const;
+  std::string model_dir() const;
+
+ private:
+  explicit Trainer(TrainOptions opts, Tokenizer tokenizer);
+  absl::Status InitWeights();
+  absl::Status LoadCheckpoint();
+  double LearningRate(int step) const;
+  std::vector<Sequence> ChooseSequences(const SceneExample& example,
+                                        uint64_t scene_index) const;
+  absl::Status Evaluate();
+
+  TrainOptions opts_;
+  Tokenizer tokenizer_;
+  Weights weights_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  RotaryTable rotary_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  int step_ = 0;
+};
+
+}  // namespace md::train
+
+#endif  // MOONDREAM_TOOLS_TRAIN_TRAINER_H_
