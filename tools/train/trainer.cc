@@ -312,18 +312,34 @@ absl::StatusOr<StepStats> Trainer::Step() {
       index %= static_cast<uint64_t>(opts_.scene_cycle);
     const scenes::Scene scene =
         scenes::GenerateScene(scenes::SceneSeed(opts_.train_base_seed, index));
+    auto mark = std::chrono::steady_clock::now();
+    auto lap = [&mark](double& into) {
+      into += SecondsSince(mark);
+      mark = std::chrono::steady_clock::now();
+    };
     ASSIGN_OR_RETURN(SceneExample example,
                      MakeSceneExample(scene, opts_.config, tokenizer_));
     const std::vector<Sequence> sequences = ChooseSequences(example, index);
+    lap(stats.data_seconds);
     RETURN_IF_ERROR(CatchTorchStatus("training on a scene", [&] {
-      Losses losses = SceneLosses(example, sequences, weights_, opts_.config,
-                                  rotary_, opts_.loss);
+      // SceneLosses' steps, timed apart.
+      const MoondreamConfig& c = opts_.config;
+      at::Tensor image_PC = ImageEmbedding(example.crops, weights_, c.vision);
+      lap(stats.vision_seconds);
+      at::Tensor rows_BTC = DecoderForward(
+          PrefixEmbeddings(image_PC, weights_, c),
+          EmbedSequences(sequences, weights_), weights_.text, c.text, rotary_);
+      Losses losses =
+          SequenceLosses(rows_BTC, sequences, weights_, c, opts_.loss);
+      lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
       AddParts(losses, sum);
+      lap(stats.backward_seconds);
     }));
     stats.sequences += static_cast<int>(sequences.size());
   }
+  const auto update_start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(CatchTorchStatus("updating the weights", [&] {
     std::vector<at::Tensor> tensors;
     for (const auto& named : params_) tensors.push_back(named.second);
@@ -331,6 +347,7 @@ absl::StatusOr<StepStats> Trainer::Step() {
         torch::nn::utils::clip_grad_norm_(tensors, opts_.clip_norm);
     optimizer_->step();
   }));
+  stats.backward_seconds += SecondsSince(update_start);
   ++step_;
   stats.step = step_;
   stats.parts = MeanParts(sum);
@@ -384,6 +401,8 @@ absl::Status Trainer::Run() {
   const int first_step = step_;
   Losses window;
   double window_loss = 0, window_seconds = 0;
+  double window_data = 0, window_vision = 0, window_text = 0,
+         window_backward = 0;
   int window_steps = 0, window_sequences = 0;
   bool saved = false, evaluated = false;
   while (step_ < opts_.steps) {
@@ -392,6 +411,10 @@ absl::Status Trainer::Run() {
     AddParts(s.parts, window);
     window_loss += s.loss;
     window_seconds += s.seconds;
+    window_data += s.data_seconds;
+    window_vision += s.vision_seconds;
+    window_text += s.text_seconds;
+    window_backward += s.backward_seconds;
     window_sequences += s.sequences;
     ++window_steps;
     if (step_ % opts_.log_every == 0 || step_ == opts_.steps) {
@@ -399,15 +422,20 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f) lr "
-          "%.2e |g| %.2f %.1f seq/s %.2f s/step eta %s\n",
+          "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
+          "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, s.learning_rate,
           s.grad_norm, window_sequences / window_seconds,
-          window_seconds / window_steps,
+          window_seconds / window_steps, 100 * window_data / window_seconds,
+          100 * window_vision / window_seconds,
+          100 * window_text / window_seconds,
+          100 * window_backward / window_seconds,
           Duration(per_step * (opts_.steps - step_)).c_str());
       std::fflush(stdout);
       window = Losses();
       window_loss = window_seconds = 0;
+      window_data = window_vision = window_text = window_backward = 0;
       window_steps = window_sequences = 0;
     }
     if (opts_.checkpoint_every > 0 && step_ % opts_.checkpoint_every == 0) {

@@ -87,6 +87,10 @@ struct StepStats {
   double learning_rate = 0;
   double grad_norm = 0;
   double seconds = 0;
+  // Where the step's time went: scene generation and crops, the vision
+  // encoder + projection, the text decoder + heads, backward + update.
+  double data_seconds = 0, vision_seconds = 0, text_seconds = 0,
+         backward_seconds = 0;
 };
 
 class Trainer {
