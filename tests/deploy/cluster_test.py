@@ -53,12 +53,20 @@ SERVER, BENCH, SOURCE = sys.argv[1], sys.argv[2], sys.argv[3]
 START = os.path.join(SOURCE, "deploy", "local", "start.sh")
 STOP = os.path.join(SOURCE, "deploy", "local", "stop.sh")
 DRAIN = os.path.join(SOURCE, "deploy", "local", "drain.sh")
+# By hand, another model (the 0.5B-shaped random one, for figures):
+# MD_CLUSTER_MODEL=DIR, MD_CLUSTER_TIME_SCALE=K stretches every time limit
+# K-fold, MD_CLUSTER_DRAIN_TOKENS sets the drain's stream length.
+MODEL = (os.environ.get("MD_CLUSTER_MODEL") or
+         os.path.join(SOURCE, "models", "tiny-random"))
+TIME_SCALE = float(os.environ.get("MD_CLUSTER_TIME_SCALE", "1"))
 REPLICAS = 3
-GRACE_SECONDS = 20
+GRACE_SECONDS = int(20 * TIME_SCALE)
 CONCURRENCY = 64
 MAX_TOKENS = 32          # ignore_eos: every stream is exactly this long
-DRAIN_MAX_TOKENS = 256   # long enough to be in flight across a 1 s delay
-TEST_DEADLINE_S = 240    # below the CTest TIMEOUT: clean up before it kills us
+# Long enough to be in flight across drain.sh's 1 s delay.
+DRAIN_MAX_TOKENS = int(os.environ.get("MD_CLUSTER_DRAIN_TOKENS", "256"))
+# Below the CTest TIMEOUT: clean up before it kills us.
+TEST_DEADLINE_S = int(240 * TIME_SCALE)
 
 
 def figure(line):
@@ -162,7 +170,7 @@ class Load:
                     question=b"What is in this image?",
                     settings=self.pb.SamplingSettings(
                         max_tokens=self.max_tokens, ignore_eos=True)),
-                    timeout=60)
+                    timeout=60 * TIME_SCALE)
                 chunks = 0
                 for chunk in call:
                     if chunks == 0:
@@ -210,7 +218,7 @@ class Cluster:
         self.env = dict(os.environ)
         self.env.update({
             "MD_SERVER": SERVER,
-            "MD_MODEL": os.path.join(SOURCE, "models", "tiny-random"),
+            "MD_MODEL": MODEL,
             "MD_RUN_DIR": run_dir,
             "MD_GRPC_PORT": str(self.grpc_port),
             "MD_HTTP_PORT": str(self.http_port),
@@ -306,7 +314,7 @@ def balance(pb, pbg, cluster, image):
               for k in range(1, REPLICAS + 1)}
     channel = grpc.insecure_channel(f"127.0.0.1:{cluster.grpc_port}")
     records = Load(pb, [pbg.MoondreamStub(channel)], image, CONCURRENCY,
-                   per_worker, seconds=60).start().join()
+                   per_worker, seconds=60 * TIME_SCALE).start().join()
     channel.close()
     after = {k: requests_total(cluster.metrics_port(k))
              for k in range(1, REPLICAS + 1)}
@@ -343,9 +351,10 @@ def balance(pb, pbg, cluster, image):
     for _ in range(2 * REPLICAS):
         list(stub.Query(pb.QueryRequest(
             image=pb.Image(data=image), question=b"warm up?",
-            settings=pb.SamplingSettings(max_tokens=1)), timeout=30))
+            settings=pb.SamplingSettings(max_tokens=1)),
+            timeout=30 * TIME_SCALE))
     records = Load(pb, [stub], image, CONCURRENCY, per_worker,
-                   seconds=60).start().join()
+                   seconds=60 * TIME_SCALE).start().join()
     channel.close()
     ok = [r for r in records if r.code == "OK"]
     check("round_robin: every stream succeeds",
@@ -503,7 +512,7 @@ def crash(pb, pbg, cluster, image, victim, survivors):
     access_offset = cluster.log_size("logs/access.log")
     error_offset = cluster.log_size("logs/error.log")
     load = Load(pb, [pbg.MoondreamStub(channel)], image, 48, 10_000,
-                seconds=30).start()
+                seconds=30 * TIME_SCALE).start()
     time.sleep(2.0)
     victim_in_flight = in_flight(cluster.metrics_port(victim))
     pid = cluster.pid(victim)
