@@ -195,13 +195,15 @@ absl::StatusOr<PrefillResult> BenchPrefill(const Model& model,
 
 // One decode step for every slot of `cache`: feeds `tokens` at position
 // `pos`, runs the LM head on all rows and replaces `tokens` by the greedy
-// picks.
+// picks. With `shared_prefix` every slot reads its image prefix from slot 0,
+// as the engine's streams on one image do.
 absl::Status DecodeStep(const Model& model, int pos, std::vector<int>& tokens,
-                        KvCache& cache) {
+                        KvCache& cache, bool shared_prefix) {
   const int batch = static_cast<int>(tokens.size());
   std::vector<SequenceChunk> chunks(batch);
   for (int slot = 0; slot < batch; ++slot) {
-    chunks[slot] = {slot, pos, /*n_tokens=*/1, AttentionMask::kCausal};
+    chunks[slot] = {slot, pos, /*n_tokens=*/1, AttentionMask::kCausal,
+                    /*prefix_slot=*/shared_prefix ? 0 : -1};
   }
   ASSIGN_OR_RETURN(at::Tensor embeds_BC, model.EmbedTokens(tokens));
   ASSIGN_OR_RETURN(at::Tensor hidden_BC,
@@ -218,12 +220,12 @@ absl::Status DecodeStep(const Model& model, int pos, std::vector<int>& tokens,
 
 // `batch` slots each holding `prefix_kv_L2HPD` (context positions), stepped
 // together. Every repetition restarts at the same position, so the cache
-// holds only context + n_steps positions. With `profile`, one more step runs
-// under an op profile.
+// holds only context + n_steps positions. With `profile`, n_steps more steps
+// run under an op profile (reported per step).
 absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
                                          const at::Tensor& prefix_kv_L2HPD,
                                          int batch, int n_steps, int n_reps,
-                                         bool profile) {
+                                         bool profile, bool shared_prefix) {
   DecodeResult result;
   result.batch = batch;
   result.context = static_cast<int>(prefix_kv_L2HPD.size(3));
@@ -241,7 +243,8 @@ absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
   for (int rep = 0; rep <= n_reps; ++rep) {  // rep 0 warms up
     Stopwatch watch;
     for (int step = 0; step < n_steps; ++step) {
-      RETURN_IF_ERROR(DecodeStep(model, result.context + step, tokens, cache));
+      RETURN_IF_ERROR(DecodeStep(model, result.context + step, tokens, cache,
+                                 shared_prefix));
     }
     const double ms = watch.ElapsedMs();
     if (rep > 0) result.step.samples_ms.push_back(ms / n_steps);
@@ -249,9 +252,17 @@ absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
   if (profile) {
     OpProfile ops;
     Stopwatch watch;
-    RETURN_IF_ERROR(DecodeStep(model, result.context, tokens, cache));
+    for (int step = 0; step < n_steps; ++step) {
+      RETURN_IF_ERROR(DecodeStep(model, result.context + step, tokens, cache,
+                                 shared_prefix));
+    }
     const double ms = watch.ElapsedMs();
-    result.profile = OpBreakdown{ms, ops.Finish()};
+    std::vector<OpTime> per_step = ops.Finish();
+    for (OpTime& op : per_step) {
+      op.ms /= n_steps;
+      op.calls /= n_steps;
+    }
+    result.profile = OpBreakdown{ms / n_steps, std::move(per_step)};
   }
   return result;
 }
@@ -331,9 +342,10 @@ absl::StatusOr<CaseResult> RunCase(const std::string& config_name,
                      MeasureReadBandwidth(result.decode_weight_bytes,
                                           std::max(opts.n_reps, 5)));
     for (int batch : opts.batch_sizes) {
-      ASSIGN_OR_RETURN(DecodeResult d, BenchDecode(*model, prefix_kv_L2HPD,
-                                                   batch, opts.n_decode_steps,
-                                                   opts.n_reps, opts.profile));
+      ASSIGN_OR_RETURN(
+          DecodeResult d,
+          BenchDecode(*model, prefix_kv_L2HPD, batch, opts.n_decode_steps,
+                      opts.n_reps, opts.profile, opts.shared_prefix));
       PrintDecode(d);
       result.decode.push_back(std::move(d));
     }
@@ -360,6 +372,7 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
   int n_reps = 3;
   int n_steps = 10;
   bool profile = false;
+  bool shared_prefix = false;
   FlagParser flags(
       "model",
       "Times the model's building blocks on RANDOM weights of the real "
@@ -380,6 +393,9 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
   flags.AddBool("profile", &profile,
                 "run each part once more (vision: smallest image; decode: "
                 "one step) and time every top-level ATen op");
+  flags.AddBool("shared-prefix", &shared_prefix,
+                "decode: every sequence reads its image prefix from one slot "
+                "(the engine's streams on one image)");
   flags.AddString("json", &json_path, "also write the numbers to this file");
   RETURN_IF_ERROR(flags.Parse(args));
   if (flags.help_requested()) {
@@ -396,6 +412,7 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
   opts.n_reps = n_reps;
   opts.n_decode_steps = n_steps;
   opts.profile = profile;
+  opts.shared_prefix = shared_prefix;
   opts.json_path = json_path;
   if (opts.n_threads < 1 || opts.n_reps < 1 || opts.n_decode_steps < 1) {
     return absl::InvalidArgumentError(

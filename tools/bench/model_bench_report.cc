@@ -22,9 +22,10 @@ void PrintRow(const std::string& what, double ms, const std::string& extra) {
 
 // The ops that took most of `b`'s time, and what ran outside ATen ops.
 void PrintProfile(const std::string& what, const OpBreakdown& b) {
-  constexpr size_t kTopOps = 12;
-  std::printf("    profile of one %s: %.1f ms, top-level ATen ops:\n",
-              what.c_str(), b.wall_ms);
+  constexpr size_t kTopOps = 16;
+  std::printf(
+      "    profile of one %s: %.1f ms, top-level ATen ops and md:: parts:\n",
+      what.c_str(), b.wall_ms);
   double in_ops_ms = 0;
   for (const OpTime& op : b.ops) in_ops_ms += op.ms;
   for (size_t i = 0; i < b.ops.size() && i < kTopOps; ++i) {

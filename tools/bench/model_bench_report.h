@@ -34,6 +34,7 @@ struct ModelBenchOptions {
   std::vector<int> batch_sizes;
   Parts parts;
   bool profile = false;
+  bool shared_prefix = false;  // decode rows read one slot's image prefix
   std::string json_path;
 };
 
@@ -69,7 +70,7 @@ struct DecodeResult {
   int n_steps = 0;  // steps per repetition
   int64_t kv_bytes = 0;
   Timing step;
-  std::optional<OpBreakdown> profile;  // one step, with --profile
+  std::optional<OpBreakdown> profile;  // per step, with --profile
 
   double tokens_per_s() const {
     const double ms = step.median_ms();

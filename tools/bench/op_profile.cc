@@ -46,9 +46,9 @@ void OnEnd(const at::RecordFunction& fn, at::ObserverContext* ctx) {
 
 OpProfile::OpProfile() {
   t_state = ThreadState{};
-  handle_ =
-      at::addThreadLocalCallback(at::RecordFunctionCallback(OnStart, OnEnd)
-                                     .scopes({at::RecordScope::FUNCTION}));
+  handle_ = at::addThreadLocalCallback(
+      at::RecordFunctionCallback(OnStart, OnEnd)
+          .scopes({at::RecordScope::FUNCTION, at::RecordScope::USER_SCOPE}));
   active_ = true;
 }
 

@@ -1,7 +1,10 @@
 // Where a piece of model code spends its time, by ATen op: while an
 // OpProfile is alive, every top-level ATen op the calling thread runs (an op
 // called from our code, not one nested inside another op) is counted and
-// timed inclusively through LibTorch's RecordFunction observers.
+// timed inclusively through LibTorch's RecordFunction observers. The model's
+// own named parts (RECORD_USER_SCOPE "md::…": the packed linear, decode
+// attention, rotary, the K/V write, …) count the same way, as one entry each
+// with the ATen ops inside them.
 #ifndef MOONDREAM_TOOLS_BENCH_OP_PROFILE_H_
 #define MOONDREAM_TOOLS_BENCH_OP_PROFILE_H_
 
