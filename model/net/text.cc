@@ -1,8 +1,10 @@
 #include "model/net/text.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,84 @@ at::Tensor ApplyRotary(const at::Tensor& x_NHD, const at::Tensor& cos_NF,
 
 namespace {
 
+// Rotary on q (then scaled) and k of every row, read straight from the qkv
+// linear's output [N, 3·H·D] into q_NHD and k_NHD: ApplyRotary's arithmetic
+// (float32 products, each rounded, then their sum: this file is built for
+// baseline x86-64, so there is no fused multiply-add; the rotated values
+// rounded to T, then q times the scale in T, as ATen's ops round them)
+// without its dozen tensor ops per layer, which cost more than the math at
+// decode batch sizes.
+template <typename T>
+void RotateQk(const T* qkv, int64_t n, int64_t n_heads, int64_t d,
+              const float* cos_PF, const float* sin_PF,
+              const std::vector<int64_t>& positions, double scale, T* q_NHD,
+              T* k_NHD) {
+  constexpr int64_t half = kRotaryDims / 2;
+  const int64_t c = n_heads * d;
+  const float scale_t = static_cast<float>(static_cast<T>(scale));
+  auto rotate = [&](const T* x, const float* cos_F, const float* sin_F,
+                    bool scaled, T* out) {
+    auto store = [&](int64_t i, T v) {
+      out[i] = scaled ? static_cast<T>(static_cast<float>(v) * scale_t) : v;
+    };
+    for (int64_t f = 0; f < half; ++f) {
+      const float re = static_cast<float>(x[f]);
+      const float im = static_cast<float>(x[half + f]);
+      const float re_c = re * cos_F[f], im_s = im * sin_F[f];
+      const float re_s = re * sin_F[f], im_c = im * cos_F[f];
+      store(2 * f, static_cast<T>(re_c - im_s));
+      store(2 * f + 1, static_cast<T>(re_s + im_c));
+    }
+    for (int64_t i = kRotaryDims; i < d; ++i) store(i, x[i]);
+  };
+  for (int64_t row = 0; row < n; ++row) {
+    const float* cos_F = cos_PF + positions[row] * half;
+    const float* sin_F = sin_PF + positions[row] * half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t at = row * n_heads * d + h * d;
+      rotate(qkv + row * 3 * c + h * d, cos_F, sin_F, true, q_NHD + at);
+      rotate(qkv + row * 3 * c + c + h * d, cos_F, sin_F, false, k_NHD + at);
+    }
+  }
+}
+
+// Whether RotateQk and WriteKvRows run on these tensors: dense CPU fp32 or
+// bf16 outside autograd, head dims that hold the rotary dims.
+bool FastRowsApply(const at::Tensor& qkv_N3C, const at::Tensor& cos_PF,
+                   const at::Tensor& k_SHPD, const at::Tensor& v_SHPD,
+                   int64_t d) {
+  const at::ScalarType t = qkv_N3C.scalar_type();
+  return (t == at::kFloat || t == at::kBFloat16) && qkv_N3C.is_cpu() &&
+         qkv_N3C.dim() == 2 && qkv_N3C.is_contiguous() &&
+         !qkv_N3C.requires_grad() && d >= kRotaryDims && cos_PF.is_cpu() &&
+         cos_PF.scalar_type() == at::kFloat && cos_PF.is_contiguous() &&
+         cos_PF.size(1) == kRotaryDims / 2 && k_SHPD.is_cpu() &&
+         v_SHPD.is_cpu() && k_SHPD.scalar_type() == t &&
+         v_SHPD.scalar_type() == t && k_SHPD.is_contiguous() &&
+         v_SHPD.is_contiguous();
+}
+
+// Copies each row's [H, D] into cache[slot, :, position, :]: H memcpys of D
+// elements per row, where index_put_ over 32 rows took ~0.2 ms per tensor.
+// src rows are src_row_stride elements apart, heads D apart.
+void WriteKvRows(const at::Tensor& src, int64_t src_row_stride,
+                 const std::vector<int64_t>& slots,
+                 const std::vector<int64_t>& positions,
+                 at::Tensor& cache_SHPD) {
+  const int64_t n_heads = cache_SHPD.size(1), n_pos = cache_SHPD.size(2),
+                d = cache_SHPD.size(3), elem = cache_SHPD.element_size();
+  const char* from = static_cast<const char*>(src.data_ptr());
+  char* to = static_cast<char*>(cache_SHPD.data_ptr());
+  for (size_t row = 0; row < slots.size(); ++row) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+      std::memcpy(
+          to + ((slots[row] * n_heads + h) * n_pos + positions[row]) * d * elem,
+          from + (static_cast<int64_t>(row) * src_row_stride + h * d) * elem,
+          d * elem);
+    }
+  }
+}
+
 // Which keys each query of a chunk may see, or an undefined tensor when it
 // may see all of them (a single token, or a kFull chunk).
 at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
@@ -51,9 +131,11 @@ at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
 // What every layer needs to know about the batch, worked out once per
 // forward.
 struct BatchPlan {
-  at::Tensor cos_NF, sin_NF;       // rotary angles of each row's position
-  at::Tensor slot_N, position_N;   // where each row's K/V goes
-  std::vector<int64_t> first_row;  // per chunk
+  at::Tensor cos_NF, sin_NF;      // rotary angles of each row's position
+  at::Tensor slot_N, position_N;  // where each row's K/V goes
+  std::vector<int64_t> slots, positions;    // the same, for the fast paths
+  at::Tensor cos_PF, sin_PF;                // the whole table, ditto
+  std::vector<int64_t> first_row;           // per chunk
   std::vector<at::Tensor> hidden_keys_1TK;  // per chunk; undefined: none
   // Chunks whose tokens run as decode queries (decode steps and prompt
   // chunks after the image prefix), attended by one fused kernel call.
@@ -116,6 +198,10 @@ BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
   plan.position_N = at::tensor(positions, at::kLong).to(device);
   plan.cos_NF = rotary.cos_PF.index_select(0, plan.position_N);
   plan.sin_NF = rotary.sin_PF.index_select(0, plan.position_N);
+  plan.cos_PF = rotary.cos_PF;
+  plan.sin_PF = rotary.sin_PF;
+  plan.slots = std::move(slots);
+  plan.positions = std::move(positions);
   return plan;
 }
 
@@ -140,28 +226,43 @@ at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
   return out_HTD.transpose(0, 1).reshape({chunk.n_tokens, -1});
 }
 
-at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
-                     absl::Span<const SequenceChunk> chunks,
-                     const BatchPlan& plan, at::Tensor& k_SHPD,
-                     at::Tensor& v_SHPD, int n_heads) {
-  const int64_t n = x_NC.size(0), c = x_NC.size(1), d = c / n_heads;
-  std::vector<at::Tensor> qkv = Linear(x_NC, w.qkv).chunk(3, -1);
-  // The reference scales the scores; scaling q instead is the same product
-  // (exactly so for head_dim 64, where the scale is 1/8) and T·K cheaper.
-  at::Tensor q_NHD =
-      ApplyRotary(qkv[0].view({n, n_heads, d}), plan.cos_NF, plan.sin_NF) *
-      (1.0 / std::sqrt(static_cast<double>(d)));
-  at::Tensor k_NHD =
-      ApplyRotary(qkv[1].view({n, n_heads, d}), plan.cos_NF, plan.sin_NF);
+// Rotary and the K/V write with ATen ops, for what the fast path does not
+// take (CUDA, fp16, autograd).
+void AttentionRowsSlow(const at::Tensor& qkv_N3C, const BatchPlan& plan,
+                       at::Tensor& k_SHPD, at::Tensor& v_SHPD, int n_heads,
+                       at::Tensor& q_NHD) {
+  const int64_t n = qkv_N3C.size(0), c = qkv_N3C.size(1) / 3, d = c / n_heads;
+  std::vector<at::Tensor> qkv = qkv_N3C.chunk(3, -1);
+  at::Tensor k_NHD;
+  {
+    RECORD_USER_SCOPE("md::rotary");  // op profiles: the step's parts
+    // The reference scales the scores; scaling q instead is the same product
+    // (exactly so for head_dim 64, where the scale is 1/8) and T·K cheaper.
+    q_NHD =
+        ApplyRotary(qkv[0].view({n, n_heads, d}), plan.cos_NF, plan.sin_NF) *
+        (1.0 / std::sqrt(static_cast<double>(d)));
+    k_NHD = ApplyRotary(qkv[1].view({n, n_heads, d}), plan.cos_NF, plan.sin_NF);
+  }
   at::Tensor v_NHD = qkv[2].view({n, n_heads, d});
+  {
+    RECORD_USER_SCOPE("md::kv_write");
+    // Write every row's K/V into its slot at its position in one go: the
+    // cache seen as [S, P, H, D] is indexed by (slot, position).
+    k_SHPD.permute({0, 2, 1, 3})
+        .index_put_({plan.slot_N, plan.position_N}, k_NHD);
+    v_SHPD.permute({0, 2, 1, 3})
+        .index_put_({plan.slot_N, plan.position_N}, v_NHD);
+  }
+}
 
-  // Write every row's K/V into its slot at its position in one go: the
-  // cache seen as [S, P, H, D] is indexed by (slot, position).
-  k_SHPD.permute({0, 2, 1, 3})
-      .index_put_({plan.slot_N, plan.position_N}, k_NHD);
-  v_SHPD.permute({0, 2, 1, 3})
-      .index_put_({plan.slot_N, plan.position_N}, v_NHD);
-
+// Attention of every row against its slot, K/V of the rows already written.
+// q [N, H, D] (pre-scaled) → [N, H·D].
+at::Tensor AttendRows(const at::Tensor& q_NHD,
+                      absl::Span<const SequenceChunk> chunks,
+                      const BatchPlan& plan, const at::Tensor& k_SHPD,
+                      const at::Tensor& v_SHPD, const at::Tensor& x_NC) {
+  const int64_t n = q_NHD.size(0), c = q_NHD.size(1) * q_NHD.size(2);
+  RECORD_USER_SCOPE("md::attention");
   at::Tensor out_NC = at::empty({n, c}, x_NC.options());
   std::vector<bool> done(chunks.size(), false);
   if (plan.decode_chunks.size() > 0) {
@@ -188,7 +289,42 @@ at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
         ChunkAttention(q_NHD.narrow(0, row, t), k_SHPD[chunk.slot],
                        v_SHPD[chunk.slot], chunk, hidden_keys_1TK));
   }
-  return Linear(out_NC, w.proj);
+  return out_NC;
+}
+
+at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
+                     absl::Span<const SequenceChunk> chunks,
+                     const BatchPlan& plan, at::Tensor& k_SHPD,
+                     at::Tensor& v_SHPD, int n_heads) {
+  const int64_t n = x_NC.size(0), c = x_NC.size(1), d = c / n_heads;
+  at::Tensor qkv_N3C = Linear(x_NC, w.qkv);
+  at::Tensor q_NHD, k_NHD;
+  if (FastRowsApply(qkv_N3C, plan.cos_PF, k_SHPD, v_SHPD, d)) {
+    {
+      RECORD_USER_SCOPE("md::rotary");
+      q_NHD = at::empty({n, n_heads, d}, qkv_N3C.options());
+      k_NHD = at::empty({n, n_heads, d}, qkv_N3C.options());
+      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+      if (qkv_N3C.scalar_type() == at::kFloat) {
+        RotateQk(qkv_N3C.data_ptr<float>(), n, n_heads, d,
+                 plan.cos_PF.data_ptr<float>(), plan.sin_PF.data_ptr<float>(),
+                 plan.positions, scale, q_NHD.data_ptr<float>(),
+                 k_NHD.data_ptr<float>());
+      } else {
+        RotateQk(qkv_N3C.data_ptr<at::BFloat16>(), n, n_heads, d,
+                 plan.cos_PF.data_ptr<float>(), plan.sin_PF.data_ptr<float>(),
+                 plan.positions, scale, q_NHD.data_ptr<at::BFloat16>(),
+                 k_NHD.data_ptr<at::BFloat16>());
+      }
+    }
+    RECORD_USER_SCOPE("md::kv_write");
+    WriteKvRows(k_NHD, c, plan.slots, plan.positions, k_SHPD);
+    WriteKvRows(qkv_N3C.narrow(1, 2 * c, c), 3 * c, plan.slots, plan.positions,
+                v_SHPD);
+  } else {
+    AttentionRowsSlow(qkv_N3C, plan, k_SHPD, v_SHPD, n_heads, q_NHD);
+  }
+  return AttendRows(q_NHD, chunks, plan, k_SHPD, v_SHPD, x_NC);
 }
 
 }  // namespace
@@ -249,22 +385,28 @@ at::Tensor DecoderForward(const at::Tensor& embeds_NC,
                           KvCache& cache, const TextWeights& w,
                           const TextConfig& config, const RotaryTable& rotary,
                           int prefix_len) {
-  const BatchPlan plan =
-      MakeBatchPlan(chunks, rotary, prefix_len, embeds_NC.device());
+  const BatchPlan plan = [&] {
+    RECORD_USER_SCOPE("md::batch_plan");
+    return MakeBatchPlan(chunks, rotary, prefix_len, embeds_NC.device());
+  }();
   at::Tensor hidden_NC = embeds_NC;
   for (size_t l = 0; l < w.blocks.size(); ++l) {
     const TextBlockWeights& block = w.blocks[l];
     // Parallel residual: attention and MLP both read the same LN output.
     at::Tensor ln_NC = LayerNorm(hidden_NC, block.ln);
     at::Tensor attn_NC =
-        Attention(ln_NC, block.attn, chunks, plan, cache.k_SHPD[l],
-                  cache.v_SHPD[l], config.n_heads);
-    hidden_NC = hidden_NC + attn_NC + Mlp(ln_NC, block.mlp);
+        Linear(Attention(ln_NC, block.attn, chunks, plan, cache.k_SHPD[l],
+                         cache.v_SHPD[l], config.n_heads),
+               block.attn.proj);
+    at::Tensor mlp_NC = Mlp(ln_NC, block.mlp);
+    RECORD_USER_SCOPE("md::residual");
+    hidden_NC = hidden_NC + attn_NC + mlp_NC;
   }
   return hidden_NC;
 }
 
 at::Tensor LmHead(const at::Tensor& hidden_BC, const TextWeights& w) {
+  RECORD_USER_SCOPE("md::lm_head");  // its linear included
   return Linear(LayerNorm(hidden_BC, w.post_ln), w.lm_head);
 }
 
