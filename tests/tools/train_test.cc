@@ -16,6 +16,7 @@
 #include "model/io/weights.h"
 #include "model/net/moondream.h"
 #include "model/tokenizer/tokenizer.h"
+#include "tests/tools/train_test_support.h"
 #include "tools/scenes/random.h"
 #include "tools/train/examples.h"
 #include "tools/train/train_forward.h"
@@ -23,29 +24,6 @@
 
 namespace md::train {
 namespace {
-
-const std::string kTinyDir = std::string(MD_SOURCE_DIR) + "/models/tiny-random";
-
-// Small enough for a test to train in seconds; the crop and the 730-position
-// prefix are the real ones.
-MoondreamConfig TestConfig() {
-  absl::StatusOr<MoondreamConfig> base =
-      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
-  EXPECT_TRUE(base.ok()) << base.status();
-  MoondreamConfig c = *base;
-  c.text.dim = 64;
-  c.text.n_layers = 2;
-  c.text.n_heads = 1;
-  c.vision.enc_dim = 32;
-  c.vision.enc_n_layers = 2;
-  c.vision.enc_ff_dim = 64;
-  c.vision.enc_n_heads = 1;
-  c.vision.proj_out_dim = 64;
-  c.vision.proj_inner_dim = 64;
-  c.region.dim = 64;
-  c.region.inner_dim = 64;
-  return c;
-}
 
 Tokenizer TinyTokenizer() {
   absl::StatusOr<Tokenizer> t =
@@ -217,31 +195,6 @@ TEST(ExamplesTest, RegionSequencesFollowTheSkillsSteps) {
   EXPECT_EQ(text.tokens[1].token, 2);
   EXPECT_EQ(ValueBin(1.0, 1024), 1023);
   EXPECT_EQ(ValueBin(-0.1, 1024), 0);
-}
-
-TrainOptions SmallRun(const std::string& name) {
-  TrainOptions o;
-  o.out_dir = ::testing::TempDir() + "/train_test_" + name;
-  std::filesystem::remove_all(o.out_dir);
-  o.tokenizer_path = kTinyDir + "/tokenizer.json";
-  o.config = TestConfig();
-  o.scenes_per_step = 1;
-  o.sequences_per_scene = 6;
-  o.warmup_steps = 2;
-  o.learning_rate = 3e-3;
-  o.steps = 100;
-  o.eval_every = 0;
-  return o;
-}
-
-std::vector<double> Losses(Trainer& trainer, int steps) {
-  std::vector<double> losses;
-  for (int i = 0; i < steps; ++i) {
-    absl::StatusOr<StepStats> s = trainer.Step();
-    EXPECT_TRUE(s.ok()) << s.status();
-    losses.push_back(s.ok() ? s->loss : 0);
-  }
-  return losses;
 }
 
 bool SameBits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }

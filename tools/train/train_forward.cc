@@ -63,8 +63,10 @@ at::Tensor RowAttention(const HeadsOf& rows, const HeadsOf& prefix,
   return Linear(out_BHTD.permute({0, 2, 1, 3}).reshape({b, t, -1}), w.proj);
 }
 
-// Log-likelihood loss of `bins` under logits [N, X]; with sigma > 0 the
-// target is a Gaussian around each bin, normalised.
+// Loss of `bins` under logits [N, X]: their negative log-likelihood, or
+// with sigma > 0 the KL divergence from a normalised Gaussian around each
+// bin (cross-entropy less the target's entropy: the same gradient, and 0
+// when the head matches the target, so logs read alike for any sigma).
 at::Tensor BinLoss(const at::Tensor& logits_NX,
                    const std::vector<int64_t>& bins, double sigma) {
   at::Tensor lp_NX = at::log_softmax(logits_NX, -1);
@@ -74,7 +76,7 @@ at::Tensor BinLoss(const at::Tensor& logits_NX,
   at::Tensor target_NX =
       at::exp(-(x_1X - bins_N1.to(at::kFloat)).pow(2) / (2 * sigma * sigma));
   target_NX = target_NX / target_NX.sum(-1, true);
-  return -(target_NX * lp_NX).sum(-1);
+  return (target_NX * (target_NX.clamp_min(1e-30).log() - lp_NX)).sum(-1);
 }
 
 at::Tensor RowsOf(const at::Tensor& flat_NC, const std::vector<int64_t>& rows) {

@@ -53,8 +53,8 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
 
 struct LossOptions {
   // Coordinate and size targets are Gaussians of this many bins around the
-  // true bin (0: the bin alone); the served skills take the argmax, which a
-  // symmetric target leaves at the true bin.
+  // true bin (0: the bin alone), scored by KL divergence; the served skills
+  // take the argmax, which a symmetric target leaves at the true bin.
   double bin_sigma = 0;
 };
 
