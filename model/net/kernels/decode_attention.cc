@@ -251,63 +251,6 @@ MD_AVX512_BF16 float ScoresAnyBf16(const uint16_t* q, const uint16_t* keys,
   return ScoresBf16<0>(q, keys, n, d, scale, s);
 }
 
-// Pass 3 over rows shared by up to 4 members, head dim 64, fp32 values: each
-// row of v is loaded once for all of them, and each member's multiply-adds
-// are AccumulateF32<4>'s (== AccumulateBf16<4>'s on the same values), in the
-// same order, so the outputs do not depend on how members are grouped.
-template <int kM>
-MD_AVX512 void Accumulate64Members(const float* const* p, const float* v, int n,
-                                   float* const* acc_out) {
-  __m512 acc[kM][4];
-#pragma GCC unroll 4
-  for (int m = 0; m < kM; ++m) {
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; ++g)
-      acc[m][g] = _mm512_loadu_ps(acc_out[m] + 16 * g);
-  }
-  for (int k = 0; k < n; ++k) {
-    const float* row = v + static_cast<int64_t>(k) * 64;
-    __m512 x[4];
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; ++g) x[g] = _mm512_loadu_ps(row + 16 * g);
-#pragma GCC unroll 4
-    for (int m = 0; m < kM; ++m) {
-      const __m512 w = _mm512_set1_ps(p[m][k]);
-#pragma GCC unroll 4
-      for (int g = 0; g < 4; ++g)
-        acc[m][g] = _mm512_fmadd_ps(w, x[g], acc[m][g]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int m = 0; m < kM; ++m) {
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; ++g)
-      _mm512_storeu_ps(acc_out[m] + 16 * g, acc[m][g]);
-  }
-}
-
-using Accumulate64MembersFn = void (*)(const float* const*, const float*, int,
-                                       float* const*);
-constexpr int kMaxMembersPerPass = 4;
-constexpr Accumulate64MembersFn kAccumulate64Members[kMaxMembersPerPass] = {
-    Accumulate64Members<1>, Accumulate64Members<2>, Accumulate64Members<3>,
-    Accumulate64Members<4>};
-
-// Values as fp32 rows for Accumulate64Members: fp32 rows as they are; bf16
-// rows widened (exactly) into buf, once per block for the whole group.
-inline const float* ValuesF32(const float* v, int64_t /*count*/,
-                              float* /*buf*/) {
-  return v;
-}
-MD_AVX512 const float* ValuesF32(const uint16_t* v, int64_t count, float* buf) {
-  for (int64_t i = 0; i < count; i += 16) {
-    const __m512i x = _mm512_cvtepu16_epi32(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i)));
-    _mm512_storeu_ps(buf + i, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)));
-  }
-  return buf;
-}
-
 // Shared K/V rows scored (and summed) per pass over a group: 64 rows of a
 // 64-dim head are 8 KiB in bf16, so they stay in L1 while every member of
 // the group reads them.
@@ -357,34 +300,7 @@ inline void AttendGroup(absl::Span<const Member<T>> members,
     sums[m] = ExpAndSum(s, x.n, maxes[m]);
   }
   std::fill(acc, acc + int64_t{g} * d, 0.0f);
-  if (d == 64 && g > 1) {
-    // Several members per pass over each shared row: the row is loaded (and
-    // widened to fp32) once per pass instead of once per member.
-    alignas(64) float buf[kSharedRows * 64];
-    for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
-      const int n = std::min(kSharedRows, prefix_len - k0);
-      const float* v =
-          ValuesF32(shared_values + int64_t{k0} * d, int64_t{n} * d, buf);
-      for (int m0 = 0; m0 < g; m0 += kMaxMembersPerPass) {
-        const int mm = std::min(kMaxMembersPerPass, g - m0);
-        const float* p[kMaxMembersPerPass];
-        float* a[kMaxMembersPerPass];
-        for (int j = 0; j < mm; ++j) {
-          p[j] = scores + int64_t{m0 + j} * stride + k0;
-          a[j] = acc + int64_t{m0 + j} * d;
-        }
-        kAccumulate64Members[mm - 1](p, v, n, a);
-      }
-    }
-    for (int m = 0; m < g; ++m) {
-      const Member<T>& x = members[m];
-      if (x.n <= prefix_len) continue;
-      accumulate[3](scores + int64_t{m} * stride + prefix_len,
-                    x.own_values + int64_t{prefix_len} * d, x.n - prefix_len, d,
-                    acc + int64_t{m} * d);
-    }
-  }
-  for (int g0 = 0; g0 < d / 16 && !(d == 64 && g > 1); g0 += kMaxTileGroups) {
+  for (int g0 = 0; g0 < d / 16; g0 += kMaxTileGroups) {
     const auto add = accumulate[std::min(kMaxTileGroups, d / 16 - g0) - 1];
     for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
       const int n = std::min(kSharedRows, prefix_len - k0);
