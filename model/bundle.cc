@@ -1,7 +1,9 @@
 #include "model/bundle.h"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +55,29 @@ absl::Status CheckWritableModelDir(const std::filesystem::path& dir) {
         kRandomWeightsMarker, " file)"));
   }
   return absl::OkStatus();
+}
+
+// The DEMO-MODEL file's text without trailing blank space; empty when the
+// file is absent. A banner line, not a document: longer files are refused.
+absl::StatusOr<std::string> ReadDemoDescription(
+    const std::filesystem::path& path) {
+  constexpr std::uintmax_t kMaxBytes = 4096;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::string();
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path.string(), "' must be a text file of at most ",
+                     kMaxBytes, " bytes"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  while (!text.empty() &&
+         std::isspace(static_cast<unsigned char>(text.back()))) {
+    text.pop_back();
+  }
+  return text;
 }
 
 }  // namespace
@@ -124,6 +149,8 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& dir,
   ASSIGN_OR_RETURN(bundle.gaze_ids.after,
                    bundle.tokenizer->Encode(" gaze\n\n"));
   bundle.random_weights = fs::exists(fs::path(dir) / kRandomWeightsMarker, ec);
+  ASSIGN_OR_RETURN(bundle.demo_description,
+                   ReadDemoDescription(fs::path(dir) / kDemoModelMarker));
   const MoondreamConfig& c = bundle.model->config();
   bundle.released_shape =
       SameShape(c, Moondream2Config()) || SameShape(c, Moondream05BConfig());
@@ -142,6 +169,9 @@ std::string DescribeBundle(const ModelBundle& bundle) {
         &line,
         "\nWARNING: this model's weights are random (a test model): its "
         "answers are meaningless. See README 'Real weights'.");
+  } else if (!bundle.demo_description.empty()) {
+    absl::StrAppend(&line, "\nNOTE: a demo model, not Moondream's weights: ",
+                    bundle.demo_description);
   } else if (!bundle.released_shape) {
     absl::StrAppend(
         &line,

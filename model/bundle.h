@@ -1,8 +1,10 @@
 // A model directory as users hand it to the tools and the server:
 // model.safetensors (either layout), optional config.json, tokenizer.json,
-// and an optional RANDOM-WEIGHTS marker for test models whose answers are
-// meaningless. Random-weight directories in the real shapes are written here
-// too (moondream-bench make-model), for load tests without downloads.
+// an optional RANDOM-WEIGHTS marker for test models whose answers are
+// meaningless, and an optional DEMO-MODEL file saying what a demo model
+// (trained here, not Moondream's weights) can answer. Random-weight directories
+// in the real shapes are written here too (moondream-bench make-model), for
+// load tests without downloads.
 #ifndef MOONDREAM_MODEL_BUNDLE_H_
 #define MOONDREAM_MODEL_BUNDLE_H_
 
@@ -20,6 +22,7 @@
 namespace md {
 
 inline constexpr char kRandomWeightsMarker[] = "RANDOM-WEIGHTS";
+inline constexpr char kDemoModelMarker[] = "DEMO-MODEL";
 
 struct ModelBundle {
   std::string dir;
@@ -28,6 +31,9 @@ struct ModelBundle {
   GazePromptIds gaze_ids;  // "\n\nPoint:" and " gaze\n\n" in this tokenizer
   // The directory says its weights are random: answers are meaningless.
   bool random_weights = false;
+  // The DEMO-MODEL file's text (what the model is and what it can answer);
+  // empty for other models.
+  std::string demo_description;
   // The config matches a released Moondream size (moondream2 or 0.5B).
   bool released_shape = false;
 };

@@ -121,6 +121,33 @@ TEST(WriteRandomModelDirectoryTest, LoadsAsARandomModelWithTheSameWeights) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(LoadModelBundleTest, ADemoModelSaysWhatItIs) {
+  const std::string dir = TempModelDir();
+  const MoondreamConfig config = TinyConfig();
+  auto weights = RandomWeights(config, {}, 9);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ASSERT_TRUE(WriteRandomModelDirectory(dir, config, *weights,
+                                        kDir + "/tokenizer.json", "random\n")
+                  .ok());
+  std::filesystem::remove(dir + "/" + kRandomWeightsMarker);
+  std::ofstream(dir + "/" + kDemoModelMarker) << "it counts shapes.\n\n";
+  auto bundle = LoadModelBundle(dir, "moondream2", {});
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_FALSE(bundle->random_weights);
+  EXPECT_EQ(bundle->demo_description, "it counts shapes.");
+  EXPECT_NE(DescribeBundle(*bundle).find(
+                "NOTE: a demo model, not Moondream's weights: it counts "
+                "shapes."),
+            std::string::npos)
+      << DescribeBundle(*bundle);
+
+  // A banner, not a document: an oversized file is an error, not a flood.
+  std::ofstream(dir + "/" + kDemoModelMarker) << std::string(5000, 'x');
+  auto too_long = LoadModelBundle(dir, "moondream2", {});
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(WriteRandomModelDirectoryTest, NeverWritesOverOtherFiles) {
   const std::string dir = TempModelDir();
   std::filesystem::create_directories(dir);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "model/bundle.h"
 #include "model/config/config.h"
 #include "model/io/weights.h"
 #include "model/net/moondream.h"
@@ -247,6 +248,16 @@ TEST(TrainerTest, WritesADirectoryTheServerLoads) {
   ASSERT_TRUE((*t)->WriteModelDirectory((*t)->model_dir()).ok());
   EXPECT_FALSE(std::filesystem::exists(
       std::filesystem::path((*t)->model_dir()) / "RANDOM-WEIGHTS"));
+  absl::StatusOr<ModelBundle> bundle =
+      LoadModelBundle((*t)->model_dir(), "moondream2", {});
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_FALSE(bundle->random_weights);
+  const std::string banner = DescribeBundle(*bundle);
+  EXPECT_NE(banner.find("NOTE: a demo model, not Moondream's weights"),
+            std::string::npos)
+      << banner;
+  EXPECT_NE(banner.find("How many shapes are there?"), std::string::npos)
+      << banner;
   absl::StatusOr<std::unique_ptr<Model>> loaded =
       Model::Load((*t)->model_dir(), Moondream2Config(), {});
   ASSERT_TRUE(loaded.ok()) << loaded.status();

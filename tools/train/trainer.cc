@@ -79,6 +79,17 @@ std::string Duration(double seconds) {
 
 }  // namespace
 
+// What the start-up banner says of a model trained here (the DEMO-MODEL
+// file of model/bundle.h).
+constexpr char kDemoDescription[] =
+    "a tiny Moondream trained only on synthetic scenes (1 to 4 red, green, "
+    "blue or yellow circles, squares and triangles on a white or light grey "
+    "background; tools/scenes). It answers \"How many shapes are there?\", "
+    "\"What color is the circle?\", \"What shape is red?\", captions the "
+    "shapes left to right, and detects or points at \"circle\", \"square\", "
+    "\"triangle\" or a colour and shape such as \"red circle\". Other images "
+    "and questions get meaningless answers.\n";
+
 MoondreamConfig SceneModelConfig(const MoondreamConfig& base) {
   MoondreamConfig c = base;
   c.name = "scenes-tiny";
@@ -250,6 +261,7 @@ absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
     return absl::InternalError(absl::StrCat(
         "cannot copy '", opts_.tokenizer_path, "': ", ec.message()));
   }
+  RETURN_IF_ERROR(WriteTextFile(tmp / kDemoModelMarker, kDemoDescription));
   const std::map<std::string, std::string> metadata = {
       {"format", "pt"},
       {"weights", "trained"},
