@@ -1,6 +1,7 @@
 // moondream-bench: benchmarks for moondream-serve, one subcommand each.
 //
 //   moondream-bench model [flags]       model building blocks on random weights
+//   moondream-bench image-prefix [flags] one image's encode + prefix prefill
 //   moondream-bench tokenizer [flags]   tokenizer throughput
 //   moondream-bench engine [flags]      continuous batching under load
 //   moondream-bench serve [flags]       a running server over the network
@@ -16,6 +17,7 @@
 #include "absl/status/status.h"
 #include "base/threading.h"
 #include "tools/bench/engine_bench.h"
+#include "tools/bench/image_prefix_bench.h"
 #include "tools/bench/make_model.h"
 #include "tools/bench/model_bench.h"
 #include "tools/bench/scenes.h"
@@ -35,6 +37,9 @@ constexpr Subcommand kSubcommands[] = {
     {"model",
      "vision encode, prefill and batched decode speed on random weights",
      md::bench::RunModelBench},
+    {"image-prefix",
+     "one 378x378 image: vision encode + 730-position prefix prefill (JSON)",
+     md::bench::RunImagePrefixBench},
     {"tokenizer", "GPT-2 BPE encode, decode and streaming detokenize MB/s",
      md::bench::RunTokenizerBench},
     {"engine",
@@ -61,7 +66,7 @@ void PrintUsage(std::FILE* out) {
                "usage: moondream-bench <subcommand> [flags]\n\n"
                "subcommands:\n");
   for (const Subcommand& cmd : kSubcommands) {
-    std::fprintf(out, "  %-11s %s\n", cmd.name, cmd.summary);
+    std::fprintf(out, "  %-12s %s\n", cmd.name, cmd.summary);
   }
   std::fprintf(out,
                "\n'moondream-bench <subcommand> --help' lists its flags.\n");
