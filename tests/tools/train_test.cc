@@ -240,6 +240,32 @@ TEST(TrainerTest, ResumesWhereTheCheckpointLeftOff) {
   }
 }
 
+// --stop-after: Run() ends at that step with a checkpoint, and a resumed
+// run goes on exactly as one that never stopped.
+TEST(TrainerTest, StopsAfterAStepAndResumesFromIt) {
+  TrainOptions o = SmallRun("stop_after");
+  o.steps = 6;
+  o.stop_after = 2;
+  o.checkpoint_every = 0;
+  absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE((*a)->Run().ok());
+  EXPECT_EQ((*a)->step(), 2);
+  EXPECT_TRUE(std::filesystem::exists((*a)->checkpoint_path()));
+  const std::vector<double> uninterrupted = Losses(**a, 2);
+
+  o.resume = true;
+  o.stop_after = 0;
+  absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->step(), 2);
+  const std::vector<double> resumed = Losses(**b, 2);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_TRUE(SameBits(uninterrupted[i], resumed[i]))
+        << "step " << i << ": " << uninterrupted[i] << " vs " << resumed[i];
+  }
+}
+
 TEST(TrainerTest, WritesADirectoryTheServerLoads) {
   TrainOptions o = SmallRun("model_dir");
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);

@@ -27,6 +27,7 @@ struct Flags {
   std::string config_path;
   bool resume = false;
   int steps = 1000;
+  int stop_after = 0;
   int scenes_per_step = 2;
   int sequences_per_scene = 0;
   int scene_cycle = 0;
@@ -65,6 +66,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "config.json with the full model shape (default: issue 14's "
               "size over --base's config)");
   p.AddInt("steps", &f.steps, "total optimizer steps");
+  p.AddInt("stop-after", &f.stop_after,
+           "stop after this step, with a checkpoint (0: at --steps); resume "
+           "later, e.g. with another --bin-sigma");
   p.AddInt("scenes-per-step", &f.scenes_per_step, "scenes in each step");
   p.AddInt("sequences-per-scene", &f.sequences_per_scene,
            "questions per scene and step (0: all)");
@@ -97,9 +101,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   }
   if (f.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (f.threads < 1 || f.seed < 0 || f.train_base_seed < 0 || f.eval_seed < 0 ||
-      f.eval_scenes < 0 || f.warmup < 0) {
+      f.eval_scenes < 0 || f.warmup < 0 || f.stop_after < 0) {
     return absl::InvalidArgumentError(
-        "--threads must be >= 1; seeds, --eval-scenes and --warmup >= 0");
+        "--threads must be >= 1; seeds, --eval-scenes, --warmup and "
+        "--stop-after >= 0");
   }
   f.out_dir = ExpandUser(f.out_dir);
   f.base_dir = ResolveModelFlag(f.base_dir, kBaseModel);
@@ -121,6 +126,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   }
   o.resume = f.resume;
   o.steps = f.steps;
+  o.stop_after = f.stop_after;
   o.scenes_per_step = f.scenes_per_step;
   o.sequences_per_scene = f.sequences_per_scene;
   o.scene_cycle = f.scene_cycle;

@@ -5,6 +5,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/serialize/archive.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -417,7 +418,10 @@ absl::Status Trainer::Run() {
          window_backward = 0;
   int window_steps = 0, window_sequences = 0;
   bool saved = false, evaluated = false;
-  while (step_ < opts_.steps) {
+  const int last_step = opts_.stop_after > 0
+                            ? std::min(opts_.stop_after, opts_.steps)
+                            : opts_.steps;
+  while (step_ < last_step) {
     ASSIGN_OR_RETURN(StepStats s, Step());
     saved = evaluated = false;
     AddParts(s.parts, window);
@@ -429,7 +433,7 @@ absl::Status Trainer::Run() {
     window_backward += s.backward_seconds;
     window_sequences += s.sequences;
     ++window_steps;
-    if (step_ % opts_.log_every == 0 || step_ == opts_.steps) {
+    if (step_ % opts_.log_every == 0 || step_ == last_step) {
       const Losses parts = MeanParts(window);
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(

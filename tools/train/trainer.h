@@ -43,6 +43,11 @@ struct TrainOptions {
   bool resume = false;
 
   int steps = 1000;
+  // Stop once this step is done (0: at `steps`), with a checkpoint to
+  // resume from; the schedule is still the one `steps` shapes. A recipe
+  // that changes a flag part way (e.g. --bin-sigma) stops here, then
+  // resumes with the new flag.
+  int stop_after = 0;
   int scenes_per_step = 2;
   // Questions per scene and step (0: all of SceneTasks'), drawn anew each
   // step.
