@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -264,6 +265,51 @@ TEST(TrainerTest, StopsAfterAStepAndResumesFromIt) {
     EXPECT_TRUE(SameBits(uninterrupted[i], resumed[i]))
         << "step " << i << ": " << uninterrupted[i] << " vs " << resumed[i];
   }
+}
+
+// Position features a linear read-out can tell apart: x and y of every
+// patch are recoverable from the first channels (sin/cos of the highest
+// frequency: one radian per patch), and no two patches share a row.
+TEST(TrainerTest, PositionEmbeddingStartsAsSineCosineFeatures) {
+  const at::Tensor pos = SinCosPositions(27, 64);
+  ASSERT_EQ(pos.sizes(), (at::IntArrayRef{1, 729, 64}));
+  const at::Tensor p = pos.squeeze(0);
+  for (int64_t patch : {0, 1, 27, 100, 728}) {
+    const double x = patch % 27, y = patch / 27;
+    EXPECT_NEAR(p[patch][0].item<double>(), std::sin(x), 1e-6) << patch;
+    EXPECT_NEAR(p[patch][16].item<double>(), std::cos(x), 1e-6) << patch;
+    EXPECT_NEAR(p[patch][32].item<double>(), std::sin(y), 1e-6) << patch;
+    EXPECT_NEAR(p[patch][48].item<double>(), std::cos(y), 1e-6) << patch;
+  }
+  const at::Tensor distances = at::cdist(p, p);
+  const at::Tensor off_diagonal =
+      distances + at::eye(729, distances.options()) * 1e9;
+  EXPECT_GT(off_diagonal.min().item<double>(), 0.1);
+  // A dimension not divisible by 4 keeps its last channels at zero.
+  const at::Tensor odd = SinCosPositions(3, 10);
+  EXPECT_EQ(odd.sizes(), (at::IntArrayRef{1, 9, 10}));
+  EXPECT_EQ(odd.narrow(2, 8, 2).abs().max().item<double>(), 0.0);
+}
+
+// --max-shapes: the training scenes keep at most that many shapes.
+TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
+  auto sequences = [](int max_shapes) {
+    TrainOptions o = SmallRun("max_shapes_" + std::to_string(max_shapes));
+    o.sequences_per_scene = 0;  // every question: their count tracks shapes
+    o.max_shapes = max_shapes;
+    absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+    EXPECT_TRUE(t.ok()) << t.status();
+    int n = 0;
+    for (int i = 0; i < 3 && t.ok(); ++i) {
+      absl::StatusOr<StepStats> s = (*t)->Step();
+      EXPECT_TRUE(s.ok()) << s.status();
+      if (s.ok()) n += s->sequences;
+    }
+    return n;
+  };
+  // Some of the first three training scenes hold more than one shape, and
+  // a scene cut to one shape asks fewer questions.
+  EXPECT_LT(sequences(1), sequences(4));
 }
 
 TEST(TrainerTest, WritesADirectoryTheServerLoads) {

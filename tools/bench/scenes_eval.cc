@@ -21,6 +21,7 @@
 #include "model/bundle.h"
 #include "model/image/image_decode.h"
 #include "model/io/tensor_io.h"
+#include "model/net/dtype_choice.h"
 #include "model/net/preprocess.h"
 #include "model/skills/skills.h"
 #include "model/tokenizer/detokenizer.h"
@@ -49,7 +50,7 @@ constexpr int kDefaultMaxTokens = 64;
 struct EvalOptions {
   std::string model_dir = kDefaultModel;
   std::string preset = "moondream2";
-  std::string dtype_name = "fp32";
+  std::string dtype_name = "auto";
   std::string device_name = "cpu";
   int count = 200;
   int seed = 1;
@@ -75,7 +76,9 @@ absl::StatusOr<EvalOptions> ParseOptions(const std::vector<std::string>& args,
                   "model directory (default: the tiny RANDOM test model)");
   flags.AddString("preset", &opts.preset,
                   "built-in config a config.json in the directory overrides");
-  flags.AddString("dtype", &opts.dtype_name, "fp32 | bf16 (fp16 on CUDA)");
+  flags.AddString("dtype", &opts.dtype_name,
+                  "auto (what the server picks here) | fp32 | bf16 (fp16 on "
+                  "CUDA)");
   flags.AddString("device", &opts.device_name, "cpu, cuda or cuda:N");
   flags.AddInt("threads", &opts.n_threads, "intra-op compute threads");
   flags.AddInt("count", &opts.count, "how many scenes");
@@ -315,8 +318,10 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(EvalOptions opts, ParseOptions(args, &help));
   if (help) return absl::OkStatus();
   ModelOptions model_options;
-  ASSIGN_OR_RETURN(model_options.dtype, ParseDType(opts.dtype_name));
   ASSIGN_OR_RETURN(model_options.device, ParseDevice(opts.device_name));
+  ASSIGN_OR_RETURN(const DTypeChoice dtype,
+                   ChooseDType(opts.dtype_name, model_options.device));
+  model_options.dtype = dtype.dtype;
   SetComputeThreads(opts.n_threads);
   ASSIGN_OR_RETURN(ModelBundle bundle,
                    LoadModelBundle(opts.model_dir, opts.preset, model_options));

@@ -21,11 +21,17 @@ def free_port():
 
 
 def start_server(server, model_dir, flags, echo_stderr=False):
-    """Returns (process, grpc_port, metrics_port); `flags` are extra flags."""
+    """Returns (process, grpc_port, metrics_port); `flags` are extra flags.
+    model_dir None: the server's default model. What the server printed on
+    stderr before its metrics line (the model banner) is kept in
+    process.startup_stderr."""
+    model_flag = [] if model_dir is None else [f"--model={model_dir}"]
     process = subprocess.Popen(
-        [server, f"--model={model_dir}", "--grpc_port=0", "--metrics_port=0",
-         "--host=127.0.0.1", "--threads=2"] + list(flags),
+        [server] + model_flag + ["--grpc_port=0", "--metrics_port=0",
+                                 "--host=127.0.0.1", "--threads=2"] +
+        list(flags),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.startup_stderr = []
     line = process.stdout.readline()
     if "serving gRPC on" not in line:
         process.kill()
@@ -36,6 +42,7 @@ def start_server(server, model_dir, flags, echo_stderr=False):
         err = process.stderr.readline()
         if not err:
             raise RuntimeError("server printed no metrics port")
+        process.startup_stderr.append(err)
         if "metrics on http://" in err:
             metrics_port = err.strip().rsplit(":", 1)[1].split("/")[0]
 

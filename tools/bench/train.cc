@@ -31,6 +31,7 @@ struct Flags {
   int scenes_per_step = 2;
   int sequences_per_scene = 0;
   int scene_cycle = 0;
+  int max_shapes = scenes::kMaxShapes;
   double lr = 1e-3;
   double min_lr_fraction = 0.1;
   int warmup = 100;
@@ -75,6 +76,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddInt("scene-cycle", &f.scene_cycle,
            "train on scenes 0..N-1 over and over (0: always new; 1: overfit "
            "one scene, a debugging aid)");
+  p.AddInt("max-shapes", &f.max_shapes,
+           "training scenes keep at most this many shapes (1-4; a curriculum "
+           "starts low, then resumes higher)");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -101,10 +105,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   }
   if (f.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (f.threads < 1 || f.seed < 0 || f.train_base_seed < 0 || f.eval_seed < 0 ||
-      f.eval_scenes < 0 || f.warmup < 0 || f.stop_after < 0) {
+      f.eval_scenes < 0 || f.warmup < 0 || f.stop_after < 0 ||
+      f.max_shapes < scenes::kMinShapes || f.max_shapes > scenes::kMaxShapes) {
     return absl::InvalidArgumentError(
         "--threads must be >= 1; seeds, --eval-scenes, --warmup and "
-        "--stop-after >= 0");
+        "--stop-after >= 0; --max-shapes in [1, 4]");
   }
   f.out_dir = ExpandUser(f.out_dir);
   f.base_dir = ResolveModelFlag(f.base_dir, kBaseModel);
@@ -130,6 +135,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.scenes_per_step = f.scenes_per_step;
   o.sequences_per_scene = f.sequences_per_scene;
   o.scene_cycle = f.scene_cycle;
+  o.max_shapes = f.max_shapes;
   o.learning_rate = f.lr;
   o.min_learning_rate_fraction = f.min_lr_fraction;
   o.warmup_steps = f.warmup;

@@ -157,6 +157,24 @@ std::string Trainer::model_dir() const {
   return (fs::path(opts_.out_dir) / "model").string();
 }
 
+at::Tensor SinCosPositions(int64_t grid, int64_t dim) {
+  const int64_t quarter = dim / 4;
+  const at::Tensor omega_F =
+      1.0 / at::pow(kPositionBase, at::arange(quarter, at::kDouble) / quarter);
+  const at::Tensor coords = at::arange(grid, at::kDouble);
+  // Patches are numbered row by row: p = y * grid + x.
+  const at::Tensor y_P = coords.repeat_interleave(grid);
+  const at::Tensor x_P = coords.repeat({grid});
+  auto features = [&](const at::Tensor& c_P) {
+    const at::Tensor angle_PF = c_P.unsqueeze(1) * omega_F.unsqueeze(0);
+    return at::cat({angle_PF.sin(), angle_PF.cos()}, 1);
+  };
+  at::Tensor pos_PD = at::zeros({grid * grid, dim}, at::kDouble);
+  pos_PD.narrow(1, 0, 4 * quarter)
+      .copy_(at::cat({features(x_P), features(y_P)}, 1));
+  return pos_PD.to(at::kFloat).unsqueeze(0);
+}
+
 absl::Status Trainer::InitWeights() {
   ASSIGN_OR_RETURN(weights_, RandomWeights(opts_.config, {at::kFloat, at::kCPU},
                                            opts_.seed));
@@ -166,6 +184,9 @@ absl::Status Trainer::InitWeights() {
     r.coord_features =
         at::randn(r.coord_features.sizes(), gen) * kFourierInitStd;
     r.size_features = at::randn(r.size_features.sizes(), gen) * kFourierInitStd;
+    const VisionConfig& v = opts_.config.vision;
+    weights_.vision.pos_emb = SinCosPositions(v.crop_size / v.enc_patch_size,
+                                              weights_.vision.pos_emb.size(-1));
     params_ = NamedParameters(opts_.config, weights_);
     std::vector<at::Tensor> decay, no_decay;
     for (auto& [name, tensor] : params_) {
@@ -323,8 +344,13 @@ absl::StatusOr<StepStats> Trainer::Step() {
     uint64_t index = static_cast<uint64_t>(step_) * opts_.scenes_per_step + j;
     if (opts_.scene_cycle > 0)
       index %= static_cast<uint64_t>(opts_.scene_cycle);
-    const scenes::Scene scene =
+    scenes::Scene scene =
         scenes::GenerateScene(scenes::SceneSeed(opts_.train_base_seed, index));
+    // A curriculum's easier scenes: the first shapes of the scene, which
+    // still meet the specification (only the count's spread narrows).
+    if (scene.shapes.size() > static_cast<size_t>(opts_.max_shapes)) {
+      scene.shapes.resize(opts_.max_shapes);
+    }
     auto mark = std::chrono::steady_clock::now();
     auto lap = [&mark](double& into) {
       into += SecondsSince(mark);
