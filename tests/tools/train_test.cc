@@ -201,6 +201,16 @@ TEST(ExamplesTest, RegionSequencesFollowTheSkillsSteps) {
 
 bool SameBits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
+// Two runs' per-step losses, equal to the bit.
+void ExpectSameLosses(const std::vector<double>& a,
+                      const std::vector<double>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(SameBits(a[i], b[i]))
+        << "step " << i << ": " << a[i] << " vs " << b[i];
+  }
+}
+
 TEST(TrainerTest, OverfitsAFixedBatchTheSameWayEachRun) {
   TrainOptions o = SmallRun("overfit_a");
   o.scene_cycle = 1;  // the same scene and questions every step
@@ -213,11 +223,7 @@ TEST(TrainerTest, OverfitsAFixedBatchTheSameWayEachRun) {
   o.out_dir = SmallRun("overfit_b").out_dir;
   absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
   ASSERT_TRUE(b.ok()) << b.status();
-  const std::vector<double> second = Losses(**b, 8);
-  for (size_t i = 0; i < first.size(); ++i) {
-    EXPECT_TRUE(SameBits(first[i], second[i]))
-        << "step " << i << ": " << first[i] << " vs " << second[i];
-  }
+  ExpectSameLosses(first, Losses(**b, 8));
 }
 
 TEST(TrainerTest, ResumesWhereTheCheckpointLeftOff) {
@@ -234,11 +240,7 @@ TEST(TrainerTest, ResumesWhereTheCheckpointLeftOff) {
   absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ((*b)->step(), 3);
-  const std::vector<double> resumed = Losses(**b, 2);
-  for (size_t i = 0; i < resumed.size(); ++i) {
-    EXPECT_TRUE(SameBits(uninterrupted[i], resumed[i]))
-        << "step " << i << ": " << uninterrupted[i] << " vs " << resumed[i];
-  }
+  ExpectSameLosses(uninterrupted, Losses(**b, 2));
 }
 
 // --stop-after: Run() ends at that step with a checkpoint, and a resumed
@@ -260,11 +262,7 @@ TEST(TrainerTest, StopsAfterAStepAndResumesFromIt) {
   absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ((*b)->step(), 2);
-  const std::vector<double> resumed = Losses(**b, 2);
-  for (size_t i = 0; i < resumed.size(); ++i) {
-    EXPECT_TRUE(SameBits(uninterrupted[i], resumed[i]))
-        << "step " << i << ": " << uninterrupted[i] << " vs " << resumed[i];
-  }
+  ExpectSameLosses(uninterrupted, Losses(**b, 2));
 }
 
 // Position features a linear read-out can tell apart: x and y of every
