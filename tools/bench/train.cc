@@ -32,6 +32,7 @@ struct Flags {
   int sequences_per_scene = 0;
   int scene_cycle = 0;
   int max_shapes = scenes::kMaxShapes;
+  bool sincos_positions = false;
   double lr = 1e-3;
   double min_lr_fraction = 0.1;
   int warmup = 100;
@@ -79,6 +80,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddInt("max-shapes", &f.max_shapes,
            "training scenes keep at most this many shapes (1-4; a curriculum "
            "starts low, then resumes higher)");
+  p.AddBool("sincos-positions", &f.sincos_positions,
+            "start the vision position embedding as 2-D sine-cosine "
+            "features (a fresh run only)");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -136,6 +140,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.sequences_per_scene = f.sequences_per_scene;
   o.scene_cycle = f.scene_cycle;
   o.max_shapes = f.max_shapes;
+  o.sincos_positions = f.sincos_positions;
   o.learning_rate = f.lr;
   o.min_learning_rate_fraction = f.min_lr_fraction;
   o.warmup_steps = f.warmup;

@@ -184,9 +184,11 @@ absl::Status Trainer::InitWeights() {
     r.coord_features =
         at::randn(r.coord_features.sizes(), gen) * kFourierInitStd;
     r.size_features = at::randn(r.size_features.sizes(), gen) * kFourierInitStd;
-    const VisionConfig& v = opts_.config.vision;
-    weights_.vision.pos_emb = SinCosPositions(v.crop_size / v.enc_patch_size,
-                                              weights_.vision.pos_emb.size(-1));
+    if (opts_.sincos_positions) {
+      const VisionConfig& v = opts_.config.vision;
+      weights_.vision.pos_emb = SinCosPositions(
+          v.crop_size / v.enc_patch_size, weights_.vision.pos_emb.size(-1));
+    }
     params_ = NamedParameters(opts_.config, weights_);
     std::vector<at::Tensor> decay, no_decay;
     for (auto& [name, tensor] : params_) {

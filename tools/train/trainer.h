@@ -59,6 +59,9 @@ struct TrainOptions {
   // Training scenes keep at most this many shapes (the held-out checks
   // always use the full specification): a curriculum starts low.
   int max_shapes = scenes::kMaxShapes;
+  // Start the vision position embedding as SinCosPositions (below) rather
+  // than fan-in noise. Off by default: it has not yet shown a gain.
+  bool sincos_positions = false;
 
   double learning_rate = 1e-3;
   double min_learning_rate_fraction = 0.1;  // cosine ends at lr × this
