@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/net/kernels/decode_attention.h"
+#include "model/net/kernels/softmax_bf16.h"
 #include "model/net/layers.h"
 
 namespace md {
@@ -169,8 +170,12 @@ at::Tensor DecoderLayerNorm(const at::Tensor& x_NC, const LayerNormWeights& w) {
 // may see all of them (a single token, or a kFull chunk).
 at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
                       at::Device device) {
-  if (chunk.mask == AttentionMask::kFull || chunk.n_tokens == 1) return {};
   const int64_t end = chunk.start_pos + chunk.n_tokens;
+  // Within the image prefix every query sees every key up to `end`.
+  if (chunk.mask == AttentionMask::kFull || chunk.n_tokens == 1 ||
+      end <= prefix_len) {
+    return {};
+  }
   auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   at::Tensor q_T1 = at::arange(chunk.start_pos, end, opts).unsqueeze(1);
   at::Tensor k_1K = at::arange(end, opts).unsqueeze(0);
@@ -271,9 +276,12 @@ at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
     scores_HTK.masked_fill_(hidden_keys_1TK,
                             -std::numeric_limits<double>::infinity());
   }
-  // Softmax in float32 whatever the compute dtype, then back.
+  // Softmax in float32 whatever the compute dtype, then back (bf16: in one
+  // pass, in place).
   at::Tensor probs_HTK =
-      at::softmax(scores_HTK, -1, at::kFloat).to(q_THD.scalar_type());
+      ScaledSoftmaxBf16InPlace(scores_HTK, /*scale=*/1.0)
+          ? scores_HTK
+          : at::softmax(scores_HTK, -1, at::kFloat).to(q_THD.scalar_type());
   at::Tensor out_HTD = at::matmul(probs_HTK, values_HKD);
   return out_HTD.transpose(0, 1).reshape({chunk.n_tokens, -1});
 }
