@@ -77,11 +77,17 @@ class Model final : public InputEmbedder {
 
   // ---- Vision ----
   // Image embeddings [729, C] for each image; all crops of all images go
-  // through the encoder as one batch.
+  // through the encoder as one batch, each distinct crop once (a 1×1
+  // tiling's local crop is its global crop, pixel for pixel).
   absl::StatusOr<std::vector<at::Tensor>> EmbedImages(
       absl::Span<const ImageCrops> images) const;
   absl::StatusOr<ImageFeatures> EncodeImageDetailed(
       const ImageCrops& image) const;
+  // The encoder's features [B, P, E] of uint8 crops [B, S, S, 3], each
+  // distinct crop encoded once and its features shared by its copies: every
+  // op of the encoder treats crops independently, so a crop's features do
+  // not depend on which other crops share its batch.
+  at::Tensor EncodeDistinctCrops(const at::Tensor& crops_BHWC_u8) const;
   // [wte[bos]; image embedding] → the prefix embeddings [730, C].
   absl::StatusOr<at::Tensor> PrefixEmbeddings(const at::Tensor& image_PC) const;
 

@@ -3,13 +3,16 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "model/image/image_decode.h"
+#include "model/net/kernels/bf16_gemm.h"
 #include "model/net/moondream.h"
 #include "model/net/preprocess.h"
+#include "model/net/vision.h"
 #include "tests/model/golden.h"
 
 namespace md {
@@ -55,6 +58,40 @@ TEST(PipelineTest, EmbeddingFromOwnCropsMatchesReference) {
     ++n_images;
   }
   EXPECT_GT(n_images, 0);
+}
+
+// Model::EncodeDistinctCrops encodes each distinct crop once and gives its
+// copies the same features. In bf16 every op of the encoder treats crops
+// independently (our packed linear is batch invariant), so that is the same
+// bits as encoding every copy. fp32's BLAS may block a batch of 4 crops
+// differently from one of 2: there the two agree to float rounding.
+TEST(PipelineTest, DuplicateCropsShareTheirFeatures) {
+  SetComputeThreads(2);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(dtype);
+    auto model = Model::Load(GoldenDir(), Moondream2Config(),
+                             ModelOptions{.dtype = dtype});
+    ASSERT_TRUE(model.ok()) << model.status();
+    const auto& image = Cases()["images"][0];
+    const at::Tensor case_crops = CaseTensor(image["tensors"]["crops"]);
+    ASSERT_GE(case_crops.size(0), 2);
+    // Global, tile, global again, tile again.
+    const at::Tensor crops =
+        at::cat({case_crops.narrow(0, 0, 2), case_crops.narrow(0, 0, 2)});
+    at::NoGradGuard no_grad;
+    const VisionConfig& vc = (*model)->config().vision;
+    const at::Tensor every_copy = EncodeCrops(
+        NormalizeCrops(crops, dtype, at::kCPU), (*model)->weights().vision, vc);
+    const at::Tensor deduplicated = (*model)->EncodeDistinctCrops(crops);
+    EXPECT_TRUE(at::equal(deduplicated[0], deduplicated[2]));
+    EXPECT_TRUE(at::equal(deduplicated[1], deduplicated[3]));
+    std::printf("max |diff| %g\n", MaxAbsDiff(deduplicated, every_copy));
+    if (dtype == at::kBFloat16 && PackedLinearBf16Enabled()) {
+      EXPECT_TRUE(at::equal(deduplicated, every_copy));
+    } else {
+      EXPECT_LE(MaxAbsDiff(deduplicated, every_copy), 1e-4);
+    }
+  }
 }
 
 TEST(PipelineTest, FlipHorizontalMirrorsRows) {

@@ -34,9 +34,10 @@ namespace md::bench {
 namespace {
 
 constexpr uint64_t kCropSeed = 7;
-// A 378×378 image: the global crop and one tile (what the preprocessing picks
-// for that size).
+// A 378×378 image of random pixels: the global crop and one tile (what the
+// preprocessing picks for that size), and both hold the same pixels.
 constexpr Tiling kOneTile{1, 1};
+constexpr int kImageSide = 378;
 
 struct ImagePrefixOptions {
   std::string config_name = "moondream-0.5b";
@@ -52,9 +53,10 @@ absl::StatusOr<ImagePrefixOptions> ParseOptions(
   ImagePrefixOptions opts;
   FlagParser flags(
       "image-prefix",
-      "Times md::EncodeImage on one 378x378 image (2 crops) with RANDOM\n"
-      "weights: vision encoder + projection + prefill of the 730-position\n"
-      "prefix (BOS + image), from uint8 crops to the prefix KV. Prints JSON:\n"
+      "Times md::EncodeImage on one 378x378 image of random pixels (2 crops,\n"
+      "the same pixels twice, encoded once) with RANDOM weights: vision\n"
+      "encoder + projection + prefill of the 730-position prefix (BOS +\n"
+      "image), from uint8 crops to the prefix KV. Prints JSON:\n"
       "the median over --reps after one warm-up, or with --stdin one line per\n"
       "command read ('encode', 'stages'; EOF ends) after a 'ready' line.");
   flags.AddString("config", &opts.config_name, "moondream-0.5b | moondream2");
@@ -94,11 +96,10 @@ struct StageTimes {
   double total_ms = 0;
 };
 
-// Normalised crops through the vision transformer: features [B, P, E].
+// Normalised crops through the vision transformer, each distinct crop once
+// as Model::EmbedImages does: features [B, P, E].
 at::Tensor RunEncoder(const Model& model, const ImageCrops& image) {
-  return EncodeCrops(NormalizeCrops(image.crops_u8, model.options().dtype,
-                                    model.options().device),
-                     model.weights().vision, model.config().vision);
+  return model.EncodeDistinctCrops(image.crops_u8);
 }
 
 // Features [B, P, E] → image embedding [P, C], as Model::EmbedImages does.
@@ -242,8 +243,12 @@ absl::Status RunImagePrefixBench(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(
       std::unique_ptr<Model> model,
       Model::Create(config, std::move(weights), {dtype, at::kCPU}));
-  ASSIGN_OR_RETURN(ImageCrops image,
-                   RandomCrops(config.vision, kOneTile, kCropSeed));
+  ASSIGN_OR_RETURN(ImageCrops image, RandomImageCrops(config.vision, kImageSide,
+                                                      kImageSide, kCropSeed));
+  if (image.tiling.rows != kOneTile.rows ||
+      image.tiling.cols != kOneTile.cols) {
+    return absl::InternalError("a 378x378 image should have a 1x1 tiling");
+  }
   const double build_s = build.ElapsedMs() / 1000;
 
   ASSIGN_OR_RETURN(double warmup_ms, TimeEncode(*model, image));

@@ -7,8 +7,9 @@ vision encoder + projection + prefill of BOS + 729 image embeddings through
 the text model. That is the reference's `MoondreamModel.encode_image` and our
 `md::EncodeImage` (via `moondream-bench image-prefix --stdin`). Both start
 from the image's uint8 crops (the overlap-crop resizing is not timed on
-either side; for this size the crops are the image itself twice) and both
-use RANDOM weights of the moondream 0.5B shapes: speed only.
+either side; for this size the crops are the image itself twice: the
+reference encodes both, ours each distinct crop once) and both use RANDOM
+weights of the moondream 0.5B shapes: speed only.
 
 Each repeat times ours and the reference back to back, alternating which
 goes first, after one warm-up of each; the medians and every sample are

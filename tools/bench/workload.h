@@ -23,6 +23,13 @@ inline constexpr int kPromptIds[] = {198,  198, 24361, 25,   1867,  318, 262,
                                      30,   220, 198,   198,  33706, 25};
 inline constexpr int kPromptTokens = sizeof(kPromptIds) / sizeof(kPromptIds[0]);
 
+// The crops md::PrepareImage makes of a width × height image of uniform
+// random pixels from `seed`: what the encoder gets for a real image of that
+// size (a 1×1 tiling's local crop is then its global crop).
+absl::StatusOr<ImageCrops> RandomImageCrops(const VisionConfig& config,
+                                            int width, int height,
+                                            uint64_t seed);
+
 // Uniform random uint8 crops for `tiling` (global crop + tiles), from `seed`.
 absl::StatusOr<ImageCrops> RandomCrops(const VisionConfig& config,
                                        Tiling tiling, uint64_t seed);
