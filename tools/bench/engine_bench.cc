@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -27,6 +28,7 @@
 #include "model/net/moondream.h"
 #include "scheduler/engine.h"
 #include "scheduler/request.h"
+#include "tools/bench/compute_ceiling.h"
 #include "tools/bench/environment.h"
 #include "tools/bench/flags.h"
 #include "tools/bench/stats.h"
@@ -198,6 +200,40 @@ struct SerialBaseline {
     return reps.front().first_tokens;
   }
 };
+
+// The compute ceiling of this run's requests (bf16 only: the peak measured
+// is vdpbf16ps's).
+std::optional<ComputeCeiling> MeasureCeiling(const Model& model,
+                                             const EngineBenchOptions& opts,
+                                             double serial_tokens_per_s) {
+  if (opts.dtype != at::kBFloat16 || opts.n_tokens < 1) return std::nullopt;
+  const std::optional<double> peak =
+      MeasureBf16PeakGflops(at::get_num_threads(), /*n_reps=*/3);
+  if (!peak.has_value()) return std::nullopt;
+  ComputeCeiling c;
+  c.peak_gflops = *peak;
+  c.gflop_per_token =
+      RequestFlops(model.weights(), model.config().text, model.prefix_len(),
+                   kPromptTokens, opts.n_tokens) /
+      opts.n_tokens / 1e9;
+  c.serial_tokens_per_s = serial_tokens_per_s;
+  return c;
+}
+
+void PrintCeiling(const ComputeCeiling& c, double speedup_32,
+                  const EngineBenchOptions& opts) {
+  std::printf(
+      "compute ceiling: vdpbf16ps peak %.0f GFLOP/s on %d threads; a request "
+      "(%d prompt + %d tokens) costs %.2f GFLOP per generated token, so at "
+      "most %.0f tokens/s, %.1fx serial",
+      c.peak_gflops, at::get_num_threads(), kPromptTokens, opts.n_tokens,
+      c.gflop_per_token, c.tokens_per_s(), c.speedup());
+  if (speedup_32 > 0 && c.speedup() > 0) {
+    std::printf("; 32 streams reach %.0f%% of it",
+                100 * speedup_32 / c.speedup());
+  }
+  std::printf("\n");
+}
 
 // `n` requests one after another: the serial baseline.
 absl::StatusOr<Throughput> MeasureSerial(Engine& engine,
@@ -407,6 +443,8 @@ absl::Status Run(const EngineBenchOptions& opts) {
       serial.median_tokens_per_s(), opts.n_serial_reps,
       serial.min_tokens_per_s(), serial.max_tokens_per_s(),
       100 * serial.spread(), serial.identical ? "yes" : "NO");
+  const std::optional<ComputeCeiling> ceiling =
+      MeasureCeiling(*model, opts, serial.median_tokens_per_s());
 
   nlohmann::json concurrency = nlohmann::json::array();
   double speedup_32 = 0;
@@ -478,6 +516,7 @@ absl::Status Run(const EngineBenchOptions& opts) {
         "repetitions)\n",
         speedup_32, speedup_32_range.first, speedup_32_range.second);
   }
+  if (ceiling.has_value()) PrintCeiling(*ceiling, speedup_32, opts);
 
   if (opts.json_path.empty()) return absl::OkStatus();
   nlohmann::json report = {
@@ -513,6 +552,12 @@ absl::Status Run(const EngineBenchOptions& opts) {
       {"speedup_32_vs_serial_range",
        speedup_32 > 0
            ? nlohmann::json({speedup_32_range.first, speedup_32_range.second})
+           : nlohmann::json(nullptr)},
+      {"compute_ceiling",
+       ceiling.has_value() ? ceiling->ToJson() : nlohmann::json(nullptr)},
+      {"speedup_32_fraction_of_ceiling",
+       ceiling.has_value() && speedup_32 > 0 && ceiling->speedup() > 0
+           ? nlohmann::json(speedup_32 / ceiling->speedup())
            : nlohmann::json(nullptr)},
       {"ttft",
        {{"miss_ms", ttft.miss_ms},
