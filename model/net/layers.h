@@ -6,6 +6,7 @@
 
 #include "model/io/weights.h"
 #include "model/net/kernels/bf16_gemm.h"
+#include "model/net/kernels/layer_norm_bf16.h"
 
 namespace md {
 
@@ -16,8 +17,12 @@ inline at::Tensor Linear(const at::Tensor& x, const LinearWeights& w,
   return LinearWithPacked(x, w.weight, w.packed, w.bias, act);
 }
 
+// bf16 on CPU: our row kernel (fp32 inside, batch invariant); else ATen.
 inline at::Tensor LayerNorm(const at::Tensor& x, const LayerNormWeights& w) {
-  return at::layer_norm(x, {w.weight.size(0)}, w.weight, w.bias, 1e-5);
+  constexpr double kEps = 1e-5;
+  at::Tensor y = LayerNormBf16Rows(x, w.weight, w.bias, kEps);
+  if (y.defined()) return y;
+  return at::layer_norm(x, {w.weight.size(0)}, w.weight, w.bias, kEps);
 }
 
 // fc1 → GELU (tanh approximation) → fc2. The packed kernel applies GELU to

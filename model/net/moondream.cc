@@ -3,10 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
-#include <cstring>
 #include <filesystem>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -118,38 +115,8 @@ absl::StatusOr<std::vector<at::Tensor>> Model::EmbedImages(
 }
 
 at::Tensor Model::EncodeDistinctCrops(const at::Tensor& crops_BHWC_u8) const {
-  const at::Tensor crops = crops_BHWC_u8.contiguous();
-  std::vector<int64_t> distinct;  // first crop of each kind of pixels
-  std::vector<int64_t> source_B;  // crop b's features = distinct[source_B[b]]
-  const int64_t crop_bytes =
-      crops.numel() / std::max<int64_t>(crops.size(0), 1);
-  const uint8_t* pixels = crops.data_ptr<uint8_t>();
-  for (int64_t b = 0; b < crops.size(0); ++b) {
-    if (!crops.device().is_cpu()) {  // not compared: each its own
-      distinct.push_back(b);
-      source_B.push_back(b);
-      continue;
-    }
-    const uint8_t* crop = pixels + b * crop_bytes;
-    auto same = std::find_if(distinct.begin(), distinct.end(), [&](int64_t d) {
-      return std::memcmp(pixels + d * crop_bytes, crop, crop_bytes) == 0;
-    });
-    source_B.push_back(same - distinct.begin());
-    if (same == distinct.end()) distinct.push_back(b);
-  }
-  auto index = [&](const std::vector<int64_t>& v) {
-    return at::tensor(v, at::kLong);
-  };
-  const bool all_distinct =
-      distinct.size() == static_cast<size_t>(crops.size(0));
-  at::Tensor features_BPE = EncodeCrops(
-      NormalizeCrops(
-          all_distinct ? crops : crops.index_select(0, index(distinct)),
-          options_.dtype, options_.device),
-      weights_.vision, config_.vision);
-  if (all_distinct) return features_BPE;
-  return features_BPE.index_select(0,
-                                   index(source_B).to(features_BPE.device()));
+  return md::EncodeDistinctCrops(crops_BHWC_u8, weights_.vision, config_.vision,
+                                 options_.dtype, options_.device);
 }
 
 absl::StatusOr<ImageFeatures> Model::EncodeImageDetailed(

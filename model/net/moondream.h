@@ -83,10 +83,8 @@ class Model final : public InputEmbedder {
       absl::Span<const ImageCrops> images) const;
   absl::StatusOr<ImageFeatures> EncodeImageDetailed(
       const ImageCrops& image) const;
-  // The encoder's features [B, P, E] of uint8 crops [B, S, S, 3], each
-  // distinct crop encoded once and its features shared by its copies: every
-  // op of the encoder treats crops independently, so a crop's features do
-  // not depend on which other crops share its batch.
+  // md::EncodeDistinctCrops (vision.h) with this model's weights, dtype and
+  // device: features [B, P, E] of uint8 crops [B, S, S, 3].
   at::Tensor EncodeDistinctCrops(const at::Tensor& crops_BHWC_u8) const;
   // [wte[bos]; image embedding] → the prefix embeddings [730, C].
   absl::StatusOr<at::Tensor> PrefixEmbeddings(const at::Tensor& image_PC) const;

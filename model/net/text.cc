@@ -114,56 +114,9 @@ void WriteKvRows(const at::Tensor& src, int64_t src_row_stride,
   }
 }
 
-// LayerNorm (eps 1e-5) of bf16 rows, fp32 inside, rounded once: ATen 1.13's
-// bf16 layer_norm spends ~10 ns per element (~0.35 ms per decoder layer at
-// batch 32), several times this plain loop. Each row is computed alone, so
-// a row's result does not depend on the batch. Undefined when it does not
-// apply (other dtypes, CUDA, autograd): the caller runs at::layer_norm.
-at::Tensor LayerNormBf16Rows(const at::Tensor& x_NC,
-                             const LayerNormWeights& w) {
-  const int64_t c = x_NC.size(-1);
-  auto dense_bf16 = [c](const at::Tensor& t, int64_t dims) {
-    return t.defined() && t.is_cpu() && t.scalar_type() == at::kBFloat16 &&
-           t.is_contiguous() && t.dim() == dims && t.size(-1) == c &&
-           !t.requires_grad();
-  };
-  if (!dense_bf16(x_NC, 2) || !dense_bf16(w.weight, 1) ||
-      !dense_bf16(w.bias, 1) || c == 0) {
-    return {};
-  }
-  at::Tensor y_NC = at::empty_like(x_NC);
-  const at::BFloat16* x = x_NC.data_ptr<at::BFloat16>();
-  const at::BFloat16* gamma = w.weight.data_ptr<at::BFloat16>();
-  const at::BFloat16* beta = w.bias.data_ptr<at::BFloat16>();
-  at::BFloat16* y = y_NC.data_ptr<at::BFloat16>();
-  std::vector<float> row(c);
-  for (int64_t r = 0; r < x_NC.size(0); ++r) {
-    float sum = 0;
-    for (int64_t i = 0; i < c; ++i) {
-      row[i] = static_cast<float>(x[r * c + i]);
-      sum += row[i];
-    }
-    const float mean = sum / static_cast<float>(c);
-    float squares = 0;
-    for (int64_t i = 0; i < c; ++i) {
-      row[i] -= mean;
-      squares += row[i] * row[i];
-    }
-    const float rstd =
-        1.0f / std::sqrt(squares / static_cast<float>(c) + 1e-5f);
-    for (int64_t i = 0; i < c; ++i) {
-      y[r * c + i] = static_cast<at::BFloat16>(
-          row[i] * rstd * static_cast<float>(gamma[i]) +
-          static_cast<float>(beta[i]));
-    }
-  }
-  return y_NC;
-}
-
 at::Tensor DecoderLayerNorm(const at::Tensor& x_NC, const LayerNormWeights& w) {
   RECORD_USER_SCOPE("md::layer_norm");
-  at::Tensor y_NC = LayerNormBf16Rows(x_NC, w);
-  return y_NC.defined() ? y_NC : LayerNorm(x_NC, w);
+  return LayerNorm(x_NC, w);
 }
 
 // Which keys each query of a chunk may see, or an undefined tensor when it

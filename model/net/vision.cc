@@ -2,7 +2,11 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "model/net/kernels/softmax_bf16.h"
 #include "model/net/layers.h"
@@ -40,6 +44,39 @@ at::Tensor SelfAttention(const at::Tensor& x_BPE, const AttentionWeights& w,
   return Linear(out_BHPD.transpose(1, 2).reshape({b, p, e}), w.proj);
 }
 
+// Crops with the same pixels: the first crop of each kind (`distinct`), and
+// for each crop the position of its kind in `distinct`. Only CPU crops are
+// compared (preprocessing makes them there); others are each their own.
+struct CropKinds {
+  std::vector<int64_t> distinct;
+  std::vector<int64_t> kind_B;
+};
+
+CropKinds FindCropKinds(const at::Tensor& crops_BHWC_u8) {
+  CropKinds kinds;
+  const int64_t n = crops_BHWC_u8.size(0);
+  if (!crops_BHWC_u8.device().is_cpu() || n == 0) {
+    for (int64_t b = 0; b < n; ++b) {
+      kinds.distinct.push_back(b);
+      kinds.kind_B.push_back(b);
+    }
+    return kinds;
+  }
+  const int64_t crop_bytes = crops_BHWC_u8.numel() / n;
+  const uint8_t* pixels = crops_BHWC_u8.data_ptr<uint8_t>();
+  auto same_pixels = [&](int64_t a, int64_t b) {
+    return std::memcmp(pixels + a * crop_bytes, pixels + b * crop_bytes,
+                       crop_bytes) == 0;
+  };
+  for (int64_t b = 0; b < n; ++b) {
+    auto kind = std::find_if(kinds.distinct.begin(), kinds.distinct.end(),
+                             [&](int64_t d) { return same_pixels(d, b); });
+    kinds.kind_B.push_back(kind - kinds.distinct.begin());
+    if (kind == kinds.distinct.end()) kinds.distinct.push_back(b);
+  }
+  return kinds;
+}
+
 }  // namespace
 
 at::Tensor NormalizeCrops(const at::Tensor& crops_BHWC_u8, at::ScalarType dtype,
@@ -59,6 +96,26 @@ at::Tensor EncodeCrops(const at::Tensor& crops_BCHW, const VisionWeights& w,
     x_BPE = x_BPE + Mlp(LayerNorm(x_BPE, block.ln2), block.mlp);
   }
   return LayerNorm(x_BPE, w.post_ln);
+}
+
+at::Tensor EncodeDistinctCrops(const at::Tensor& crops_BHWC_u8,
+                               const VisionWeights& w,
+                               const VisionConfig& config, at::ScalarType dtype,
+                               at::Device device) {
+  const at::Tensor crops = crops_BHWC_u8.contiguous();
+  const CropKinds kinds = FindCropKinds(crops);
+  if (kinds.distinct.size() == static_cast<size_t>(crops.size(0))) {
+    return EncodeCrops(NormalizeCrops(crops, dtype, device), w, config);
+  }
+  auto index = [](const std::vector<int64_t>& v) {
+    return at::tensor(v, at::kLong);
+  };
+  at::Tensor features_BPE =
+      EncodeCrops(NormalizeCrops(crops.index_select(0, index(kinds.distinct)),
+                                 dtype, device),
+                  w, config);
+  return features_BPE.index_select(
+      0, index(kinds.kind_B).to(features_BPE.device()));
 }
 
 at::Tensor ReconstructFromCrops(const at::Tensor& local_NHWE, Tiling tiling,

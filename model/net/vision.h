@@ -21,6 +21,18 @@ at::Tensor NormalizeCrops(const at::Tensor& crops_BHWC_u8, at::ScalarType dtype,
 at::Tensor EncodeCrops(const at::Tensor& crops_BCHW, const VisionWeights& w,
                        const VisionConfig& config);
 
+// uint8 crops [B, 378, 378, 3] → features [B, P, E], each distinct crop
+// encoded once and its features shared by its copies (a 1×1 tiling's tile
+// is its global crop, pixel for pixel). Every op of the encoder treats crops
+// independently, so in bf16 (our batch-invariant kernels) a crop's features
+// are the same bits as encoding every copy; fp32 BLAS may block a smaller
+// batch differently, within float rounding. Differentiable (the copies'
+// gradients add up).
+at::Tensor EncodeDistinctCrops(const at::Tensor& crops_BHWC_u8,
+                               const VisionWeights& w,
+                               const VisionConfig& config, at::ScalarType dtype,
+                               at::Device device);
+
 // Local crop features [n_tiles, 27, 27, E] stitched with the overlap margin →
 // [27 + 19·(rows−1), 27 + 19·(cols−1), E].
 at::Tensor ReconstructFromCrops(const at::Tensor& local_NHWE, Tiling tiling,

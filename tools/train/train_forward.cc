@@ -92,9 +92,8 @@ double MeanOf(const at::Tensor& losses) {
 
 at::Tensor ImageEmbedding(const ImageCrops& image, const Weights& w,
                           const VisionConfig& config) {
-  at::Tensor features_BPE = EncodeCrops(
-      NormalizeCrops(image.crops_u8, at::kFloat, w.text.wte.device()), w.vision,
-      config);
+  at::Tensor features_BPE = EncodeDistinctCrops(
+      image.crops_u8, w.vision, config, at::kFloat, w.text.wte.device());
   const int64_t n_tiles = image.tiling.n_tiles();
   at::Tensor local_NGGE =
       features_BPE.narrow(0, 1, n_tiles)

@@ -1,5 +1,5 @@
 // The trainer's forward pass (issue 14): the model's own building blocks
-// (model/net: EncodeCrops, ReconstructFromCrops, PoolReconstructed,
+// (model/net: EncodeDistinctCrops, ReconstructFromCrops, PoolReconstructed,
 // ProjectImage, ApplyRotary, LayerNorm, Linear, Mlp, LmHead and the region
 // head) run with autograd, without the slot KV cache (the inference path
 // writes K/V in place and runs under NoGradGuard).
