@@ -29,6 +29,8 @@
 #include "scheduler/engine.h"
 #include "scheduler/request.h"
 #include "tools/bench/compute_ceiling.h"
+#include "tools/bench/engine_latency.h"
+#include "tools/bench/engine_requests.h"
 #include "tools/bench/environment.h"
 #include "tools/bench/flags.h"
 #include "tools/bench/stats.h"
@@ -43,8 +45,6 @@ using scheduler::EngineImage;
 using scheduler::EngineOptions;
 using scheduler::Request;
 using scheduler::StepReport;
-
-constexpr absl::Duration kRequestTimeout = absl::Minutes(30);
 
 struct EngineBenchOptions {
   std::string config_name = "moondream-0.5b";
@@ -62,15 +62,6 @@ struct EngineBenchOptions {
   std::string json_path;
 };
 
-// Percentile by nearest rank (p in [0, 100]); 0 when empty.
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const size_t rank = static_cast<size_t>(
-      std::clamp(p / 100.0 * values.size(), 1.0, double(values.size())));
-  return values[rank - 1];
-}
-
 // Every step's report, for the scheduler's share of each step.
 class StepLog {
  public:
@@ -87,77 +78,6 @@ class StepLog {
   absl::Mutex mu_;
   std::vector<StepReport> reports_ ABSL_GUARDED_BY(mu_);
 };
-
-// One image the benchmark sends (random pixels: key by seed).
-absl::StatusOr<std::shared_ptr<const EngineImage>> BenchImage(
-    const Model& model, uint64_t seed) {
-  auto image = std::make_shared<EngineImage>();
-  image->key = absl::StrCat("bench-image-", seed);
-  ASSIGN_OR_RETURN(image->crops,
-                   RandomCrops(model.config().vision, Tiling{1, 1}, seed));
-  return std::shared_ptr<const EngineImage>(std::move(image));
-}
-
-// The benchmark's one request shape. Specs are copied freely; each becomes
-// a request (its job is not copyable) when submitted.
-struct QuerySpec {
-  std::shared_ptr<const EngineImage> image;
-  int n_tokens = 1;
-};
-QuerySpec QueryRequest(std::shared_ptr<const EngineImage> image, int n_tokens) {
-  return {std::move(image), n_tokens};
-}
-
-// The model's config, for building jobs; set once by Run.
-const MoondreamConfig* g_config = nullptr;
-
-absl::StatusOr<Request> ToRequest(const QuerySpec& spec) {
-  Request r;
-  r.image = spec.image;
-  TextOptions options;
-  options.max_tokens = spec.n_tokens;
-  options.ignore_eos = true;  // Every stream decodes exactly n_tokens.
-  ASSIGN_OR_RETURN(r.job,
-                   MakeTextJob(*g_config, Skill::kQuery,
-                               {std::begin(kPromptIds), std::end(kPromptIds)},
-                               options, /*tokenizer=*/nullptr));
-  return r;
-}
-
-// Submits every request with a sink of its own; returns the sinks.
-absl::StatusOr<std::vector<std::shared_ptr<CollectingSink>>> SubmitAll(
-    Engine& engine, const std::vector<QuerySpec>& specs) {
-  std::vector<std::shared_ptr<CollectingSink>> sinks;
-  for (const QuerySpec& spec : specs) {
-    ASSIGN_OR_RETURN(Request r, ToRequest(spec));
-    auto sink = std::make_shared<CollectingSink>();
-    r.sink = sink;
-    RETURN_IF_ERROR(engine.Submit(std::move(r)).status());
-    sinks.push_back(std::move(sink));
-  }
-  return sinks;
-}
-
-// Submits all requests at once and waits for every one.
-absl::StatusOr<std::vector<CollectingSink::Result>> RunTogether(
-    Engine& engine, const std::vector<QuerySpec>& requests) {
-  ASSIGN_OR_RETURN(auto sinks, SubmitAll(engine, requests));
-  std::vector<CollectingSink::Result> results;
-  for (auto& sink : sinks) {
-    if (!sink->WaitDone(kRequestTimeout)) {
-      return absl::DeadlineExceededError("a benchmark request never ended");
-    }
-    results.push_back(sink->result());
-    RETURN_IF_ERROR(results.back().status);
-  }
-  return results;
-}
-
-int64_t TokensOf(const std::vector<CollectingSink::Result>& results) {
-  int64_t n = 0;
-  for (const auto& r : results) n += static_cast<int64_t>(r.tokens.size());
-  return n;
-}
 
 struct Throughput {
   int streams = 0;
@@ -236,7 +156,7 @@ void PrintCeiling(const ComputeCeiling& c, double speedup_32,
 }
 
 // `n` requests one after another: the serial baseline.
-absl::StatusOr<Throughput> MeasureSerial(Engine& engine,
+absl::StatusOr<Throughput> MeasureSerial(Engine& engine, const Model& model,
                                          std::shared_ptr<const EngineImage> im,
                                          int n, int n_tokens) {
   Throughput t;
@@ -244,7 +164,7 @@ absl::StatusOr<Throughput> MeasureSerial(Engine& engine,
   const absl::Time start = absl::Now();
   for (int i = 0; i < n; ++i) {
     ASSIGN_OR_RETURN(auto results,
-                     RunTogether(engine, {QueryRequest(im, n_tokens)}));
+                     RunTogether(engine, {QueryRequest(model, im, n_tokens)}));
     t.tokens += TokensOf(results);
     if (i == 0) t.first_tokens = results[0].tokens;
     t.identical_to_serial &= results[0].tokens == t.first_tokens;
@@ -254,9 +174,11 @@ absl::StatusOr<Throughput> MeasureSerial(Engine& engine,
 }
 
 absl::StatusOr<Throughput> MeasureConcurrent(
-    Engine& engine, std::shared_ptr<const EngineImage> image, int n_streams,
-    int n_tokens, const std::vector<int>& serial_tokens) {
-  std::vector<QuerySpec> requests(n_streams, QueryRequest(image, n_tokens));
+    Engine& engine, const Model& model,
+    std::shared_ptr<const EngineImage> image, int n_streams, int n_tokens,
+    const std::vector<int>& serial_tokens) {
+  std::vector<QuerySpec> requests(n_streams,
+                                  QueryRequest(model, image, n_tokens));
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(auto results, RunTogether(engine, requests));
   Throughput t;
@@ -267,105 +189,6 @@ absl::StatusOr<Throughput> MeasureConcurrent(
     t.identical_to_serial &= r.tokens == serial_tokens;
   }
   return t;
-}
-
-struct Ttft {
-  std::vector<double> miss_ms;
-  std::vector<double> hit_ms;
-};
-
-// Alternates a request on a never-seen image (miss: vision encode + prefix
-// prefill) with one on the same image again (hit: a KV copy).
-absl::StatusOr<Ttft> MeasureTtft(Engine& engine, const Model& model, int n_reps,
-                                 uint64_t first_seed) {
-  Ttft t;
-  for (int rep = 0; rep < n_reps; ++rep) {
-    ASSIGN_OR_RETURN(auto image, BenchImage(model, first_seed + rep));
-    for (bool hit : {false, true}) {
-      ASSIGN_OR_RETURN(auto results,
-                       RunTogether(engine, {QueryRequest(image, 1)}));
-      if (results[0].summary.image_cache_hit != hit) {
-        return absl::InternalError("unexpected image cache outcome");
-      }
-      const double ms =
-          absl::ToDoubleMilliseconds(results[0].summary.time_to_first);
-      (hit ? t.hit_ms : t.miss_ms).push_back(ms);
-    }
-  }
-  return t;
-}
-
-struct Itl {
-  std::vector<double> quiet_ms;     // Streams alone.
-  std::vector<double> arrivals_ms;  // While new images arrive.
-  int images_arrived = 0;
-};
-
-std::vector<double> InterTokenGapsMs(
-    const std::vector<CollectingSink::Result>& results) {
-  std::vector<double> gaps;
-  for (const auto& r : results) {
-    for (size_t i = 1; i < r.token_times.size(); ++i) {
-      gaps.push_back(
-          absl::ToDoubleMilliseconds(r.token_times[i] - r.token_times[i - 1]));
-    }
-  }
-  return gaps;
-}
-
-// `n_itl_streams` streams of `n_itl_tokens` decode alone; then again while
-// a request on a new image arrives every `itl_interval_ms` (their vision
-// encode and prefix prefill run beside the streams).
-absl::StatusOr<Itl> MeasureItl(Engine& engine, const Model& model,
-                               std::shared_ptr<const EngineImage> warm,
-                               const EngineBenchOptions& opts,
-                               uint64_t first_seed) {
-  Itl itl;
-  std::vector<QuerySpec> streams(opts.n_itl_streams,
-                                 QueryRequest(warm, opts.n_itl_tokens));
-  ASSIGN_OR_RETURN(auto quiet, RunTogether(engine, streams));
-  itl.quiet_ms = InterTokenGapsMs(quiet);
-
-  std::vector<std::shared_ptr<const EngineImage>> images;
-  for (int i = 0; i < opts.n_itl_images; ++i) {
-    ASSIGN_OR_RETURN(auto image, BenchImage(model, first_seed + i));
-    images.push_back(std::move(image));
-  }
-  ASSIGN_OR_RETURN(auto sinks, SubmitAll(engine, streams));
-  sinks[0]->WaitFirstOutput(kRequestTimeout);
-  std::vector<std::shared_ptr<CollectingSink>> arrivals;
-  for (auto& image : images) {
-    absl::SleepFor(absl::Milliseconds(opts.itl_interval_ms));
-    if (sinks[0]->result().done) break;
-    ASSIGN_OR_RETURN(auto arrived, SubmitAll(engine, {QueryRequest(image, 1)}));
-    arrivals.push_back(std::move(arrived[0]));
-  }
-  std::vector<CollectingSink::Result> results;
-  for (auto& sink : sinks) {
-    sink->WaitDone(kRequestTimeout);
-    results.push_back(sink->result());
-    RETURN_IF_ERROR(results.back().status);
-  }
-  const absl::Time streams_end = results[0].token_times.back();
-  for (auto& sink : arrivals) {
-    sink->WaitDone(kRequestTimeout);
-    const CollectingSink::Result r = sink->result();
-    RETURN_IF_ERROR(r.status);
-    // Encoded while the streams ran: its first token came before their end.
-    if (!r.token_times.empty() && r.token_times[0] < streams_end) {
-      ++itl.images_arrived;
-    }
-  }
-  itl.arrivals_ms = InterTokenGapsMs(results);
-  return itl;
-}
-
-nlohmann::json LatencyJson(const std::vector<double>& ms) {
-  return {{"n", ms.size()},
-          {"p50_ms", Percentile(ms, 50)},
-          {"p90_ms", Percentile(ms, 90)},
-          {"p99_ms", Percentile(ms, 99)},
-          {"max_ms", Percentile(ms, 100)}};
 }
 
 absl::StatusOr<std::vector<int>> ParseStreams(const std::string& flag) {
@@ -383,7 +206,6 @@ absl::StatusOr<std::vector<int>> ParseStreams(const std::string& flag) {
 
 absl::Status Run(const EngineBenchOptions& opts) {
   ASSIGN_OR_RETURN(MoondreamConfig config, PresetConfig(opts.config_name));
-  g_config = &config;
   const double load_start = LoadAverage();
   Stopwatch build;
   ASSIGN_OR_RETURN(Weights weights,
@@ -417,9 +239,9 @@ absl::Status Run(const EngineBenchOptions& opts) {
 
   // Warm up (and fill the cache with the image every stream uses).
   ASSIGN_OR_RETURN(auto image, BenchImage(*model, 1));
-  RETURN_IF_ERROR(
-      RunTogether(*engine, {QueryRequest(image, 2), QueryRequest(image, 2)})
-          .status());
+  RETURN_IF_ERROR(RunTogether(*engine, {QueryRequest(*model, image, 2),
+                                        QueryRequest(*model, image, 2)})
+                      .status());
   steps.Take();
 
   std::printf(
@@ -429,8 +251,8 @@ absl::Status Run(const EngineBenchOptions& opts) {
   std::fflush(stdout);
   SerialBaseline serial;
   for (int rep = 0; rep < opts.n_serial_reps; ++rep) {
-    ASSIGN_OR_RETURN(Throughput t, MeasureSerial(*engine, image, opts.n_serial,
-                                                 opts.n_tokens));
+    ASSIGN_OR_RETURN(Throughput t, MeasureSerial(*engine, *model, image,
+                                                 opts.n_serial, opts.n_tokens));
     serial.identical &= t.identical_to_serial;
     if (!serial.reps.empty()) {
       serial.identical &= t.first_tokens == serial.first_tokens();
@@ -454,7 +276,7 @@ absl::Status Run(const EngineBenchOptions& opts) {
               "speedup", "wall s", "batch", "decode step ms", "= serial");
   for (int n : opts.streams) {
     ASSIGN_OR_RETURN(Throughput t,
-                     MeasureConcurrent(*engine, image, n, opts.n_tokens,
+                     MeasureConcurrent(*engine, *model, image, n, opts.n_tokens,
                                        serial.first_tokens()));
     std::vector<double> batch, decode_step_ms;
     for (const StepReport& s : steps.Take()) {
@@ -497,7 +319,11 @@ absl::Status Run(const EngineBenchOptions& opts) {
               hit > 0 ? miss / hit : 0);
   steps.Take();
 
-  ASSIGN_OR_RETURN(Itl itl, MeasureItl(*engine, *model, image, opts, 2000));
+  ASSIGN_OR_RETURN(Itl itl,
+                   MeasureItl(*engine, *model, image,
+                              ItlPlan{opts.n_itl_streams, opts.n_itl_tokens,
+                                      opts.n_itl_images, opts.itl_interval_ms},
+                              2000));
   std::printf(
       "inter-token latency, %d streams: quiet p50 %.0f / p99 %.0f ms; while "
       "%d new images arrive p50 %.0f / p99 %.0f ms\n",

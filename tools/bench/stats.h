@@ -31,6 +31,15 @@ inline double Median(std::vector<double> values) {
                                 : 0.5 * (values[mid - 1] + values[mid]);
 }
 
+// Percentile by nearest rank (p in [0, 100]); 0 when empty.
+inline double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t rank = static_cast<size_t>(
+      std::clamp(p / 100.0 * values.size(), 1.0, double(values.size())));
+  return values[rank - 1];
+}
+
 // Samples of one measured quantity, one per repetition (warm-up excluded).
 struct Timing {
   std::vector<double> samples_ms;
