@@ -237,13 +237,13 @@ TEST(QuestionsTest, EveryTaskOfAScene) {
     lines.push_back(line);
   }
   const std::vector<std::string> expected = {
-      "count|How many shapes are there?|3|",
-      "color|What color is the square?|green|",
-      "shape|What shape is red?|circle|",
-      "shape|What shape is green?|square|",
-      "shape|What shape is blue?|circle|",
-      "caption short||a green square, a red circle and a blue circle|",
-      "caption normal||a green square, a red circle and a blue circle|",
+      "count|How many shapes are there?|3|012",
+      "color|What color is the square?|green|1",
+      "shape|What shape is red?|circle|2",
+      "shape|What shape is green?|square|1",
+      "shape|What shape is blue?|circle|0",
+      "caption short||a green square, a red circle and a blue circle|012",
+      "caption normal||a green square, a red circle and a blue circle|012",
       "detect|circle||02",
       "detect|square||1",
       "detect|triangle||",

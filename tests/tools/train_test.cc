@@ -17,6 +17,7 @@
 #include "model/config/config.h"
 #include "model/io/weights.h"
 #include "model/net/moondream.h"
+#include "model/net/region.h"
 #include "model/tokenizer/tokenizer.h"
 #include "tests/tools/train_test_support.h"
 #include "tools/scenes/random.h"
@@ -161,7 +162,7 @@ TEST(TrainForwardTest, LogitsEqualTheInferencePath) {
 }
 
 TEST(ExamplesTest, RegionSequencesFollowTheSkillsSteps) {
-  const RegionTruth box = {0.25, 0.5, 0.2, 0.3};
+  const RegionTruth box = {0.25, 0.5, 0.2, 0.3, {}};
   const Sequence detect = RegionSequence(scenes::TaskKind::kDetect, {10, 11},
                                          {&box, 1}, 2, 1024, 1024);
   // prompt, x, y, size
@@ -197,6 +198,166 @@ TEST(ExamplesTest, RegionSequencesFollowTheSkillsSteps) {
   EXPECT_EQ(text.tokens[1].token, 2);
   EXPECT_EQ(ValueBin(1.0, 1024), 1023);
   EXPECT_EQ(ValueBin(-0.1, 1024), 0);
+}
+
+scenes::Shape Square(int x_min, int y_min, int side, scenes::Colour colour) {
+  scenes::Shape s;
+  s.kind = scenes::ShapeKind::kSquare;
+  s.colour = colour;
+  s.box = {x_min, y_min, x_min + side, y_min + side};
+  return s;
+}
+
+scenes::Scene SceneOf(std::vector<scenes::Shape> shapes) {
+  scenes::Scene scene;
+  scene.width = scene.height = 378;  // one 14-pixel grid cell per patch
+  scene.shapes = std::move(shapes);
+  return scene;
+}
+
+std::vector<int> Cells(int col_min, int row_min, int n) {
+  std::vector<int> positions;
+  for (int row = row_min; row < row_min + n; ++row) {
+    for (int col = col_min; col < col_min + n; ++col) {
+      positions.push_back(1 + row * 27 + col);
+    }
+  }
+  return positions;
+}
+
+// A square over cells 2..4 (pixels 28..70) covers their centres and no
+// other: 9 image tokens, at prefix positions 1 + row·27 + col.
+TEST(ExamplesTest, FocusCoversTheGridCellsOfAShape) {
+  const scenes::Scene scene =
+      SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
+               Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+  EXPECT_EQ(FocusPositions(scene, {0}, 27), Cells(2, 2, 3));
+  std::vector<int> both = Cells(2, 2, 3);
+  const std::vector<int> second = Cells(14, 14, 3);
+  both.insert(both.end(), second.begin(), second.end());
+  EXPECT_EQ(FocusPositions(scene, {1, 0}, 27), both);
+  // A shape smaller than a cell still has its centre's cell.
+  const scenes::Scene tiny = SceneOf({Square(30, 30, 6, scenes::Colour::kRed)});
+  EXPECT_EQ(FocusPositions(tiny, {0}, 27), (std::vector<int>{1 + 2 * 27 + 2}));
+}
+
+// Every row that answers about a shape looks at it: a caption's tokens at
+// the shape of their phrase (left to right), a detection's x, y and size
+// rows at the object they place.
+TEST(ExamplesTest, AnswerRowsFocusOnTheirShapes) {
+  const scenes::Scene scene =
+      SceneOf({Square(28 * 7, 28, 42, scenes::Colour::kBlue),
+               Square(28, 28, 42, scenes::Colour::kRed)});
+  const Tokenizer tokenizer = TinyTokenizer();
+  absl::StatusOr<MoondreamConfig> config =
+      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<SceneExample> example =
+      MakeSceneExample(scene, *config, tokenizer);
+  ASSERT_TRUE(example.ok()) << example.status();
+  const std::vector<int> left = FocusPositions(scene, {1}, 27);
+  const std::vector<int> right = FocusPositions(scene, {0}, 27);
+  bool saw_caption = false, saw_detect = false;
+  for (const Sequence& s : example->sequences) {
+    if (s.kind == scenes::TaskKind::kCaptionShort) {
+      saw_caption = true;
+      // "a red square and a blue square": one focus per answer token.
+      ASSERT_EQ(s.focuses.size(), s.tokens.size() - 1);
+      EXPECT_EQ(s.focuses.front().row, s.tokens.front().row);
+      EXPECT_EQ(s.focuses.front().positions, left);
+      EXPECT_EQ(s.focuses.back().positions, right);
+      ASSERT_TRUE(tokenizer.Encode("a red square").ok());
+      const size_t first_phrase = tokenizer.Encode("a red square")->size();
+      EXPECT_EQ(s.focuses[first_phrase - 1].positions, left);
+      EXPECT_EQ(s.focuses[first_phrase].positions, right);
+    }
+    if (s.kind == scenes::TaskKind::kDetect && s.coordinates.size() == 4) {
+      saw_detect = true;  // "square": both, left first
+      ASSERT_EQ(s.focuses.size(), 6u);
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(s.focuses[i].positions, left) << i;
+        EXPECT_EQ(s.focuses[3 + i].positions, right) << i;
+      }
+      EXPECT_EQ(s.focuses[0].row, s.coordinates[0].row);
+      EXPECT_EQ(s.focuses[1].row, s.coordinates[1].row);
+      EXPECT_EQ(s.focuses[2].row, s.sizes[0].row);
+    }
+  }
+  EXPECT_TRUE(saw_caption);
+  EXPECT_TRUE(saw_detect);
+}
+
+// The focus loss is −log of the attention mass on the focus positions; the
+// position loss is 0 for a probe that reads positions exactly.
+TEST(TrainForwardTest, FocusAndPositionLosses) {
+  TrainOptions o = SmallRun("focus_losses");
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Sequence seq = TextSequence(scenes::TaskKind::kCount, {10, 11}, {17}, 2,
+                                    std::vector<std::vector<int>>{{5, 9}});
+  ASSERT_EQ(seq.focuses.size(), 1u);
+  const int64_t t_rows = static_cast<int64_t>(seq.rows.size());
+  const int64_t p = 730, grid = 27;
+  const at::Tensor rows_BTC = at::randn({1, t_rows, o.config.text.dim});
+  FocusTaps taps;
+  taps.probs_BTP = at::zeros({1, t_rows, p});
+  taps.probs_BTP[0][seq.focuses[0].row][5] = 0.25;
+  taps.probs_BTP[0][seq.focuses[0].row][9] = 0.125;
+  taps.probs_BTP[0][seq.focuses[0].row][6] = 0.625;  // outside the focus
+  // Values that hold each token's (x, y) cell centre in their first two
+  // channels: the identity probe reads them exactly.
+  const at::Tensor centre = (at::arange(grid, at::kFloat) + 0.5) / grid;
+  taps.values_PD = at::zeros({p, 4});
+  taps.values_PD.narrow(0, 1, grid * grid)
+      .select(1, 0)
+      .copy_(centre.repeat({grid}));
+  taps.values_PD.narrow(0, 1, grid * grid)
+      .select(1, 1)
+      .copy_(centre.repeat_interleave(grid));
+  LinearWeights probe;
+  probe.weight = at::eye(2, 4);
+  probe.bias = at::zeros({2});
+
+  LossOptions off;
+  const auto base = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
+                                   o.config, off, &taps, &probe);
+  EXPECT_EQ(base.n_focus, 0);
+  LossOptions on;
+  on.focus_weight = 2;
+  on.position_weight = 1;
+  const auto with = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
+                                   o.config, on, &taps, &probe);
+  EXPECT_EQ(with.n_focus, 1);
+  EXPECT_NEAR(with.focus, -std::log(0.375 + 1e-6), 1e-6);
+  EXPECT_NEAR(with.position, 0.0, 1e-10);
+  EXPECT_NEAR(with.total.item<double>(),
+              base.total.item<double>() + 2 * with.focus, 1e-5);
+
+  // A probe that reads nothing scores the coordinates' variance: 1 − R² of
+  // a constant guess at the mean is 1 (up to the grid's discreteness).
+  LinearWeights blind;
+  blind.weight = at::zeros({2, 4});
+  blind.bias = at::full({2}, 0.5);
+  const auto guessing = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
+                                       o.config, on, &taps, &blind);
+  EXPECT_NEAR(guessing.position, 1.0 - 1.0 / (grid * grid), 1e-4);
+}
+
+// FourierBins: row b is cos/sin of the bin's phase at each cycle count.
+TEST(TrainerTest, FourierBinsAreAFourierBasisOverTheBins) {
+  const at::Tensor basis = FourierBins(1024, 10);
+  ASSERT_EQ(basis.sizes(), (at::IntArrayRef{1024, 10}));
+  // 5 cycle counts, geometric from 1/2 to 1024/16 = 64.
+  const double cycles[] = {0.5, 0.5 * std::pow(128.0, 0.25),
+                           0.5 * std::pow(128.0, 0.5),
+                           0.5 * std::pow(128.0, 0.75), 64.0};
+  for (int64_t bin : {0, 1, 300, 1023}) {
+    for (int k = 0; k < 5; ++k) {
+      const double phase = 2 * M_PI * cycles[k] * bin / 1024;
+      EXPECT_NEAR(basis[bin][2 * k].item<double>(), std::cos(phase), 1e-5);
+      EXPECT_NEAR(basis[bin][2 * k + 1].item<double>(), std::sin(phase), 1e-5);
+    }
+  }
 }
 
 bool SameBits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
@@ -308,6 +469,38 @@ TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
   // Some of the first three training scenes hold more than one shape, and
   // a scene cut to one shape asks fewer questions.
   EXPECT_LT(sequences(1), sequences(4));
+}
+
+// With the region head centred (its running mean folded into fc1's bias)
+// and the focus and position losses on, a resumed run still takes the same
+// steps, and the written model is the one the trainer scores.
+TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
+  TrainOptions o = SmallRun("centred");
+  o.center_region_head = true;
+  o.fourier_bins = true;
+  o.loss.focus_weight = 1;
+  o.loss.position_weight = 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  Losses(**a, 2);
+  ASSERT_TRUE((*a)->SaveCheckpoint().ok());
+  const std::vector<double> uninterrupted = Losses(**a, 2);
+  o.resume = true;
+  absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ExpectSameLosses(uninterrupted, Losses(**b, 2));
+
+  ASSERT_TRUE((*b)->WriteModelDirectory((*b)->model_dir()).ok());
+  absl::StatusOr<std::unique_ptr<Model>> loaded =
+      Model::Load((*b)->model_dir(), Moondream2Config(), {});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Weights served = (*b)->weights();
+  const at::Tensor hidden_NC = at::randn({5, o.config.text.dim});
+  EXPECT_TRUE(
+      at::equal(DecodeCoordinate(hidden_NC, served.region).detach(),
+                DecodeCoordinate(hidden_NC, (*loaded)->weights().region)));
+  EXPECT_TRUE(at::equal(DecodeSize(hidden_NC, served.region).detach(),
+                        DecodeSize(hidden_NC, (*loaded)->weights().region)));
 }
 
 TEST(TrainerTest, WritesADirectoryTheServerLoads) {

@@ -33,12 +33,16 @@ struct Flags {
   int scene_cycle = 0;
   int max_shapes = scenes::kMaxShapes;
   bool sincos_positions = false;
+  bool center_region_head = false;
+  bool fourier_bins = false;
   double lr = 1e-3;
   double min_lr_fraction = 0.1;
   int warmup = 100;
   double weight_decay = 0.01;
   double clip = 1.0;
   double bin_sigma = 1.0;
+  double focus_weight = 0;
+  double position_weight = 0;
   int seed = 1;
   int train_base_seed = 1000000;
   int eval_seed = 7;
@@ -80,6 +84,12 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddInt("max-shapes", &f.max_shapes,
            "training scenes keep at most this many shapes (1-4; a curriculum "
            "starts low, then resumes higher)");
+  p.AddBool("center-region-head", &f.center_region_head,
+            "precondition the region head: its first layers see the rows "
+            "less their running mean (folded into the bias when written)");
+  p.AddBool("fourier-bins", &f.fourier_bins,
+            "start the coordinate/size decoders' last layers as a Fourier "
+            "basis over the bins (fresh runs)");
   p.AddBool("sincos-positions", &f.sincos_positions,
             "start the vision position embedding as 2-D sine-cosine "
             "features (a fresh run only)");
@@ -91,6 +101,12 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("clip", &f.clip, "gradient norm clip");
   p.AddDouble("bin-sigma", &f.bin_sigma,
               "coordinate/size targets: Gaussian of this many bins (0: one)");
+  p.AddDouble("position-weight", &f.position_weight,
+              "training-only loss: a linear probe reads each image token's "
+              "position from that head's values (0: off)");
+  p.AddDouble("focus-weight", &f.focus_weight,
+              "training-only loss: the last layer's first head attends to "
+              "the shapes each answer is about (0: off)");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -141,12 +157,16 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.scene_cycle = f.scene_cycle;
   o.max_shapes = f.max_shapes;
   o.sincos_positions = f.sincos_positions;
+  o.center_region_head = f.center_region_head;
+  o.fourier_bins = f.fourier_bins;
   o.learning_rate = f.lr;
   o.min_learning_rate_fraction = f.min_lr_fraction;
   o.warmup_steps = f.warmup;
   o.weight_decay = f.weight_decay;
   o.clip_norm = f.clip;
   o.loss.bin_sigma = f.bin_sigma;
+  o.loss.focus_weight = f.focus_weight;
+  o.loss.position_weight = f.position_weight;
   o.seed = static_cast<uint64_t>(f.seed);
   o.train_base_seed = static_cast<uint64_t>(f.train_base_seed);
   o.eval_base_seed = static_cast<uint64_t>(f.eval_seed);

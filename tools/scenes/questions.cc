@@ -49,7 +49,7 @@ void AddColourQuestions(const Scene& scene, std::vector<SceneTask>& tasks) {
     tasks.push_back({TaskKind::kColour,
                      absl::StrCat("What color is the ", KindName(kind), "?"),
                      std::string(ColourName(scene.shapes[found[0]].colour)),
-                     {}});
+                     found});
   }
 }
 
@@ -60,7 +60,7 @@ void AddShapeQuestions(const Scene& scene, std::vector<SceneTask>& tasks) {
     tasks.push_back({TaskKind::kShape,
                      absl::StrCat("What shape is ", ColourName(colour), "?"),
                      std::string(KindName(scene.shapes[found[0]].kind)),
-                     {}});
+                     found});
   }
 }
 
@@ -118,15 +118,15 @@ std::string CaptionOf(const Scene& scene) {
 
 std::vector<SceneTask> SceneTasks(const Scene& scene) {
   std::vector<SceneTask> tasks;
-  tasks.push_back({TaskKind::kCount,
-                   "How many shapes are there?",
-                   absl::StrCat(scene.shapes.size()),
-                   {}});
+  std::vector<int> all(scene.shapes.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  tasks.push_back({TaskKind::kCount, "How many shapes are there?",
+                   absl::StrCat(scene.shapes.size()), all});
   AddColourQuestions(scene, tasks);
   AddShapeQuestions(scene, tasks);
   const std::string caption = CaptionOf(scene);
-  tasks.push_back({TaskKind::kCaptionShort, "", caption, {}});
-  tasks.push_back({TaskKind::kCaptionNormal, "", caption, {}});
+  tasks.push_back({TaskKind::kCaptionShort, "", caption, all});
+  tasks.push_back({TaskKind::kCaptionNormal, "", caption, all});
   const auto objects = RegionObjects(scene);
   for (const auto& [object, targets] : objects) {
     tasks.push_back({TaskKind::kDetect, object, "", targets});

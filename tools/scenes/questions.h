@@ -41,8 +41,10 @@ struct SceneTask {
   std::string input;
   // The exact text expected (query, caption); empty for detect and point.
   std::string answer;
-  // Detect and point: the indices in scene.shapes of the shapes that match
-  // (empty when none does: then nothing is the right answer).
+  // The indices in scene.shapes of the shapes the answer is about. Detect
+  // and point: those that match (empty when none does: then nothing is the
+  // right answer); colour and shape questions: the one shape asked about;
+  // count and captions: every shape.
   std::vector<int> targets;
 };
 

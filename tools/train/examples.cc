@@ -24,7 +24,8 @@ bool IsRegion(TaskKind kind) {
 // The matching shapes left to right, as fractions of the image: detect
 // aims at the bounding box, point at the centre of mass (what
 // ScorePoints counts as inside).
-std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task) {
+std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task,
+                                 int grid) {
   std::vector<RegionTruth> out;
   for (int index : scenes::LeftToRight(scene)) {
     if (std::find(task.targets.begin(), task.targets.end(), index) ==
@@ -33,12 +34,14 @@ std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task) {
     }
     const scenes::Shape& s = scene.shapes[index];
     const double w = scene.width, h = scene.height;
+    std::vector<int> focus = FocusPositions(scene, {index}, grid);
     if (task.kind == TaskKind::kDetect) {
       out.push_back({(s.box.x_min + s.box.x_max) / (2 * w),
                      (s.box.y_min + s.box.y_max) / (2 * h), s.box.width() / w,
-                     s.box.height() / h});
+                     s.box.height() / h, std::move(focus)});
     } else {
-      out.push_back({s.centre_x() / w, s.centre_y() / h, 0, 0});
+      out.push_back(
+          {s.centre_x() / w, s.centre_y() / h, 0, 0, std::move(focus)});
     }
   }
   return out;
@@ -68,6 +71,43 @@ int LastRow(const Sequence& seq) {
   return static_cast<int>(seq.rows.size()) - 1;
 }
 
+void AddFocus(Sequence& seq, const std::vector<int>& positions) {
+  if (!positions.empty()) seq.focuses.push_back({LastRow(seq), positions});
+}
+
+// For each token of `answer`, the prefix positions of the shapes its words
+// are about: in a caption, the shape of the phrase the token belongs to
+// (phrases end at each shape's kind name; a separator belongs to the phrase
+// that follows it); otherwise all of `task.targets`. Empty when the
+// tokenizer splits a phrase boundary inside a token.
+absl::StatusOr<std::vector<std::vector<int>>> AnswerFocus(
+    const Scene& scene, const SceneTask& task, absl::Span<const int> answer,
+    const Tokenizer& tokenizer, int grid) {
+  const bool caption = task.kind == TaskKind::kCaptionShort ||
+                       task.kind == TaskKind::kCaptionNormal;
+  if (!caption) {
+    return std::vector<std::vector<int>>(
+        answer.size(), FocusPositions(scene, task.targets, grid));
+  }
+  std::vector<std::vector<int>> focus;
+  size_t phrase_end = 0;
+  for (int index : scenes::LeftToRight(scene)) {
+    const absl::string_view kind = scenes::KindName(scene.shapes[index].kind);
+    phrase_end = task.answer.find(std::string(kind), phrase_end);
+    if (phrase_end == std::string::npos) return std::vector<std::vector<int>>();
+    phrase_end += kind.size();
+    ASSIGN_OR_RETURN(std::vector<int> head,
+                     tokenizer.Encode(task.answer.substr(0, phrase_end)));
+    if (head.size() > answer.size() ||
+        !std::equal(head.begin(), head.end(), answer.begin())) {
+      return std::vector<std::vector<int>>();
+    }
+    focus.resize(head.size(), FocusPositions(scene, {index}, grid));
+  }
+  return focus.size() == answer.size() ? focus
+                                       : std::vector<std::vector<int>>();
+}
+
 }  // namespace
 
 int ValueBin(double v, int n_bins) {
@@ -80,13 +120,43 @@ float BinValue(int bin, int n_bins) {
   return static_cast<float>(bin) / static_cast<float>(n_bins);
 }
 
+std::vector<int> FocusPositions(const Scene& scene,
+                                absl::Span<const int> shapes, int grid) {
+  std::vector<int> positions;
+  for (int index : shapes) {
+    const scenes::Shape& s = scene.shapes[index];
+    const double cell_w = static_cast<double>(scene.width) / grid;
+    const double cell_h = static_cast<double>(scene.height) / grid;
+    const int centre_col =
+        std::min(grid - 1, static_cast<int>(s.centre_x() / cell_w));
+    const int centre_row =
+        std::min(grid - 1, static_cast<int>(s.centre_y() / cell_h));
+    for (int row = 0; row < grid; ++row) {
+      for (int col = 0; col < grid; ++col) {
+        const bool centre = row == centre_row && col == centre_col;
+        if (centre || scenes::ShapeContains(s, (col + 0.5) * cell_w,
+                                            (row + 0.5) * cell_h)) {
+          positions.push_back(1 + row * grid + col);
+        }
+      }
+    }
+  }
+  std::sort(positions.begin(), positions.end());
+  positions.erase(std::unique(positions.begin(), positions.end()),
+                  positions.end());
+  return positions;
+}
+
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
-                      absl::Span<const int> answer, int eos_id) {
+                      absl::Span<const int> answer, int eos_id,
+                      absl::Span<const std::vector<int>> focus) {
   Sequence seq;
   seq.kind = kind;
   for (int t : prompt) AddToken(seq, t);
-  for (int t : answer) {
+  for (size_t i = 0; i < answer.size(); ++i) {
+    const int t = answer[i];
     seq.tokens.push_back({LastRow(seq), t});
+    if (!focus.empty()) AddFocus(seq, focus[i]);
     AddToken(seq, t);
   }
   seq.tokens.push_back({LastRow(seq), eos_id});
@@ -106,12 +176,15 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
     const int y_bin = ValueBin(o.y, coordinate_bins);
     seq.stops.push_back({LastRow(seq), false});
     seq.coordinates.push_back({LastRow(seq), x_bin});
+    AddFocus(seq, o.focus);
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(x_bin, coordinate_bins), 0}});
     seq.coordinates.push_back({LastRow(seq), y_bin});
+    AddFocus(seq, o.focus);
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(y_bin, coordinate_bins), 0}});
     if (kind == TaskKind::kDetect) {
+      AddFocus(seq, o.focus);
       const int w_bin = ValueBin(o.w, size_bins);
       const int h_bin = ValueBin(o.h, size_bins);
       seq.sizes.push_back({LastRow(seq), w_bin, h_bin});
@@ -147,16 +220,20 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
   const int eos = config.tokenizer.eos_id;
   const int coordinate_bins = config.region.coord_out_dim;
   const int size_bins = config.region.size_out_dim / 2;
+  const int grid = static_cast<int>(config.vision.grid());
   for (const SceneTask& task : scenes::SceneTasks(scene)) {
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));
     if (IsRegion(task.kind)) {
-      example.sequences.push_back(RegionSequence(task.kind, prompt,
-                                                 TruthOf(scene, task), eos,
-                                                 coordinate_bins, size_bins));
+      example.sequences.push_back(
+          RegionSequence(task.kind, prompt, TruthOf(scene, task, grid), eos,
+                         coordinate_bins, size_bins));
     } else {
       ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));
-      example.sequences.push_back(TextSequence(task.kind, prompt, answer, eos));
+      ASSIGN_OR_RETURN(std::vector<std::vector<int>> focus,
+                       AnswerFocus(scene, task, answer, tokenizer, grid));
+      example.sequences.push_back(
+          TextSequence(task.kind, prompt, answer, eos, focus));
     }
   }
   return example;

@@ -62,6 +62,13 @@ struct SizeTarget {
   int row = 0;
   int w_bin = 0, h_bin = 0;
 };
+// Training only (--focus-weight): the row's answer is about the shapes that
+// cover these prefix positions (1 + the image token's index in the 27 × 27
+// grid), so the last text layer's first head should attend to them.
+struct FocusTarget {
+  int row = 0;
+  std::vector<int> positions;
+};
 
 struct Sequence {
   scenes::TaskKind kind = scenes::TaskKind::kCount;
@@ -70,6 +77,7 @@ struct Sequence {
   std::vector<StopTarget> stops;
   std::vector<CoordinateTarget> coordinates;
   std::vector<SizeTarget> sizes;
+  std::vector<FocusTarget> focuses;  // not counted in n_targets
 
   int n_targets() const {
     return static_cast<int>(tokens.size() + stops.size() + coordinates.size() +
@@ -83,18 +91,28 @@ struct SceneExample {
   std::vector<Sequence> sequences;
 };
 
-// A box or point in [0, 1] fractions of the image: centre (x, y) and size.
+// A box or point in [0, 1] fractions of the image: centre (x, y) and size,
+// and the prefix positions of the shape (FocusTarget; may be empty).
 struct RegionTruth {
   double x = 0, y = 0, w = 0, h = 0;
+  std::vector<int> focus;
 };
 
 // Bin of v among n (round to nearest, clamped), and the value fed for it.
 int ValueBin(double v, int n_bins);
 float BinValue(int bin, int n_bins);
 
+// The prefix positions of the image tokens whose grid cell's centre lies
+// inside one of `shapes` (each shape's centre-of-mass cell at least).
+std::vector<int> FocusPositions(const scenes::Scene& scene,
+                                absl::Span<const int> shapes, int grid);
+
 // Query or caption: `prompt` (template applied) then `answer` then eos.
+// `focus` is empty or holds, for each answer token, the prefix positions
+// that the row predicting it should attend to.
 Sequence TextSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
-                      absl::Span<const int> answer, int eos_id);
+                      absl::Span<const int> answer, int eos_id,
+                      absl::Span<const std::vector<int>> focus = {});
 // Detect (with sizes) or point, objects in the order given.
 Sequence RegionSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,

@@ -42,9 +42,11 @@ at::Tensor PrefixAttention(const HeadsOf& p, const AttentionWeights& w) {
 }
 
 // Each sequence's rows attend to the whole prefix and to their own rows up
-// to themselves: [B, T, C].
+// to themselves: [B, T, C]. `focus_probs_BTP`, when given, receives the
+// first head's attention to the prefix.
 at::Tensor RowAttention(const HeadsOf& rows, const HeadsOf& prefix,
-                        const at::Tensor& later_TT, const AttentionWeights& w) {
+                        const at::Tensor& later_TT, const AttentionWeights& w,
+                        at::Tensor* focus_probs_BTP) {
   const int64_t b = rows.q.size(0), t = rows.q.size(1);
   const int64_t p = prefix.k.size(0);
   const at::Tensor q_BHTD = rows.q.permute({0, 2, 1, 3});
@@ -58,6 +60,9 @@ at::Tensor RowAttention(const HeadsOf& rows, const HeadsOf& prefix,
           .masked_fill(later_TT, -std::numeric_limits<double>::infinity());
   at::Tensor probs_BHTK =
       at::softmax(at::cat({to_prefix_BHTP, to_own_BHTT}, -1), -1, at::kFloat);
+  if (focus_probs_BTP != nullptr) {
+    *focus_probs_BTP = probs_BHTK.select(1, 0).narrow(-1, 0, p);
+  }
   at::Tensor out_BHTD = at::matmul(probs_BHTK.narrow(-1, 0, p), v_1HPD) +
                         at::matmul(probs_BHTK.narrow(-1, p, t), v_BHTD);
   return Linear(out_BHTD.permute({0, 2, 1, 3}).reshape({b, t, -1}), w.proj);
@@ -156,7 +161,8 @@ at::Tensor EmbedSequences(absl::Span<const Sequence> sequences,
 
 at::Tensor DecoderForward(const at::Tensor& prefix_PC,
                           const at::Tensor& rows_BTC, const TextWeights& w,
-                          const TextConfig& config, const RotaryTable& rotary) {
+                          const TextConfig& config, const RotaryTable& rotary,
+                          FocusTaps* taps) {
   const int64_t p = prefix_PC.size(0), t = rows_BTC.size(1);
   const at::Tensor cos_PF = rotary.cos_PF.narrow(0, 0, p);
   const at::Tensor sin_PF = rotary.sin_PF.narrow(0, 0, p);
@@ -175,9 +181,13 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
         QueryKeyValue(ln_PC, block.attn, config.n_heads, cos_PF, sin_PF);
     HeadsOf r_heads =
         QueryKeyValue(ln_BTC, block.attn, config.n_heads, cos_TF, sin_TF);
-    at::Tensor rows_attn = RowAttention(r_heads, p_heads, later_TT, block.attn);
+    const bool last = l + 1 == w.blocks.size();
+    at::Tensor rows_attn =
+        RowAttention(r_heads, p_heads, later_TT, block.attn,
+                     last && taps != nullptr ? &taps->probs_BTP : nullptr);
+    if (last && taps != nullptr) taps->values_PD = p_heads.v.select(1, 0);
     rows = rows + rows_attn + Mlp(ln_BTC, block.mlp);
-    if (l + 1 < w.blocks.size()) {
+    if (!last) {
       prefix =
           prefix + PrefixAttention(p_heads, block.attn) + Mlp(ln_PC, block.mlp);
     }
@@ -185,10 +195,44 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
   return rows;
 }
 
+// −log of the attention mass each focus row puts on its positions.
+at::Tensor FocusLoss(const at::Tensor& probs_BTP,
+                     absl::Span<const Sequence> sequences) {
+  const int64_t t = probs_BTP.size(1), p = probs_BTP.size(2);
+  std::vector<int64_t> rows;
+  std::vector<float> mask;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    for (const FocusTarget& f : sequences[i].focuses) {
+      rows.push_back(static_cast<int64_t>(i) * t + f.row);
+      const size_t start = mask.size();
+      mask.resize(start + p, 0.0f);
+      for (int position : f.positions) mask[start + position] = 1.0f;
+    }
+  }
+  if (rows.empty()) return at::Tensor();
+  const int64_t n = static_cast<int64_t>(rows.size());
+  at::Tensor mass_N = (RowsOf(probs_BTP.reshape({-1, p}), rows) *
+                       at::from_blob(mask.data(), {n, p}, at::kFloat).clone())
+                          .sum(-1);
+  return -at::log(mass_N + 1e-6);
+}
+
+// 1 − R² of the probe's reading of each image token's grid position (the
+// centre of its cell, in [0, 1]) from its value.
+at::Tensor PositionLoss(const at::Tensor& values_PD, const LinearWeights& probe,
+                        int64_t grid) {
+  const at::Tensor centre_G =
+      (at::arange(grid, values_PD.options()) + 0.5) / static_cast<double>(grid);
+  const at::Tensor xy_N2 =
+      at::stack({centre_G.repeat({grid}), centre_G.repeat_interleave(grid)}, 1);
+  const at::Tensor read_N2 = Linear(values_PD.narrow(0, 1, grid * grid), probe);
+  return (read_N2 - xy_N2).pow(2).mean() * 12.0;  // variance of U(0,1): 1/12
+}
+
 Losses SequenceLosses(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, const Weights& w,
-                      const MoondreamConfig& config,
-                      const LossOptions& options) {
+                      const MoondreamConfig& config, const LossOptions& options,
+                      const FocusTaps* taps, const LinearWeights* probe) {
   const int64_t t = rows_BTC.size(1);
   const at::Tensor flat_NC = rows_BTC.reshape({-1, rows_BTC.size(2)});
   std::vector<int64_t> token_rows, token_ids, stop_rows, coord_rows, coord_bins,
@@ -260,18 +304,35 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
     all.push_back(nll_N);
   }
   out.total = at::cat(all).mean();
+  if (taps != nullptr && taps->probs_BTP.defined() &&
+      options.focus_weight > 0) {
+    at::Tensor nll_N = FocusLoss(taps->probs_BTP, sequences);
+    if (nll_N.defined()) {
+      out.focus = MeanOf(nll_N.detach());
+      out.n_focus = static_cast<int>(nll_N.size(0));
+      out.total = out.total + options.focus_weight * nll_N.mean();
+    }
+  }
+  if (taps != nullptr && taps->values_PD.defined() && probe != nullptr &&
+      options.position_weight > 0) {
+    at::Tensor position =
+        PositionLoss(taps->values_PD, *probe, config.vision.grid());
+    out.position = position.item<double>();
+    out.total = out.total + options.position_weight * position;
+  }
   return out;
 }
 
 Losses SceneLosses(const SceneExample& example,
                    absl::Span<const Sequence> sequences, const Weights& w,
                    const MoondreamConfig& config, const RotaryTable& rotary,
-                   const LossOptions& options) {
+                   const LossOptions& options, const LinearWeights* probe) {
   at::Tensor image_PC = ImageEmbedding(example.crops, w, config.vision);
-  at::Tensor rows_BTC =
-      DecoderForward(PrefixEmbeddings(image_PC, w, config),
-                     EmbedSequences(sequences, w), w.text, config.text, rotary);
-  return SequenceLosses(rows_BTC, sequences, w, config, options);
+  FocusTaps taps;
+  at::Tensor rows_BTC = DecoderForward(
+      PrefixEmbeddings(image_PC, w, config), EmbedSequences(sequences, w),
+      w.text, config.text, rotary, options.Taps() ? &taps : nullptr);
+  return SequenceLosses(rows_BTC, sequences, w, config, options, &taps, probe);
 }
 
 }  // namespace md::train

@@ -43,42 +43,69 @@ at::Tensor PrefixEmbeddings(const at::Tensor& image_PC, const Weights& w,
 at::Tensor EmbedSequences(absl::Span<const Sequence> sequences,
                           const Weights& w);
 
+// What the focus losses read from the last text layer's first head
+// (training only): each row's attention to the prefix, and the prefix's
+// values.
+struct FocusTaps {
+  at::Tensor probs_BTP;  // [B, T, P]
+  at::Tensor values_PD;  // [P, D]
+};
+
 // All text blocks over the prefix and the sequences' rows after it: the
 // rows' last residual stream [B, T, C] (before post LN, where the region
 // head reads it). The prefix's own last-layer outputs feed nothing and are
-// not computed.
+// not computed. `taps`, when given, receives the FocusTaps.
 at::Tensor DecoderForward(const at::Tensor& prefix_PC,
                           const at::Tensor& rows_BTC, const TextWeights& w,
-                          const TextConfig& config, const RotaryTable& rotary);
+                          const TextConfig& config, const RotaryTable& rotary,
+                          FocusTaps* taps = nullptr);
 
 struct LossOptions {
   // Coordinate and size targets are Gaussians of this many bins around the
   // true bin (0: the bin alone), scored by KL divergence; the served skills
   // take the argmax, which a symmetric target leaves at the true bin.
   double bin_sigma = 0;
+  // Training only, 0: off; added to the mean of the other targets. The
+  // focus loss: the −log of the attention mass that the last layer's first
+  // head puts on the shapes a row's answer is about (FocusTarget). It
+  // guides the model to look where the answer is.
+  double focus_weight = 0;
+  // The position loss: how badly a linear probe reads each image token's
+  // grid position from that head's values (1 − R²: the mean squared error
+  // over the coordinates' variance), so that what the head gathers carries
+  // where it is. The probe is not part of the model, whose architecture
+  // does not change.
+  double position_weight = 0;
+
+  bool Taps() const { return focus_weight > 0 || position_weight > 0; }
 };
 
 // Mean per target of each kind (detached, for logs) and the differentiable
 // mean over all targets.
 struct Losses {
   at::Tensor total;
-  double token = 0, stop = 0, coordinate = 0, size = 0;
-  int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0;
+  double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0;
+  int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0, n_focus = 0;
+  int n_scenes = 0;  // summed Losses: how many scenes `position` sums
 
   int n_targets() const { return n_token + n_stop + n_coordinate + n_size; }
 };
 
-// The heads' losses on the hidden rows [B, T, C] of `sequences`.
+// The heads' losses on the hidden rows [B, T, C] of `sequences`, and the
+// weighted focus and position losses on `taps` (the position probe
+// `probe`: [2, D] → the patch's (x, y) in [0, 1]).
 Losses SequenceLosses(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, const Weights& w,
-                      const MoondreamConfig& config,
-                      const LossOptions& options);
+                      const MoondreamConfig& config, const LossOptions& options,
+                      const FocusTaps* taps = nullptr,
+                      const LinearWeights* probe = nullptr);
 
 // One scene end to end: image, prefix, all its sequences, losses.
 Losses SceneLosses(const SceneExample& example,
                    absl::Span<const Sequence> sequences, const Weights& w,
                    const MoondreamConfig& config, const RotaryTable& rotary,
-                   const LossOptions& options);
+                   const LossOptions& options,
+                   const LinearWeights* probe = nullptr);
 
 }  // namespace md::train
 

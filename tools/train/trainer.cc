@@ -57,10 +57,14 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.stop += scene.stop * scene.n_stop;
   sum.coordinate += scene.coordinate * scene.n_coordinate;
   sum.size += scene.size * scene.n_size;
+  sum.focus += scene.focus * scene.n_focus;
+  sum.position += scene.position;  // one per scene
   sum.n_token += scene.n_token;
   sum.n_stop += scene.n_stop;
   sum.n_coordinate += scene.n_coordinate;
   sum.n_size += scene.n_size;
+  sum.n_focus += scene.n_focus;
+  ++sum.n_scenes;
 }
 Losses MeanParts(Losses sum) {
   auto mean = [](double total, int n) { return n > 0 ? total / n : 0.0; };
@@ -68,6 +72,8 @@ Losses MeanParts(Losses sum) {
   sum.stop = mean(sum.stop, sum.n_stop);
   sum.coordinate = mean(sum.coordinate, sum.n_coordinate);
   sum.size = mean(sum.size, sum.n_size);
+  sum.focus = mean(sum.focus, sum.n_focus);
+  sum.position = mean(sum.position, sum.n_scenes);
   return sum;
 }
 
@@ -175,6 +181,21 @@ at::Tensor SinCosPositions(int64_t grid, int64_t dim) {
   return pos_PD.to(at::kFloat).unsqueeze(0);
 }
 
+at::Tensor FourierBins(int64_t bins, int64_t dim) {
+  const int64_t pairs = dim / 2;
+  // Cycles over the whole range, geometric from 1/2 to bins / 16.
+  const at::Tensor cycles_F =
+      0.5 * at::pow(bins / 8.0, at::arange(pairs, at::kDouble) /
+                                    std::max<int64_t>(1, pairs - 1));
+  const at::Tensor angle_XF = 2 * std::numbers::pi *
+                              at::arange(bins, at::kDouble).unsqueeze(1) /
+                              static_cast<double>(bins) * cycles_F.unsqueeze(0);
+  at::Tensor basis_XD = at::zeros({bins, dim}, at::kDouble);
+  basis_XD.narrow(1, 0, 2 * pairs)
+      .copy_(at::stack({angle_XF.cos(), angle_XF.sin()}, 2).view({bins, -1}));
+  return basis_XD.to(at::kFloat);
+}
+
 absl::Status Trainer::InitWeights() {
   ASSIGN_OR_RETURN(weights_, RandomWeights(opts_.config, {at::kFloat, at::kCPU},
                                            opts_.seed));
@@ -189,7 +210,29 @@ absl::Status Trainer::InitWeights() {
       weights_.vision.pos_emb = SinCosPositions(
           v.crop_size / v.enc_patch_size, weights_.vision.pos_emb.size(-1));
     }
+    if (opts_.fourier_bins) {
+      for (LinearWeights* fc2 : {&r.coord_decoder.fc2, &r.size_decoder.fc2}) {
+        const int64_t bins = opts_.config.region.coord_out_dim;
+        const int64_t heads = fc2->weight.size(0) / bins;  // size: w and h
+        fc2->weight =
+            FourierBins(bins, fc2->weight.size(1)).repeat({heads, 1}) *
+            kFourierBinsScale;
+        fc2->bias = at::zeros_like(fc2->bias);
+      }
+    }
     params_ = NamedParameters(opts_.config, weights_);
+    if (opts_.loss.position_weight > 0) {
+      // Training only: saved in checkpoints, never in the model.
+      const int64_t head_dim =
+          opts_.config.text.dim / opts_.config.text.n_heads;
+      position_probe_.weight = at::randn({2, head_dim}, gen) /
+                               std::sqrt(static_cast<double>(head_dim));
+      position_probe_.bias = at::full({2}, 0.5);
+      params_.emplace_back("train_only.position_probe.weight",
+                           position_probe_.weight);
+      params_.emplace_back("train_only.position_probe.bias",
+                           position_probe_.bias);
+    }
     std::vector<at::Tensor> decay, no_decay;
     for (auto& [name, tensor] : params_) {
       tensor.requires_grad_(true);
@@ -218,6 +261,9 @@ absl::Status Trainer::SaveCheckpoint() const {
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
     for (const auto& [name, tensor] : params_) {
       archive.write("param/" + name, tensor.detach());
+    }
+    if (region_rows_mean_C_.defined()) {
+      archive.write("region_rows_mean", region_rows_mean_C_);
     }
     torch::serialize::OutputArchive optimizer;
     optimizer_->save(optimizer);
@@ -255,6 +301,10 @@ absl::Status Trainer::LoadCheckpoint() {
       archive.read("param/" + name, saved);
       tensor.copy_(saved);
     }
+    at::Tensor mean_C;
+    if (archive.try_read("region_rows_mean", mean_C)) {
+      region_rows_mean_C_ = mean_C;
+    }
     torch::serialize::InputArchive optimizer;
     archive.read("optimizer", optimizer);
     optimizer_->load(optimizer);
@@ -291,8 +341,13 @@ absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
       {"weights", "trained"},
       {"trainer", "moondream-bench train (synthetic scenes, issue 14)"},
       {"step", std::to_string(step_)}};
+  Weights served;
+  RETURN_IF_ERROR(CatchTorchStatus("folding the head statistics", [&] {
+    at::NoGradGuard no_grad;
+    served = ServedWeights();
+  }));
   RETURN_IF_ERROR(SaveWeights((tmp / "model.safetensors").string(),
-                              opts_.config, weights_, metadata));
+                              opts_.config, served, metadata));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) {
@@ -300,6 +355,53 @@ absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
         "cannot rename '", tmp.string(), "' to '", dir, "': ", ec.message()));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// The rows of `sequences` (flat in [B·T]) that the region heads read.
+std::vector<int64_t> HeadRows(absl::Span<const Sequence> sequences, int64_t t) {
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const int64_t base = static_cast<int64_t>(i) * t;
+    for (const CoordinateTarget& x : sequences[i].coordinates) {
+      rows.push_back(base + x.row);
+    }
+    for (const SizeTarget& x : sequences[i].sizes) rows.push_back(base + x.row);
+  }
+  return rows;
+}
+
+}  // namespace
+
+void Trainer::UpdateRowStats(const at::Tensor& rows_BTC,
+                             absl::Span<const Sequence> sequences) {
+  // Slow enough to be a fixed reparametrisation from step to step, fast
+  // enough to follow the residual stream as it grows.
+  constexpr double kMomentum = 0.05;
+  at::NoGradGuard no_grad;
+  const std::vector<int64_t> rows = HeadRows(sequences, rows_BTC.size(1));
+  if (rows.empty()) return;
+  const at::Tensor mean_C = rows_BTC.detach()
+                                .reshape({-1, rows_BTC.size(2)})
+                                .index_select(0, at::tensor(rows, at::kLong))
+                                .mean(0);
+  region_rows_mean_C_ =
+      region_rows_mean_C_.defined()
+          ? region_rows_mean_C_ + kMomentum * (mean_C - region_rows_mean_C_)
+          : mean_C;
+}
+
+Weights Trainer::ServedWeights() const {
+  Weights served = weights_;  // shares the tensors
+  if (!opts_.center_region_head || !region_rows_mean_C_.defined()) {
+    return served;
+  }
+  for (LinearWeights* fc1 :
+       {&served.region.coord_decoder.fc1, &served.region.size_decoder.fc1}) {
+    fc1->bias = fc1->bias - at::mv(fc1->weight, region_rows_mean_C_);
+  }
+  return served;
 }
 
 double Trainer::LearningRate(int step) const {
@@ -367,11 +469,14 @@ absl::StatusOr<StepStats> Trainer::Step() {
       const MoondreamConfig& c = opts_.config;
       at::Tensor image_PC = ImageEmbedding(example.crops, weights_, c.vision);
       lap(stats.vision_seconds);
-      at::Tensor rows_BTC = DecoderForward(
-          PrefixEmbeddings(image_PC, weights_, c),
-          EmbedSequences(sequences, weights_), weights_.text, c.text, rotary_);
-      Losses losses =
-          SequenceLosses(rows_BTC, sequences, weights_, c, opts_.loss);
+      FocusTaps taps;
+      at::Tensor rows_BTC =
+          DecoderForward(PrefixEmbeddings(image_PC, weights_, c),
+                         EmbedSequences(sequences, weights_), weights_.text,
+                         c.text, rotary_, opts_.loss.Taps() ? &taps : nullptr);
+      if (opts_.center_region_head) UpdateRowStats(rows_BTC, sequences);
+      Losses losses = SequenceLosses(rows_BTC, sequences, ServedWeights(), c,
+                                     opts_.loss, &taps, &position_probe_);
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
@@ -405,8 +510,8 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
                      MakeSceneExample(scene, opts_.config, tokenizer_));
     RETURN_IF_ERROR(CatchTorchStatus("held-out loss", [&] {
       at::NoGradGuard no_grad;
-      total += SceneLosses(example, example.sequences, weights_, opts_.config,
-                           rotary_, opts_.loss)
+      total += SceneLosses(example, example.sequences, ServedWeights(),
+                           opts_.config, rotary_, opts_.loss, &position_probe_)
                    .total.item<double>();
     }));
   }
@@ -465,12 +570,13 @@ absl::Status Trainer::Run() {
       const Losses parts = MeanParts(window);
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
-          "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f) lr "
+          "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
+          "%.3f pos %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
-          parts.stop, parts.coordinate, parts.size, s.learning_rate,
-          s.grad_norm, window_sequences / window_seconds,
+          parts.stop, parts.coordinate, parts.size, parts.focus, parts.position,
+          s.learning_rate, s.grad_norm, window_sequences / window_seconds,
           window_seconds / window_steps, 100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,

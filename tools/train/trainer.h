@@ -62,6 +62,21 @@ struct TrainOptions {
   // Start the vision position embedding as SinCosPositions (below) rather
   // than fan-in noise. Off by default: it has not yet shown a gain.
   bool sincos_positions = false;
+  // Precondition the region head during training: its first layers (the
+  // coordinate and size decoders' fc1) see the hidden rows they read less
+  // their running mean, folded into fc1's bias whenever the model is used
+  // or written, so the served head is the same function. The residual stream
+  // the head reads has no final norm and carries a large common component;
+  // without this, the head learns the marginal of the bins and hardly anything
+  // about the image.
+  bool center_region_head = false;
+  // Start the coordinate and size decoders' last layers (fc2, [bins, inner]
+  // per head) as FourierBins: each bin's logit is then a Fourier series in
+  // the bin's position, so neighbouring bins learn together, and a hidden
+  // layer that holds cos/sin of a value's phase puts a peak at that value.
+  // Without it every one of the 1,024 bins learns alone from the few
+  // targets near it.
+  bool fourier_bins = false;
 
   double learning_rate = 1e-3;
   double min_learning_rate_fraction = 0.1;  // cosine ends at lr × this
@@ -93,6 +108,11 @@ inline constexpr double kFourierInitStd = 4.0;
 // scenes, the x/y loss stayed at the marginal's for 1,000 steps.
 inline constexpr double kPositionBase = 100.0;
 at::Tensor SinCosPositions(int64_t grid, int64_t dim);
+
+// [bins, dim]: row b holds cos and sin of 2π·c·b/bins for dim/2 cycle
+// counts c geometric from 1/2 to bins/16 (TrainOptions::fourier_bins).
+inline constexpr double kFourierBinsScale = 0.1;
+at::Tensor FourierBins(int64_t bins, int64_t dim);
 
 // The size issue 14 proposes: vision 64 × 4 layers (2 heads, ff 256), text
 // 128 × 4 layers (2 heads of 64), proj inner 256, region 128 / inner 256;
@@ -132,7 +152,8 @@ class Trainer {
   absl::Status Run();
 
   int step() const { return step_; }
-  const Weights& weights() const { return weights_; }
+  // The model as served (center_region_head folded in).
+  Weights weights() const { return ServedWeights(); }
   const MoondreamConfig& config() const { return opts_.config; }
   std::string checkpoint_path() const;
   std::string model_dir() const;
@@ -151,6 +172,17 @@ class Trainer {
   Weights weights_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
   RotaryTable rotary_;
+  // LossOptions::position_weight's probe (training only; undefined when off).
+  LinearWeights position_probe_;
+  // center_region_head's running mean of the rows the region heads read
+  // (undefined until the first step): the trainable fc1s act on
+  // hidden − mean.
+  at::Tensor region_rows_mean_C_;
+  void UpdateRowStats(const at::Tensor& rows_BTC,
+                      absl::Span<const Sequence> sequences);
+  // weights_ with center_region_head's mean folded into the heads' biases:
+  // the model as served (differentiable in the trainable weights).
+  Weights ServedWeights() const;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   int step_ = 0;
 };
