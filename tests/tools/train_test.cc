@@ -343,6 +343,37 @@ TEST(TrainForwardTest, FocusAndPositionLosses) {
   EXPECT_NEAR(guessing.position, 1.0 - 1.0 / (grid * grid), 1e-4);
 }
 
+// PatchKinds marks the cells a shape covers with 1 + its kind; the loss
+// weighs background and shape cells alike: ln 4 for a probe that knows
+// nothing, ~0 for one that reads the kind off the embedding.
+TEST(TrainForwardTest, PatchKindsAndTheirLoss) {
+  const scenes::Scene scene =
+      SceneOf({Square(28, 28, 42, scenes::Colour::kRed)});
+  const std::vector<int> kinds = PatchKinds(scene, 27);
+  ASSERT_EQ(kinds.size(), 729u);
+  std::vector<int> covered;
+  for (int i = 0; i < 729; ++i) {
+    if (kinds[i] != 0) {
+      EXPECT_EQ(kinds[i], 1 + static_cast<int>(scenes::ShapeKind::kSquare));
+      covered.push_back(1 + i);
+    }
+  }
+  EXPECT_EQ(covered, Cells(2, 2, 3));
+
+  // Embeddings that hold their cell's kind one-hot in channels 0..3.
+  at::Tensor image_PC = at::zeros({729, 8});
+  for (int i = 0; i < 729; ++i) image_PC[i][kinds[i]] = 1;
+  LinearWeights blind;
+  blind.weight = at::zeros({4, 8});
+  blind.bias = at::zeros({4});
+  EXPECT_NEAR(PatchKindLoss(image_PC, kinds, blind).item<double>(),
+              std::log(4.0), 1e-6);
+  LinearWeights reader;
+  reader.weight = at::eye(4, 8) * 30;
+  reader.bias = at::zeros({4});
+  EXPECT_LT(PatchKindLoss(image_PC, kinds, reader).item<double>(), 1e-9);
+}
+
 // FourierBins: row b is cos/sin of the bin's phase at each cycle count.
 TEST(TrainerTest, FourierBinsAreAFourierBasisOverTheBins) {
   const at::Tensor basis = FourierBins(1024, 10);

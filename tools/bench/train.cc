@@ -43,6 +43,7 @@ struct Flags {
   double bin_sigma = 1.0;
   double focus_weight = 0;
   double position_weight = 0;
+  double patch_kind_weight = 0;
   int seed = 1;
   int train_base_seed = 1000000;
   int eval_seed = 7;
@@ -104,6 +105,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("position-weight", &f.position_weight,
               "training-only loss: a linear probe reads each image token's "
               "position from that head's values (0: off)");
+  p.AddDouble("patch-kind-weight", &f.patch_kind_weight,
+              "training-only loss: a linear probe tells each image token's "
+              "shape kind (or background) from its embedding (0: off)");
   p.AddDouble("focus-weight", &f.focus_weight,
               "training-only loss: the last layer's first head attends to "
               "the shapes each answer is about (0: off)");
@@ -167,6 +171,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.bin_sigma = f.bin_sigma;
   o.loss.focus_weight = f.focus_weight;
   o.loss.position_weight = f.position_weight;
+  o.loss.patch_kind_weight = f.patch_kind_weight;
   o.seed = static_cast<uint64_t>(f.seed);
   o.train_base_seed = static_cast<uint64_t>(f.train_base_seed);
   o.eval_base_seed = static_cast<uint64_t>(f.eval_seed);

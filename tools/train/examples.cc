@@ -147,6 +147,23 @@ std::vector<int> FocusPositions(const Scene& scene,
   return positions;
 }
 
+std::vector<int> PatchKinds(const Scene& scene, int grid) {
+  std::vector<int> kinds(static_cast<size_t>(grid) * grid, 0);
+  const double cell_w = static_cast<double>(scene.width) / grid;
+  const double cell_h = static_cast<double>(scene.height) / grid;
+  for (int row = 0; row < grid; ++row) {
+    for (int col = 0; col < grid; ++col) {
+      for (const scenes::Shape& s : scene.shapes) {
+        if (scenes::ShapeContains(s, (col + 0.5) * cell_w,
+                                  (row + 0.5) * cell_h)) {
+          kinds[row * grid + col] = 1 + static_cast<int>(s.kind);
+        }
+      }
+    }
+  }
+  return kinds;
+}
+
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
                       absl::Span<const int> answer, int eos_id,
                       absl::Span<const std::vector<int>> focus) {
@@ -221,6 +238,7 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
   const int coordinate_bins = config.region.coord_out_dim;
   const int size_bins = config.region.size_out_dim / 2;
   const int grid = static_cast<int>(config.vision.grid());
+  example.patch_kinds = PatchKinds(scene, grid);
   for (const SceneTask& task : scenes::SceneTasks(scene)) {
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));

@@ -89,7 +89,13 @@ struct SceneExample {
   scenes::Scene scene;
   ImageCrops crops;
   std::vector<Sequence> sequences;
+  // Training only (--patch-kind-weight): PatchKinds of the scene.
+  std::vector<int> patch_kinds;
 };
+
+// For each cell of the grid × grid image tokens, row by row: 0 when its
+// centre is background, else 1 + the ShapeKind of the shape covering it.
+std::vector<int> PatchKinds(const scenes::Scene& scene, int grid);
 
 // A box or point in [0, 1] fractions of the image: centre (x, y) and size,
 // and the prefix positions of the shape (FocusTarget; may be empty).

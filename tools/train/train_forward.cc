@@ -323,6 +323,22 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
   return out;
 }
 
+at::Tensor PatchKindLoss(const at::Tensor& image_PC,
+                         absl::Span<const int> patch_kinds,
+                         const LinearWeights& probe) {
+  const at::Tensor kinds_P = at::tensor(
+      std::vector<int64_t>(patch_kinds.begin(), patch_kinds.end()), at::kLong);
+  const at::Tensor nll_P =
+      at::cross_entropy_loss(Linear(image_PC, probe), kinds_P,
+                             /*weight=*/{}, at::Reduction::None);
+  const at::Tensor shape_P = (kinds_P > 0).to(nll_P.scalar_type());
+  const at::Tensor background_P = 1 - shape_P;
+  auto mean_over = [&](const at::Tensor& mask_P) {
+    return (nll_P * mask_P).sum() / mask_P.sum().clamp_min(1);
+  };
+  return 0.5 * (mean_over(shape_P) + mean_over(background_P));
+}
+
 Losses SceneLosses(const SceneExample& example,
                    absl::Span<const Sequence> sequences, const Weights& w,
                    const MoondreamConfig& config, const RotaryTable& rotary,

@@ -77,6 +77,13 @@ struct LossOptions {
   // does not change.
   double position_weight = 0;
 
+  // The patch-kind loss: a linear probe (kept out of the model) tells from
+  // each image token's embedding whether its cell is background or which
+  // kind of shape covers it (PatchKinds; cross-entropy, background and
+  // shape cells weighted equally), so the vision tower learns to tell a
+  // circle from a square where it sees one.
+  double patch_kind_weight = 0;
+
   bool Taps() const { return focus_weight > 0 || position_weight > 0; }
 };
 
@@ -84,9 +91,10 @@ struct LossOptions {
 // mean over all targets.
 struct Losses {
   at::Tensor total;
-  double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0;
+  double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
+         patch_kind = 0;
   int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0, n_focus = 0;
-  int n_scenes = 0;  // summed Losses: how many scenes `position` sums
+  int n_scenes = 0;  // summed Losses: how many scenes the per-scene parts sum
 
   int n_targets() const { return n_token + n_stop + n_coordinate + n_size; }
 };
@@ -99,6 +107,11 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                       const MoondreamConfig& config, const LossOptions& options,
                       const FocusTaps* taps = nullptr,
                       const LinearWeights* probe = nullptr);
+
+// PatchKindLoss: the probe [1 + kinds, C] over the image tokens [729, C].
+at::Tensor PatchKindLoss(const at::Tensor& image_PC,
+                         absl::Span<const int> patch_kinds,
+                         const LinearWeights& probe);
 
 // One scene end to end: image, prefix, all its sequences, losses.
 Losses SceneLosses(const SceneExample& example,

@@ -59,6 +59,7 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.size += scene.size * scene.n_size;
   sum.focus += scene.focus * scene.n_focus;
   sum.position += scene.position;  // one per scene
+  sum.patch_kind += scene.patch_kind;
   sum.n_token += scene.n_token;
   sum.n_stop += scene.n_stop;
   sum.n_coordinate += scene.n_coordinate;
@@ -74,6 +75,7 @@ Losses MeanParts(Losses sum) {
   sum.size = mean(sum.size, sum.n_size);
   sum.focus = mean(sum.focus, sum.n_focus);
   sum.position = mean(sum.position, sum.n_scenes);
+  sum.patch_kind = mean(sum.patch_kind, sum.n_scenes);
   return sum;
 }
 
@@ -232,6 +234,17 @@ absl::Status Trainer::InitWeights() {
                            position_probe_.weight);
       params_.emplace_back("train_only.position_probe.bias",
                            position_probe_.bias);
+    }
+    if (opts_.loss.patch_kind_weight > 0) {
+      const int64_t dim = opts_.config.text.dim;
+      const int64_t classes = 1 + scenes::kAllKinds.size();
+      patch_kind_probe_.weight =
+          at::randn({classes, dim}, gen) / std::sqrt(static_cast<double>(dim));
+      patch_kind_probe_.bias = at::zeros({classes});
+      params_.emplace_back("train_only.patch_kind_probe.weight",
+                           patch_kind_probe_.weight);
+      params_.emplace_back("train_only.patch_kind_probe.bias",
+                           patch_kind_probe_.bias);
     }
     std::vector<at::Tensor> decay, no_decay;
     for (auto& [name, tensor] : params_) {
@@ -477,6 +490,12 @@ absl::StatusOr<StepStats> Trainer::Step() {
       if (opts_.center_region_head) UpdateRowStats(rows_BTC, sequences);
       Losses losses = SequenceLosses(rows_BTC, sequences, ServedWeights(), c,
                                      opts_.loss, &taps, &position_probe_);
+      if (opts_.loss.patch_kind_weight > 0) {
+        at::Tensor kind =
+            PatchKindLoss(image_PC, example.patch_kinds, patch_kind_probe_);
+        losses.patch_kind = kind.item<double>();
+        losses.total = losses.total + opts_.loss.patch_kind_weight * kind;
+      }
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
@@ -571,13 +590,14 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f pos %.3f) lr "
+          "%.3f pos %.3f kind %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus, parts.position,
-          s.learning_rate, s.grad_norm, window_sequences / window_seconds,
-          window_seconds / window_steps, 100 * window_data / window_seconds,
+          parts.patch_kind, s.learning_rate, s.grad_norm,
+          window_sequences / window_seconds, window_seconds / window_steps,
+          100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,

@@ -174,6 +174,8 @@ class Trainer {
   RotaryTable rotary_;
   // LossOptions::position_weight's probe (training only; undefined when off).
   LinearWeights position_probe_;
+  // LossOptions::patch_kind_weight's probe (training only).
+  LinearWeights patch_kind_probe_;
   // center_region_head's running mean of the rows the region heads read
   // (undefined until the first step): the trainable fc1s act on
   // hidden − mean.
