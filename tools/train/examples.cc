@@ -71,6 +71,22 @@ int LastRow(const Sequence& seq) {
   return static_cast<int>(seq.rows.size()) - 1;
 }
 
+// For each cell of the grid × grid image tokens, row by row: whether the
+// shape covers the cell's centre.
+std::vector<bool> CoveredCells(const Scene& scene, const scenes::Shape& shape,
+                               int grid) {
+  std::vector<bool> covered(static_cast<size_t>(grid) * grid, false);
+  const double cell_w = static_cast<double>(scene.width) / grid;
+  const double cell_h = static_cast<double>(scene.height) / grid;
+  for (int row = 0; row < grid; ++row) {
+    for (int col = 0; col < grid; ++col) {
+      covered[row * grid + col] = scenes::ShapeContains(
+          shape, (col + 0.5) * cell_w, (row + 0.5) * cell_h);
+    }
+  }
+  return covered;
+}
+
 void AddFocus(Sequence& seq, const std::vector<int>& positions) {
   if (!positions.empty()) seq.focuses.push_back({LastRow(seq), positions});
 }
@@ -125,20 +141,16 @@ std::vector<int> FocusPositions(const Scene& scene,
   std::vector<int> positions;
   for (int index : shapes) {
     const scenes::Shape& s = scene.shapes[index];
+    std::vector<bool> covered = CoveredCells(scene, s, grid);
     const double cell_w = static_cast<double>(scene.width) / grid;
     const double cell_h = static_cast<double>(scene.height) / grid;
     const int centre_col =
         std::min(grid - 1, static_cast<int>(s.centre_x() / cell_w));
     const int centre_row =
         std::min(grid - 1, static_cast<int>(s.centre_y() / cell_h));
-    for (int row = 0; row < grid; ++row) {
-      for (int col = 0; col < grid; ++col) {
-        const bool centre = row == centre_row && col == centre_col;
-        if (centre || scenes::ShapeContains(s, (col + 0.5) * cell_w,
-                                            (row + 0.5) * cell_h)) {
-          positions.push_back(1 + row * grid + col);
-        }
-      }
+    covered[centre_row * grid + centre_col] = true;
+    for (int cell = 0; cell < grid * grid; ++cell) {
+      if (covered[cell]) positions.push_back(1 + cell);
     }
   }
   std::sort(positions.begin(), positions.end());
@@ -149,16 +161,10 @@ std::vector<int> FocusPositions(const Scene& scene,
 
 std::vector<int> PatchKinds(const Scene& scene, int grid) {
   std::vector<int> kinds(static_cast<size_t>(grid) * grid, 0);
-  const double cell_w = static_cast<double>(scene.width) / grid;
-  const double cell_h = static_cast<double>(scene.height) / grid;
-  for (int row = 0; row < grid; ++row) {
-    for (int col = 0; col < grid; ++col) {
-      for (const scenes::Shape& s : scene.shapes) {
-        if (scenes::ShapeContains(s, (col + 0.5) * cell_w,
-                                  (row + 0.5) * cell_h)) {
-          kinds[row * grid + col] = 1 + static_cast<int>(s.kind);
-        }
-      }
+  for (const scenes::Shape& s : scene.shapes) {
+    const std::vector<bool> covered = CoveredCells(scene, s, grid);
+    for (int cell = 0; cell < grid * grid; ++cell) {
+      if (covered[cell]) kinds[cell] = 1 + static_cast<int>(s.kind);
     }
   }
   return kinds;
