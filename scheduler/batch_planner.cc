@@ -2,18 +2,13 @@
 
 #include <algorithm>
 
-#include "absl/container/flat_hash_map.h"
-
 namespace md::scheduler {
 namespace {
 
 void PlanDecodeRows(absl::Span<const PlanSequence> sequences, BatchPlan& plan) {
-  absl::flat_hash_map<uint64_t, int> slot_of_prefix;
   for (const PlanSequence& s : sequences) {
     if (s.phase != SequencePhase::kDecode) continue;
-    const int prefix_slot =
-        slot_of_prefix.try_emplace(s.prefix_id, s.slot).first->second;
-    plan.feeds.push_back({.id = s.id, .prefix_slot = prefix_slot});
+    plan.feeds.push_back({.id = s.id});
     ++plan.decode_rows;
   }
 }

@@ -2,8 +2,7 @@
 // the running sequences and the step's prefill budget. Pure: no model, no
 // clock, so it is tested with step tables (tests/scheduler).
 //
-//   every decoding sequence ─► one row (rows on the same copy of an image
-//                              prefix read it through one slot)
+//   every decoding sequence ─► one row
 //   prefilling sequences, first admitted first:
 //     causal prompt ─► the next chunk, cut at fixed multiples of
 //                      chunk_tokens (so a prompt's arithmetic never depends
@@ -16,7 +15,6 @@
 #ifndef MOONDREAM_SCHEDULER_BATCH_PLANNER_H_
 #define MOONDREAM_SCHEDULER_BATCH_PLANNER_H_
 
-#include <cstdint>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -29,9 +27,6 @@ enum class SequencePhase { kPrefill, kDecode };
 struct PlanSequence {
   int id = 0;  // The caller's; planned feeds refer to it.
   SequencePhase phase = SequencePhase::kDecode;
-  int slot = 0;
-  // Sequences with equal prefix ids hold the same bits in their prefix.
-  uint64_t prefix_id = 0;
   // Prefill only: the prompt's length, how much was fed, and whether it must
   // be fed in one piece.
   int prompt_tokens = 0;
@@ -53,9 +48,6 @@ struct PlannedFeed {
   // The feed's last row ends the prompt (or is a decode row): its heads are
   // evaluated and the run consumes them.
   bool completes = true;
-  // Decode: the slot whose prefix this row reads (its own or an equal
-  // copy's); -1 for prefill chunks.
-  int prefix_slot = -1;
 };
 
 struct BatchPlan {

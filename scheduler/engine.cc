@@ -258,6 +258,7 @@ absl::Status Engine::Impl::StartSequence(Job& job, Sequence& seq) {
                      return job.skill_job().StartSequence(
                          index, executor_->embedder());
                    }));
+  DropPrefix(seq);  // A wave's earlier sequence may still hold one.
   seq = Sequence{.index = index,
                  .run = run,
                  .slot = seq.slot,
@@ -329,7 +330,6 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Impl::ForwardAll(
     for (size_t k = 0; k < feeds.size(); ++k) {
       if (owners[k] != job) continue;
       own.push_back(feeds[k]);
-      own.back().prefix_slot = -1;  // Its own copy of the prefix.
       indices.push_back(k);
     }
     absl::StatusOr<std::vector<StepOutput>> alone = CatchExceptions(
@@ -360,8 +360,6 @@ void Engine::Impl::ForwardOneStep(StepReport& report) {
       snapshot.push_back(
           {.id = static_cast<int>(by_id.size()),
            .phase = prefill ? SequencePhase::kPrefill : SequencePhase::kDecode,
-           .slot = seq.slot,
-           .prefix_id = seq.prefix_id,
            .prompt_tokens =
                prefill ? static_cast<int>(seq.input->embeds_TC.size(0)) : 0,
            .prompt_fed = seq.prompt_fed,
@@ -390,7 +388,7 @@ void Engine::Impl::ForwardOneStep(StepReport& report) {
                                 : in.embeds_TC,
          .mask = in.mask,
          .heads = p.completes ? in.heads : HeadRequest{},
-         .prefix_slot = p.prefix_slot});
+         .prefix_L2HQD = seq->prefix.prefix_L2HPD});
     owners.push_back(job);
   }
 
@@ -500,7 +498,14 @@ void Engine::Impl::Fail(Job& job, const absl::Status& status) {
   Finish(job, status);
 }
 
+void Engine::Impl::DropPrefix(Sequence& seq) {
+  if (!seq.prefix.prefix_L2HPD.defined()) return;
+  prefix_cache_.Unpin(seq.prefix.id);
+  seq.prefix = CachedPrefix{};
+}
+
 void Engine::Impl::ReleaseSequence(Job& job, Sequence& seq) {
+  DropPrefix(seq);
   if (seq.slot < 0) return;
   slots_.Release(seq.slot);
   usage_.Release(job.request.tenant, 1);
@@ -582,6 +587,7 @@ void Engine::Impl::PublishGauges(int64_t last_batch_size) {
   stats_.last_batch_size = last_batch_size;
   stats_.cache_entries = cache.entries;
   stats_.cache_bytes = cache.bytes;
+  stats_.cache_pinned_entries = cache.pinned_entries;
   stats_.cache_hits = cache.hits;
   stats_.cache_misses = cache.misses;
   stats_.cache_evictions = cache.evictions;

@@ -93,6 +93,8 @@ struct EngineStats {
   int64_t last_batch_size = 0;  // Sequences fed in the last step.
   int64_t cache_entries = 0;
   int64_t cache_bytes = 0;
+  // Cached prefixes that running sequences read now (never evicted).
+  int64_t cache_pinned_entries = 0;
   // Counters.
   int64_t steps = 0;
   int64_t submitted = 0;

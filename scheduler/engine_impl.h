@@ -33,9 +33,9 @@ struct Sequence {
   int pos = 0;
   SlotState state = SlotState::kAwaitingImage;
   ImageSide side = ImageSide::kImage;
-  // Which copy of the image prefix the slot holds: slots with equal ids hold
-  // equal bits, so their decode rows may share one read of the prefix.
-  uint64_t prefix_id = 0;
+  // The image prefix K/V the sequence reads in place (pinned in the prefix
+  // cache while held); sequences on one tensor share its reads.
+  CachedPrefix prefix{};
   // The run's next input: the prompt (fed in chunks, kept until fed) or a
   // decode row (fed this step).
   std::optional<StepInput> input{};
@@ -121,6 +121,7 @@ class Engine::Impl {
   void Fail(Job& job, const absl::Status& status);
   void Finish(Job& job, const absl::Status& status);
   void ReleaseSequence(Job& job, Sequence& seq);
+  void DropPrefix(Sequence& seq);
   void SweepFinished();
   void PublishGauges(int64_t last_batch_size);
 

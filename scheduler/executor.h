@@ -4,7 +4,7 @@
 // microseconds and can be told to fail, so scheduling is tested without a
 // network.
 //
-// Forward and WritePrefix run on the engine thread, EncodeImages on the image
+// Forward runs on the engine thread, EncodeImages on the image
 // encoder thread (concurrently with Forward: it must not touch the slots).
 // Implementations return statuses; the engine also survives exceptions.
 #ifndef MOONDREAM_SCHEDULER_EXECUTOR_H_
@@ -37,19 +37,19 @@ class Executor {
   virtual int positions_per_slot() const = 0;
 
   // One batched forward over the feeds, each into its slot; the outputs of
-  // the heads each feed asked for, in feed order.
+  // the heads each feed asked for, in feed order. Slots store positions from
+  // prefix_len() on: every feed brings its image prefix ([L, 2, H,
+  // prefix_len, D], Feed::prefix_L2HQD) and starts at or after prefix_len.
   virtual absl::StatusOr<std::vector<StepOutput>> Forward(
       absl::Span<const Feed> feeds) = 0;
-  // Copies an image prefix ([L, 2, H, prefix_len, D]) into `slot`.
-  virtual absl::Status WritePrefix(int slot,
-                                   const at::Tensor& prefix_L2HPD) = 0;
   // Vision encoder + prefix prefill for each image, as one batch.
   virtual absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
       absl::Span<const ImageCrops> images) = 0;
 };
 
-// The model with a KV cache of `n_slots` × `positions_per_slot`. `model`
-// must outlive the executor.
+// The model with a KV cache of `n_slots` sequences of `positions_per_slot`
+// positions each, the image prefix included, of which the slots store only
+// those after the prefix. `model` must outlive the executor.
 absl::StatusOr<std::unique_ptr<Executor>> MakeModelExecutor(
     const Model& model, int n_slots, int positions_per_slot);
 

@@ -4,7 +4,6 @@
 #include <vector>
 
 #include "base/status_macros.h"
-#include "model/io/tensor_io.h"
 #include "model/net/kv_cache.h"
 #include "scheduler/executor.h"
 
@@ -26,11 +25,6 @@ class ModelExecutor final : public Executor {
     return ForwardFeeds(model_, kv_, feeds);
   }
 
-  absl::Status WritePrefix(int slot, const at::Tensor& prefix_L2HPD) override {
-    return CatchTorchStatus("placing an image prefix",
-                            [&] { WriteSlotPrefix(kv_, slot, prefix_L2HPD); });
-  }
-
   absl::StatusOr<std::vector<EncodedImage>> EncodeImages(
       absl::Span<const ImageCrops> images) override {
     // A scratch cache of its own (inside md::EncodeImages): never the slots.
@@ -46,8 +40,8 @@ class ModelExecutor final : public Executor {
 
 absl::StatusOr<std::unique_ptr<Executor>> MakeModelExecutor(
     const Model& model, int n_slots, int positions_per_slot) {
-  ASSIGN_OR_RETURN(KvCache cache,
-                   model.NewKvCache(n_slots, positions_per_slot));
+  ASSIGN_OR_RETURN(KvCache cache, model.NewKvCache(n_slots, positions_per_slot,
+                                                   /*shared_prefixes=*/true));
   return std::unique_ptr<Executor>(
       std::make_unique<ModelExecutor>(model, std::move(cache)));
 }

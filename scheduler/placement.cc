@@ -1,12 +1,12 @@
-// Image prefixes into slots: cache hits are copied at once; misses go to the
-// image encoder thread as one batch and are cached and placed when it
+// Image prefixes for sequences: a cache hit is handed to them at once (they
+// read the cached tensor in place; nothing is copied); misses go to the
+// image encoder thread as one batch and are cached and handed out when it
 // finishes, while the other streams keep decoding.
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "model/io/tensor_io.h"
 #include "scheduler/engine_impl.h"
 
 namespace md::scheduler {
@@ -41,15 +41,10 @@ void Engine::Impl::PlaceImagePrefixes(StepReport& report) {
     for (auto [job, seq] : it->second.seqs) {
       if (job->finished) continue;
       progress_ = true;
-      absl::Status placed = CatchExceptions("placing an image prefix", [&] {
-        return executor_->WritePrefix(seq->slot, prefix.prefix_L2HPD);
-      });
-      if (!placed.ok()) {
-        Fail(*job, placed);
-        continue;
-      }
+      DropPrefix(*seq);
+      seq->prefix = prefix;
+      prefix_cache_.Pin(prefix.id);
       seq->pos = executor_->prefix_len();
-      seq->prefix_id = prefix.id;
       seq->state = SlotState::kPrefill;
       slots_.Set(seq->slot, SlotState::kPrefill);
     }

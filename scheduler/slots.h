@@ -1,14 +1,16 @@
-// The engine's slots: row s of every layer's K and V tensors ([S, H, P, D],
-// model/net/kv_cache.h) belongs to at most one sequence at a time.
+// The engine's slots: row s of every layer's K and V tensors ([S, H, P−730,
+// D], model/net/kv_cache.h, shared-prefix layout) belongs to at most one
+// sequence at a time.
 //
-// One slot, P positions (the context per slot, a setting):
+// One sequence, P positions (the context per sequence, a setting):
 //
 //   0     1 ............ 729 | 730 ......... 730+T−1 | 730+T ....... P−1
 //   BOS   image tokens       | prompt, T tokens       | generated tokens,
 //   \____ image prefix ____/ | (chunked prefill)      | coordinates, sizes
-//   copied from the prefix   |                        | one per decode step
-//   cache, or encoded and    |                        |
-//   prefilled as one chunk   |                        |
+//   not in the slot: read in |                        | one per decode step
+//   place from the prefix    |\_____________ in the slot (index − 730) ____/
+//   cache's tensor (or the   |
+//   encoder's, when not kept)|
 //
 // States, in order; any state may go back to kFree (finished, cancelled,
 // expired or failed), which returns the slot to the free list at once:

@@ -68,8 +68,9 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: one per core)");
 ABSL_FLAG(int, slots, 8, "Requests decoded side by side (KV cache slots)");
 ABSL_FLAG(int, context, 0,
-          "Positions per slot: image (730) + prompt + answer (0: the model's "
-          "maximum)");
+          "Positions per request: image (730) + prompt + answer (0: the "
+          "model's maximum). A slot stores only the prompt and answer: "
+          "requests read their image's 730 positions from one shared copy");
 ABSL_FLAG(int, queue, 256,
           "Requests that may wait for a slot; more are refused at once with "
           "RESOURCE_EXHAUSTED");
@@ -80,7 +81,8 @@ ABSL_FLAG(int, tenant_slots, 0,
           "Slots one tenant may hold at once (0: all); fewer than --slots "
           "keeps slots free for other tenants' new requests");
 ABSL_FLAG(int, cache_mb, 2048,
-          "Memory for cached image prefixes (a hit skips the vision encoder)");
+          "Memory for cached image prefixes (a hit skips the vision encoder; "
+          "prefixes that running requests read are never evicted)");
 ABSL_FLAG(int, max_handles, 1024, "Images kept for EncodeImage handles");
 ABSL_FLAG(int, handles_mb, 1024,
           "Memory for EncodeImage handles (their crops and encoded bytes); "

@@ -40,7 +40,7 @@ absl::StatusOr<std::vector<StepOutput>> ForwardFeeds(
           feed.pos + n_tokens - 1, " but holds ", cache.n_positions));
     }
     chunks.push_back(
-        {feed.slot, feed.pos, n_tokens, feed.mask, feed.prefix_slot});
+        {feed.slot, feed.pos, n_tokens, feed.mask, feed.prefix_L2HQD});
     embeds.push_back(feed.embeds_TC);
   }
   ASSIGN_OR_RETURN(

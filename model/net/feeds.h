@@ -38,7 +38,7 @@ struct Feed {
   at::Tensor embeds_TC;
   AttentionMask mask = AttentionMask::kCausal;
   HeadRequest heads;
-  int prefix_slot = -1;  // See SequenceChunk::prefix_slot.
+  at::Tensor prefix_L2HQD{};  // See SequenceChunk::prefix_L2HQD.
 };
 
 // One forward over every feed, then each head once over the rows that asked

@@ -148,9 +148,10 @@ absl::StatusOr<at::Tensor> Model::PrefixEmbeddings(
   });
 }
 
-absl::StatusOr<KvCache> Model::NewKvCache(int n_slots, int n_positions) const {
+absl::StatusOr<KvCache> Model::NewKvCache(int n_slots, int n_positions,
+                                          bool shared_prefixes) const {
   return AllocateKvCache(config_.text, n_slots, n_positions, options_.dtype,
-                         options_.device);
+                         options_.device, shared_prefixes ? prefix_len() : 0);
 }
 
 absl::StatusOr<at::Tensor> Model::Forward(

@@ -90,7 +90,11 @@ class Model final : public InputEmbedder {
   absl::StatusOr<at::Tensor> PrefixEmbeddings(const at::Tensor& image_PC) const;
 
   // ---- Text decoder ----
-  absl::StatusOr<KvCache> NewKvCache(int n_slots, int n_positions) const;
+  // n_positions per sequence, the image prefix included. With
+  // shared_prefixes the slots store only the positions after the prefix,
+  // and every chunk brings its image's prefix (kv_cache.h).
+  absl::StatusOr<KvCache> NewKvCache(int n_slots, int n_positions,
+                                     bool shared_prefixes = false) const;
   // Hidden states [N, C] (pre post-LN) for a flat batch of chunks.
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& embeds_NC,
                                      absl::Span<const SequenceChunk> chunks,

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "model/net/kernels/decode_attention.h"
 #include "model/net/kernels/softmax_bf16.h"
 #include "model/net/layers.h"
@@ -93,13 +94,12 @@ bool FastRowsApply(const at::Tensor& qkv_N3C, const at::Tensor& cos_PF,
          v_SHPD.is_contiguous();
 }
 
-// Copies each row's [H, D] into cache[slot, :, position, :]: H memcpys of D
+// Copies each row's [H, D] into cache[slot, :, stored, :]: H memcpys of D
 // elements per row, where index_put_ over 32 rows took ~0.2 ms per tensor.
 // src rows are src_row_stride elements apart, heads D apart.
 void WriteKvRows(const at::Tensor& src, int64_t src_row_stride,
                  const std::vector<int64_t>& slots,
-                 const std::vector<int64_t>& positions,
-                 at::Tensor& cache_SHPD) {
+                 const std::vector<int64_t>& stored, at::Tensor& cache_SHPD) {
   const int64_t n_heads = cache_SHPD.size(1), n_pos = cache_SHPD.size(2),
                 d = cache_SHPD.size(3), elem = cache_SHPD.element_size();
   const char* from = static_cast<const char*>(src.data_ptr());
@@ -107,7 +107,7 @@ void WriteKvRows(const at::Tensor& src, int64_t src_row_stride,
   for (size_t row = 0; row < slots.size(); ++row) {
     for (int64_t h = 0; h < n_heads; ++h) {
       std::memcpy(
-          to + ((slots[row] * n_heads + h) * n_pos + positions[row]) * d * elem,
+          to + ((slots[row] * n_heads + h) * n_pos + stored[row]) * d * elem,
           from + (static_cast<int64_t>(row) * src_row_stride + h * d) * elem,
           d * elem);
     }
@@ -141,9 +141,13 @@ at::Tensor HiddenKeys(const SequenceChunk& chunk, int prefix_len,
 // What every layer needs to know about the batch, worked out once per
 // forward.
 struct BatchPlan {
-  at::Tensor cos_NF, sin_NF;      // rotary angles of each row's position
-  at::Tensor slot_N, position_N;  // where each row's K/V goes
-  std::vector<int64_t> slots, positions;    // the same, for the fast paths
+  at::Tensor cos_NF, sin_NF;  // rotary angles of each row's position
+  // Where each row's K/V goes: its slot, and its index there (the position
+  // less the cache's slot offset).
+  at::Tensor slot_N, stored_N;
+  std::vector<int64_t> slots, stored;       // the same, for the fast paths
+  std::vector<int64_t> positions;           // each row's position
+  int slot_offset = 0;                      // the cache's
   at::Tensor cos_PF, sin_PF;                // the whole table, ditto
   std::vector<int64_t> first_row;           // per chunk
   std::vector<at::Tensor> hidden_keys_1TK;  // per chunk; undefined: none
@@ -151,8 +155,9 @@ struct BatchPlan {
   // chunks after the image prefix), attended by one fused kernel call.
   std::vector<size_t> decode_chunks;
   std::vector<int> decode_slots, decode_n_keys;
-  // Where each decode row reads its image prefix (empty: its own slot).
-  std::vector<int> decode_prefix_slots;
+  // The shared image prefix each decode row reads (empty: its slot holds
+  // its own).
+  std::vector<at::Tensor> decode_prefixes;
   int prefix_len = 0;
   at::Tensor decode_rows_B;
 };
@@ -167,24 +172,19 @@ bool RunsAsDecodeQueries(const SequenceChunk& chunk, int prefix_len) {
 
 BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
                         const RotaryTable& rotary, int prefix_len,
-                        at::Device device) {
+                        int slot_offset, at::Device device) {
   std::vector<int64_t> slots, positions, decode_rows;
   BatchPlan plan;
   plan.prefix_len = prefix_len;
-  // Grouping pays when rows share prefix reads: several tokens of one
-  // chunk, or decode rows pointed at another slot's copy of their prefix.
-  bool any_shared_prefix = false;
+  plan.slot_offset = slot_offset;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const SequenceChunk& chunk = chunks[i];
     if (RunsAsDecodeQueries(chunk, prefix_len)) {
       plan.decode_chunks.push_back(i);
-      const int prefix_slot =
-          chunk.prefix_slot >= 0 ? chunk.prefix_slot : chunk.slot;
-      any_shared_prefix |= prefix_slot != chunk.slot || chunk.n_tokens > 1;
       for (int t = 0; t < chunk.n_tokens; ++t) {
         plan.decode_slots.push_back(chunk.slot);
         plan.decode_n_keys.push_back(chunk.start_pos + t + 1);
-        plan.decode_prefix_slots.push_back(prefix_slot);
+        if (slot_offset > 0) plan.decode_prefixes.push_back(chunk.prefix_L2HQD);
         decode_rows.push_back(static_cast<int64_t>(positions.size()) + t);
       }
     }
@@ -197,17 +197,15 @@ BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
     for (int i = 0; i < chunk.n_tokens; ++i) {
       slots.push_back(chunk.slot);
       positions.push_back(chunk.start_pos + i);
+      plan.stored.push_back(chunk.start_pos + i - slot_offset);
     }
   }
-  // Any decode row with fewer keys than the prefix (a model without an
-  // image prefix, or a very short context) takes the ungrouped path.
-  for (int n : plan.decode_n_keys) any_shared_prefix &= n >= prefix_len;
-  if (!any_shared_prefix || prefix_len <= 0) plan.decode_prefix_slots.clear();
   plan.decode_rows_B = at::tensor(decode_rows, at::kLong).to(device);
   plan.slot_N = at::tensor(slots, at::kLong).to(device);
-  plan.position_N = at::tensor(positions, at::kLong).to(device);
-  plan.cos_NF = rotary.cos_PF.index_select(0, plan.position_N);
-  plan.sin_NF = rotary.sin_PF.index_select(0, plan.position_N);
+  plan.stored_N = at::tensor(plan.stored, at::kLong).to(device);
+  at::Tensor position_N = at::tensor(positions, at::kLong).to(device);
+  plan.cos_NF = rotary.cos_PF.index_select(0, position_N);
+  plan.sin_NF = rotary.sin_PF.index_select(0, position_N);
   plan.cos_PF = rotary.cos_PF;
   plan.sin_PF = rotary.sin_PF;
   plan.slots = std::move(slots);
@@ -215,14 +213,23 @@ BatchPlan MakeBatchPlan(absl::Span<const SequenceChunk> chunks,
   return plan;
 }
 
-// Attention of one chunk against its slot (K/V for the chunk already
-// written); q is pre-scaled by 1/√D. q [T, H, D] → [T, H·D].
-at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& k_HPD,
-                          const at::Tensor& v_HPD, const SequenceChunk& chunk,
+// A chunk's keys (or values) at positions 0..end−1 of one layer, [H, end,
+// D]: a view of its slot, or its shared prefix followed by its slot.
+at::Tensor KeysUpTo(const at::Tensor& slot_HPD, const SequenceChunk& chunk,
+                    const BatchPlan& plan, int64_t layer, int kv, int64_t end) {
+  if (plan.slot_offset == 0) return slot_HPD.narrow(1, 0, end);
+  return at::cat({chunk.prefix_L2HQD[layer][kv],
+                  slot_HPD.narrow(1, 0, end - plan.slot_offset)},
+                 1);
+}
+
+// Attention of one chunk against its keys and values up to its last
+// position (K/V for the chunk already written); q is pre-scaled by 1/√D.
+// q [T, H, D] → [T, H·D].
+at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& keys_HKD,
+                          const at::Tensor& values_HKD,
+                          const SequenceChunk& chunk,
                           const at::Tensor& hidden_keys_1TK) {
-  const int64_t end = chunk.start_pos + chunk.n_tokens;
-  at::Tensor keys_HKD = k_HPD.narrow(1, 0, end);
-  at::Tensor values_HKD = v_HPD.narrow(1, 0, end);
   at::Tensor scores_HTK =
       at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2));
   if (hidden_keys_1TK.defined()) {
@@ -260,11 +267,11 @@ void AttentionRowsSlow(const at::Tensor& qkv_N3C, const BatchPlan& plan,
   {
     RECORD_USER_SCOPE("md::kv_write");
     // Write every row's K/V into its slot at its position in one go: the
-    // cache seen as [S, P, H, D] is indexed by (slot, position).
+    // cache seen as [S, P, H, D] is indexed by (slot, stored position).
     k_SHPD.permute({0, 2, 1, 3})
-        .index_put_({plan.slot_N, plan.position_N}, k_NHD);
+        .index_put_({plan.slot_N, plan.stored_N}, k_NHD);
     v_SHPD.permute({0, 2, 1, 3})
-        .index_put_({plan.slot_N, plan.position_N}, v_NHD);
+        .index_put_({plan.slot_N, plan.stored_N}, v_NHD);
   }
 }
 
@@ -272,18 +279,23 @@ void AttentionRowsSlow(const at::Tensor& qkv_N3C, const BatchPlan& plan,
 // q [N, H, D] (pre-scaled) → [N, H·D].
 at::Tensor AttendRows(const at::Tensor& q_NHD,
                       absl::Span<const SequenceChunk> chunks,
-                      const BatchPlan& plan, const at::Tensor& k_SHPD,
-                      const at::Tensor& v_SHPD, const at::Tensor& x_NC) {
+                      const BatchPlan& plan, int64_t layer,
+                      const at::Tensor& k_SHPD, const at::Tensor& v_SHPD,
+                      const at::Tensor& x_NC) {
   const int64_t n = q_NHD.size(0), c = q_NHD.size(1) * q_NHD.size(2);
   RECORD_USER_SCOPE("md::attention");
   at::Tensor out_NC = at::empty({n, c}, x_NC.options());
   std::vector<bool> done(chunks.size(), false);
   if (plan.decode_chunks.size() > 0) {
-    // All decode steps of the batch in one pass over their slots' K/V.
+    // All decode steps of the batch in one pass over their slots' K/V (and
+    // their shared prefixes, each read once).
+    const SharedPrefixes prefixes{.prefix_L2HQD = plan.decode_prefixes,
+                                  .layer = static_cast<int>(layer),
+                                  .len = plan.slot_offset};
     at::Tensor out_BHD = DecodeAttention(
         q_NHD.index_select(0, plan.decode_rows_B), k_SHPD, v_SHPD,
         plan.decode_slots, plan.decode_n_keys, /*scale=*/1.0,
-        plan.decode_prefix_slots, plan.prefix_len);
+        plan.slot_offset > 0 ? &prefixes : nullptr);
     if (out_BHD.defined()) {
       out_NC.index_copy_(0, plan.decode_rows_B,
                          out_BHD.reshape({out_BHD.size(0), c}));
@@ -298,16 +310,19 @@ at::Tensor AttendRows(const at::Tensor& q_NHD,
         RunsAsDecodeQueries(chunk, plan.prefix_len)
             ? HiddenKeys(chunk, plan.prefix_len, x_NC.device())
             : plan.hidden_keys_1TK[i];
+    const int64_t end = chunk.start_pos + t;
     out_NC.narrow(0, row, t).copy_(
-        ChunkAttention(q_NHD.narrow(0, row, t), k_SHPD[chunk.slot],
-                       v_SHPD[chunk.slot], chunk, hidden_keys_1TK));
+        ChunkAttention(q_NHD.narrow(0, row, t),
+                       KeysUpTo(k_SHPD[chunk.slot], chunk, plan, layer, 0, end),
+                       KeysUpTo(v_SHPD[chunk.slot], chunk, plan, layer, 1, end),
+                       chunk, hidden_keys_1TK));
   }
   return out_NC;
 }
 
 at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
                      absl::Span<const SequenceChunk> chunks,
-                     const BatchPlan& plan, at::Tensor& k_SHPD,
+                     const BatchPlan& plan, int64_t layer, at::Tensor& k_SHPD,
                      at::Tensor& v_SHPD, int n_heads) {
   const int64_t n = x_NC.size(0), c = x_NC.size(1), d = c / n_heads;
   at::Tensor qkv_N3C = Linear(x_NC, w.qkv);
@@ -331,13 +346,13 @@ at::Tensor Attention(const at::Tensor& x_NC, const AttentionWeights& w,
       }
     }
     RECORD_USER_SCOPE("md::kv_write");
-    WriteKvRows(k_NHD, c, plan.slots, plan.positions, k_SHPD);
-    WriteKvRows(qkv_N3C.narrow(1, 2 * c, c), 3 * c, plan.slots, plan.positions,
+    WriteKvRows(k_NHD, c, plan.slots, plan.stored, k_SHPD);
+    WriteKvRows(qkv_N3C.narrow(1, 2 * c, c), 3 * c, plan.slots, plan.stored,
                 v_SHPD);
   } else {
     AttentionRowsSlow(qkv_N3C, plan, k_SHPD, v_SHPD, n_heads, q_NHD);
   }
-  return AttendRows(q_NHD, chunks, plan, k_SHPD, v_SHPD, x_NC);
+  return AttendRows(q_NHD, chunks, plan, layer, k_SHPD, v_SHPD, x_NC);
 }
 
 }  // namespace
@@ -359,6 +374,46 @@ at::Tensor EmbedTokens(const at::Tensor& ids_N, const TextWeights& w) {
   return w.wte.index_select(0, ids_N.to(w.wte.device()));
 }
 
+namespace {
+
+// A chunk's shared prefix matches the cache's layout: present, [L, 2, H, Q,
+// D] in the cache's dtype and device, and the chunk after it; or absent.
+absl::Status ValidatePrefix(const SequenceChunk& chunk, const KvCache& cache) {
+  const at::Tensor& p = chunk.prefix_L2HQD;
+  if (!cache.shares_prefixes()) {
+    if (p.defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "decoder: slot ", chunk.slot,
+          " got a shared prefix, but this cache's slots hold their own"));
+    }
+    return absl::OkStatus();
+  }
+  if (!p.defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decoder: slot ", chunk.slot, " has no image prefix to read"));
+  }
+  const at::Tensor& k = cache.k_SHPD.at(0);
+  if (p.dim() != 5 || p.size(0) != static_cast<int64_t>(cache.k_SHPD.size()) ||
+      p.size(1) != 2 || p.size(2) != k.size(1) ||
+      p.size(3) != cache.slot_offset || p.size(4) != k.size(3) ||
+      p.scalar_type() != k.scalar_type() || p.device() != k.device() ||
+      !p.is_contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decoder: slot ", chunk.slot, "'s image prefix is not a contiguous [",
+        cache.k_SHPD.size(), ", 2, ", k.size(1), ", ", cache.slot_offset, ", ",
+        k.size(3), "] tensor of the cache's dtype and device"));
+  }
+  if (chunk.start_pos < cache.slot_offset) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decoder: slot ", chunk.slot, " writes position ",
+                     chunk.start_pos, ", inside its shared image prefix (",
+                     cache.slot_offset, " positions)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
                             int64_t n_rows, const KvCache& cache) {
   int64_t total = 0;
@@ -368,11 +423,7 @@ absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
       return absl::InvalidArgumentError(absl::StrCat(
           "decoder: slot ", chunk.slot, " outside 0..", cache.n_slots - 1));
     }
-    if (chunk.prefix_slot >= cache.n_slots) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("decoder: prefix slot ", chunk.prefix_slot,
-                       " outside 0..", cache.n_slots - 1));
-    }
+    RETURN_IF_ERROR(ValidatePrefix(chunk, cache));
     if (!slots.insert(chunk.slot).second) {
       return absl::InvalidArgumentError(absl::StrCat(
           "decoder: slot ", chunk.slot, " appears twice in one batch"));
@@ -400,17 +451,18 @@ at::Tensor DecoderForward(const at::Tensor& embeds_NC,
                           int prefix_len) {
   const BatchPlan plan = [&] {
     RECORD_USER_SCOPE("md::batch_plan");
-    return MakeBatchPlan(chunks, rotary, prefix_len, embeds_NC.device());
+    return MakeBatchPlan(chunks, rotary, prefix_len, cache.slot_offset,
+                         embeds_NC.device());
   }();
   at::Tensor hidden_NC = embeds_NC;
   for (size_t l = 0; l < w.blocks.size(); ++l) {
     const TextBlockWeights& block = w.blocks[l];
     // Parallel residual: attention and MLP both read the same LN output.
     at::Tensor ln_NC = DecoderLayerNorm(hidden_NC, block.ln);
-    at::Tensor attn_NC =
-        Linear(Attention(ln_NC, block.attn, chunks, plan, cache.k_SHPD[l],
-                         cache.v_SHPD[l], config.n_heads),
-               block.attn.proj);
+    at::Tensor attn_NC = Linear(
+        Attention(ln_NC, block.attn, chunks, plan, static_cast<int64_t>(l),
+                  cache.k_SHPD[l], cache.v_SHPD[l], config.n_heads),
+        block.attn.proj);
     at::Tensor mlp_NC = Mlp(ln_NC, block.mlp);
     RECORD_USER_SCOPE("md::residual");
     hidden_NC = hidden_NC + attn_NC + mlp_NC;

@@ -34,11 +34,12 @@ struct SequenceChunk {
   int start_pos = 0;  // position of the chunk's first token in the slot
   int n_tokens = 0;   // rows of the flat batch that belong to this chunk
   AttentionMask mask = AttentionMask::kCausal;
-  // A decode step (one token) may read its image prefix positions from
-  // another slot that holds the same bits (a copy of the same cached image
-  // prefix), so that sequences on one image read it from memory once. -1:
-  // its own slot. Results are bit-identical either way.
-  int prefix_slot = -1;
+  // The image prefix K/V [L, 2, H, Q, D] this sequence reads for its
+  // positions below Q, in a cache whose slots start after the prefix
+  // (KvCache::shares_prefixes; there every chunk starts at or after Q).
+  // Undefined for a cache whose slots hold their own prefix. Sequences on
+  // the same tensor read it from memory once per decode step.
+  at::Tensor prefix_L2HQD{};
 };
 
 // cos/sin of position × frequency for the 16 rotary frequencies,
@@ -59,7 +60,8 @@ at::Tensor ApplyRotary(const at::Tensor& x_NHD, const at::Tensor& cos_NF,
 // Token ids [N] → embeddings [N, C].
 at::Tensor EmbedTokens(const at::Tensor& ids_N, const TextWeights& w);
 
-// Checks chunk bounds against the cache and the batch before a forward.
+// Checks chunk bounds (and prefixes) against the cache and the batch before a
+// forward.
 absl::Status ValidateChunks(absl::Span<const SequenceChunk> chunks,
                             int64_t n_rows, const KvCache& cache);
 

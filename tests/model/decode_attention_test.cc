@@ -301,50 +301,69 @@ TEST(DecodeAttentionTest, ReturnsUndefinedWhenItDoesNotApply) {
   EXPECT_FALSE(call(q, k, v, slots, {5, P + 1}));
 }
 
-// Sequences whose first 730 positions are copies of one prefix: reading
-// those rows from one slot for the whole group must give, bit for bit, what
-// each sequence gives alone from its own slot.
+// Sequences on two images, read in the shared-prefix layout (each image's
+// 730 prefix positions in one [L, 2, H, Q, D] tensor, the slots holding only
+// the positions after it) must give, bit for bit, what each sequence gives
+// alone with its whole history in its own slot.
 TEST(DecodeAttentionSharedPrefixTest, BitIdenticalToEachSequenceAlone) {
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     SCOPED_TRACE(DtypeName(dtype));
     if (!CpuRunsKernel(dtype)) GTEST_SKIP() << "CPU lacks AVX-512 (BF16)";
     at::manual_seed(77);
-    const int S = 12, H = 4, P = 800, D = 64, kPrefix = 730;
+    const int S = 12, H = 4, P = 800, D = 64, kPrefix = 730, kLayer = 1;
+    // Two images' prefixes for two layers; this test reads layer 1.
+    const std::vector<at::Tensor> images = {
+        at::randn({2, 2, H, kPrefix, D}).to(dtype),
+        at::randn({2, 2, H, kPrefix, D}).to(dtype)};
+    // Own layout: slots 0..6 on image 0, 7..11 on image 1, then their own.
     at::Tensor k = at::randn({S, H, P, D}).to(dtype);
     at::Tensor v = at::randn({S, H, P, D}).to(dtype);
-    // Two images: slots 0..6 hold prefix A, slots 7..11 prefix B.
-    for (int s = 1; s < S; ++s) {
-      const int source = s < 7 ? 0 : 7;
-      if (s == source) continue;
-      k[s].narrow(1, 0, kPrefix).copy_(k[source].narrow(1, 0, kPrefix));
-      v[s].narrow(1, 0, kPrefix).copy_(v[source].narrow(1, 0, kPrefix));
+    for (int s = 0; s < S; ++s) {
+      const at::Tensor& image = images[s < 7 ? 0 : 1];
+      k[s].narrow(1, 0, kPrefix).copy_(image[kLayer][0]);
+      v[s].narrow(1, 0, kPrefix).copy_(image[kLayer][1]);
     }
+    const at::Tensor k_tail = k.narrow(2, kPrefix, P - kPrefix).contiguous();
+    const at::Tensor v_tail = v.narrow(2, kPrefix, P - kPrefix).contiguous();
     const std::vector<int> slots = {3, 0, 8, 6, 11, 1, 7, 2, 10};
-    std::vector<int> n_keys, prefix_slots;
+    std::vector<int> n_keys;
+    std::vector<at::Tensor> prefix_of;
     for (size_t i = 0; i < slots.size(); ++i) {
       n_keys.push_back(kPrefix + 1 + static_cast<int>(7 * i % 60));
-      // Each group reads the shared rows from one member's slot.
-      prefix_slots.push_back(slots[i] < 7 ? 6 : 11);
+      prefix_of.push_back(images[slots[i] < 7 ? 0 : 1]);
     }
+    const SharedPrefixes shared{prefix_of, kLayer, kPrefix};
     at::Tensor q =
         at::randn({static_cast<int64_t>(slots.size()), H, D}).to(dtype);
     at::Tensor alone = DecodeAttention(q, k, v, slots, n_keys, 0.125);
-    at::Tensor shared =
-        DecodeAttention(q, k, v, slots, n_keys, 0.125, prefix_slots, kPrefix);
+    at::Tensor grouped =
+        DecodeAttention(q, k_tail, v_tail, slots, n_keys, 0.125, &shared);
     ASSERT_TRUE(alone.defined());
-    ASSERT_TRUE(shared.defined());
-    EXPECT_TRUE(at::equal(alone, shared))
-        << (alone.to(at::kFloat) - shared.to(at::kFloat)).abs().max();
-    // Too few keys for the prefix, or a bad prefix slot: falls back.
-    std::vector<int> short_keys = n_keys;
-    short_keys[0] = 10;
-    EXPECT_FALSE(DecodeAttention(q, k, v, slots, short_keys, 0.125,
-                                 prefix_slots, kPrefix)
-                     .defined());
-    std::vector<int> bad = prefix_slots;
-    bad[1] = S;
-    EXPECT_FALSE(
-        DecodeAttention(q, k, v, slots, n_keys, 0.125, bad, kPrefix).defined());
+    ASSERT_TRUE(grouped.defined());
+    EXPECT_TRUE(at::equal(alone, grouped))
+        << (alone.to(at::kFloat) - grouped.to(at::kFloat)).abs().max();
+
+    // Falls back on: too few keys for the prefix, too many for the slot, a
+    // prefix of the wrong length, dtype or layer, a missing one.
+    auto falls_back = [&](absl::Span<const int> keys, const SharedPrefixes& p) {
+      return !DecodeAttention(q, k_tail, v_tail, slots, keys, 0.125, &p)
+                  .defined();
+    };
+    std::vector<int> bad_keys = n_keys;
+    bad_keys[0] = 10;
+    EXPECT_TRUE(falls_back(bad_keys, shared));
+    bad_keys[0] = P + 1;
+    EXPECT_TRUE(falls_back(bad_keys, shared));
+    std::vector<at::Tensor> bad = prefix_of;
+    bad[1] = images[0].narrow(3, 0, kPrefix - 1).contiguous();
+    EXPECT_TRUE(falls_back(n_keys, {bad, kLayer, kPrefix}));
+    bad[1] = images[0].to(dtype == at::kFloat ? at::kBFloat16 : at::kFloat);
+    EXPECT_TRUE(falls_back(n_keys, {bad, kLayer, kPrefix}));
+    bad[1] = at::Tensor();
+    EXPECT_TRUE(falls_back(n_keys, {bad, kLayer, kPrefix}));
+    EXPECT_TRUE(falls_back(n_keys, {prefix_of, 2, kPrefix}));
+    EXPECT_TRUE(falls_back(
+        n_keys, {absl::MakeConstSpan(prefix_of).subspan(1), kLayer, kPrefix}));
   }
 }
 

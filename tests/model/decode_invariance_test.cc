@@ -59,13 +59,16 @@ at::Tensor RandomContext(const Model& model, int n_positions, int seed) {
       .to(at::kBFloat16);
 }
 
-// One decode step of `slots` (one token each at `pos`): logits [B, V].
+// One decode step of `slots` (one token each at `pos`, reading the image
+// prefixes `prefixes`, one per slot, in a shared-prefix cache): logits
+// [B, V].
 at::Tensor Step(const Model& model, KvCache& cache,
                 const std::vector<int>& slots, const std::vector<int>& tokens,
-                int pos, int prefix_slot) {
+                int pos, const std::vector<at::Tensor>& prefixes = {}) {
   std::vector<SequenceChunk> chunks;
-  for (int slot : slots) {
-    chunks.push_back({slot, pos, 1, AttentionMask::kCausal, prefix_slot});
+  for (size_t i = 0; i < slots.size(); ++i) {
+    chunks.push_back({slots[i], pos, 1, AttentionMask::kCausal,
+                      prefixes.empty() ? at::Tensor() : prefixes[i]});
   }
   auto embeds = model.EmbedTokens(tokens);
   EXPECT_TRUE(embeds.ok()) << embeds.status();
@@ -77,21 +80,35 @@ at::Tensor Step(const Model& model, KvCache& cache,
 }
 
 // Decodes kSteps greedy steps of kBatch sequences together and each alone
-// (in its own cache), comparing every sequence's logits bit for bit.
-// shared_prefix: every slot holds the same context and the batch reads its
-// prefix from slot 0, as the engine does for requests on one image.
+// (in its own cache, whole history in its slot), comparing every sequence's
+// logits bit for bit. shared_prefix: the batch runs in a shared-prefix cache
+// on two images, as the engine does: each sequence reads its image's prefix
+// tensor in place and its slot holds only its prompt and answer.
 void ExpectBatchInvariantDecode(bool shared_prefix) {
   const Model& model = WideBf16Model();
   ASSERT_EQ(model.options().dtype, at::kBFloat16);
   const int context = model.prefix_len() + kPromptLen;
-  auto batch_cache = model.NewKvCache(kBatch, context + kSteps);
+  auto batch_cache = model.NewKvCache(kBatch, context + kSteps, shared_prefix);
   auto alone_cache = model.NewKvCache(kBatch, context + kSteps);
   ASSERT_TRUE(batch_cache.ok() && alone_cache.ok());
+  ASSERT_EQ(batch_cache->shares_prefixes(), shared_prefix);
+  const std::vector<at::Tensor> images = {
+      RandomContext(model, model.prefix_len(), 101),
+      RandomContext(model, model.prefix_len(), 102)};
   std::vector<int> slots, tokens;
+  std::vector<at::Tensor> prefixes;
   for (int s = 0; s < kBatch; ++s) {
-    const at::Tensor kv = RandomContext(model, context, shared_prefix ? 1 : s);
-    WriteSlotPrefix(*batch_cache, s, kv);
-    WriteSlotPrefix(*alone_cache, s, kv);
+    if (shared_prefix) {
+      const at::Tensor& image = images[s % 2];
+      const at::Tensor prompt = RandomContext(model, kPromptLen, s);
+      WriteSlotPrefix(*alone_cache, s, at::cat({image, prompt}, 3));
+      WriteSlotPositions(*batch_cache, s, model.prefix_len(), prompt);
+      prefixes.push_back(image);
+    } else {
+      const at::Tensor kv = RandomContext(model, context, s);
+      WriteSlotPrefix(*batch_cache, s, kv);
+      WriteSlotPrefix(*alone_cache, s, kv);
+    }
     slots.push_back(s);
     tokens.push_back((37 * s + 5) % model.config().text.vocab_size);
   }
@@ -99,10 +116,10 @@ void ExpectBatchInvariantDecode(bool shared_prefix) {
     SCOPED_TRACE(::testing::Message() << "step " << step);
     const int pos = context + step;
     const at::Tensor batch_BV =
-        Step(model, *batch_cache, slots, tokens, pos, shared_prefix ? 0 : -1);
+        Step(model, *batch_cache, slots, tokens, pos, prefixes);
     for (int s = 0; s < kBatch; ++s) {
       const at::Tensor alone_1V =
-          Step(model, *alone_cache, {s}, {tokens[s]}, pos, -1);
+          Step(model, *alone_cache, {s}, {tokens[s]}, pos);
       ASSERT_TRUE(at::equal(batch_BV.narrow(0, s, 1), alone_1V))
           << "slot " << s << ": max |diff| "
           << (batch_BV.narrow(0, s, 1).to(at::kFloat) - alone_1V.to(at::kFloat))

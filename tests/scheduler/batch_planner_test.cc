@@ -9,17 +9,13 @@
 namespace md::scheduler {
 namespace {
 
-PlanSequence Decode(int id, int slot, uint64_t prefix_id) {
-  return {.id = id,
-          .phase = SequencePhase::kDecode,
-          .slot = slot,
-          .prefix_id = prefix_id};
+PlanSequence Decode(int id) {
+  return {.id = id, .phase = SequencePhase::kDecode};
 }
 
 PlanSequence Prefill(int id, int tokens, int fed, bool whole = false) {
   return {.id = id,
           .phase = SequencePhase::kPrefill,
-          .slot = id,
           .prompt_tokens = tokens,
           .prompt_fed = fed,
           .whole_prompt = whole};
@@ -51,8 +47,8 @@ void ExpectChunks(const BatchPlan& plan, const std::vector<Chunk>& expected) {
 }
 
 TEST(BatchPlannerTest, EveryDecodingSequenceGetsOneRowFirst) {
-  const BatchPlan plan = PlanBatch(
-      {Prefill(0, 10, 0), Decode(1, 1, 7), Decode(2, 2, 8)}, {8, 256});
+  const BatchPlan plan =
+      PlanBatch({Prefill(0, 10, 0), Decode(1), Decode(2)}, {8, 256});
   ASSERT_EQ(plan.feeds.size(), 3u);
   EXPECT_EQ(plan.feeds[0].id, 1);
   EXPECT_EQ(plan.feeds[1].id, 2);
@@ -61,17 +57,6 @@ TEST(BatchPlannerTest, EveryDecodingSequenceGetsOneRowFirst) {
   EXPECT_TRUE(plan.feeds[0].completes);
   EXPECT_EQ(plan.decode_rows, 2);
   EXPECT_EQ(plan.prefill_tokens, 8);
-}
-
-TEST(BatchPlannerTest, RowsOnOnePrefixCopyReadItThroughTheFirstSlot) {
-  const BatchPlan plan = PlanBatch(
-      {Decode(0, 5, 42), Decode(1, 3, 42), Decode(2, 1, 9), Decode(3, 0, 42)},
-      {});
-  ASSERT_EQ(plan.feeds.size(), 4u);
-  EXPECT_EQ(plan.feeds[0].prefix_slot, 5);
-  EXPECT_EQ(plan.feeds[1].prefix_slot, 5);
-  EXPECT_EQ(plan.feeds[2].prefix_slot, 1);
-  EXPECT_EQ(plan.feeds[3].prefix_slot, 5);
 }
 
 // A 300-token prompt, chunks of 128, budget 256: the cuts fall at fixed

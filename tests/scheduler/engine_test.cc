@@ -136,13 +136,16 @@ const Json& LongTextCase(size_t n = 10) {
   return empty;
 }
 
-// Blocks the engine thread inside the first OnToken until Open(): the
-// engine is then provably mid-step, so tests can queue, cancel or let a
-// deadline pass at a known point.
+// Blocks the engine thread inside the first OnToken (or the `at`-th) until
+// Open(): the engine is then provably mid-step, so tests can queue, cancel
+// or let a deadline pass at a known point.
 class GateSink : public CollectingSink {
  public:
+  explicit GateSink(int at = 1) : at_(at) {}
+
   void OnToken(int token, absl::string_view text) override {
     CollectingSink::OnToken(token, text);
+    if (++tokens_ < at_) return;
     absl::MutexLock lock(&mu_);
     reached_ = true;
     // Bounded: a test that fails before Open() must not hold the engine
@@ -159,14 +162,16 @@ class GateSink : public CollectingSink {
   }
 
  private:
+  const int at_;
+  int tokens_ = 0;  // Engine thread only.
   absl::Mutex mu_;
   bool reached_ ABSL_GUARDED_BY(mu_) = false;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 std::shared_ptr<GateSink> SubmitGated(Engine& engine, Request request,
-                                      uint64_t* id = nullptr) {
-  auto sink = std::make_shared<GateSink>();
+                                      uint64_t* id = nullptr, int at = 1) {
+  auto sink = std::make_shared<GateSink>(at);
   request.sink = sink;
   auto submitted = engine.Submit(std::move(request));
   EXPECT_TRUE(submitted.ok()) << submitted.status();
@@ -440,6 +445,36 @@ TEST(EngineCacheTest, RequestsAdmittedTogetherOnOneImageEncodeItOnce) {
   ASSERT_TRUE(engine->WaitIdle(kWait));
   EXPECT_EQ(engine->Stats().images_encoded, 2);  // Gate's image, then wide.
   ExpectIdle(*engine);
+}
+
+// A running request's image prefix is pinned in the cache (its sequence
+// reads the cached tensor in place); the pin goes with the request. With no
+// cache budget the prefix is still handed to the sequence (and not kept).
+TEST(EngineCacheTest, RunningRequestsPinTheirPrefix) {
+  const Json& c = LongTextCase();
+  for (int64_t budget : {int64_t{1} << 30, int64_t{0}}) {
+    SCOPED_TRACE(::testing::Message() << "budget " << budget);
+    EngineOptions options = GoldenOptions(2);
+    options.prefix_cache_bytes = budget;
+    auto engine = MakeEngine(options);
+    ASSERT_NE(engine, nullptr);
+    const Result alone = RunAlone(*engine, GoldenRequest(c));
+    ExpectMatchesGolden(c, alone);
+    EXPECT_EQ(engine->Stats().cache_pinned_entries, 0);
+
+    // Held at its second token: the step that emitted the first one (after
+    // placing the prefix) has published its stats.
+    auto gate = SubmitGated(*engine, GoldenRequest(c), nullptr, /*at=*/2);
+    ASSERT_TRUE(gate->WaitReached());
+    EXPECT_EQ(engine->Stats().cache_pinned_entries, budget > 0 ? 1 : 0);
+    EXPECT_EQ(engine->Stats().cache_entries, budget > 0 ? 1 : 0);
+    gate->Open();
+    ASSERT_TRUE(gate->WaitDone(kWait));
+    ExpectSameOutput(gate->result(), alone);
+    ASSERT_TRUE(engine->WaitIdle(kWait));
+    EXPECT_EQ(engine->Stats().cache_pinned_entries, 0);
+    ExpectIdle(*engine);
+  }
 }
 
 // ---- How requests end ----

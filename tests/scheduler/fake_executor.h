@@ -1,8 +1,11 @@
 // A fake executor for scheduler tests: no network, answers in microseconds,
 // and fails on demand. Each slot keeps the values fed into it (one number
-// per position: the token id, or a code for a coordinate or size); a row's
-// outputs are a hash of its slot's history, so a sequence's answer depends
-// only on what it was fed — never on the batch — as with the real model.
+// per position: the token id, or a code for a coordinate or size) after the
+// image prefix, which every feed brings (as with the real executor, whose
+// slots store only the positions after it); a row's outputs are a hash of
+// the prefix and its slot's history, so a sequence's answer depends only on
+// its image and what it was fed — never on the batch — as with the real
+// model.
 #ifndef MOONDREAM_TESTS_SCHEDULER_FAKE_EXECUTOR_H_
 #define MOONDREAM_TESTS_SCHEDULER_FAKE_EXECUTOR_H_
 
@@ -91,7 +94,14 @@ class FakeExecutor final : public Executor {
       if (feed.pos + n > positions_) {
         return absl::OutOfRangeError("fake context overflow");
       }
+      if (feed.pos < kFakePrefix || !feed.prefix_L2HQD.defined() ||
+          feed.prefix_L2HQD.numel() != kFakePrefix) {
+        return absl::InvalidArgumentError(
+            "a feed without its image prefix, or inside it");
+      }
       std::vector<double>& h = history_[feed.slot];
+      const at::Tensor prefix = feed.prefix_L2HQD.reshape({-1});
+      for (int i = 0; i < kFakePrefix; ++i) h[i] = prefix[i].item<float>();
       for (int i = 0; i < n; ++i) h[feed.pos + i] = values[i].item<float>();
       const uint64_t hash = Hash(h, feed.pos + n);
       StepOutput out;
@@ -112,14 +122,6 @@ class FakeExecutor final : public Executor {
       outputs.push_back(std::move(out));
     }
     return outputs;
-  }
-
-  absl::Status WritePrefix(int slot, const at::Tensor& prefix) override {
-    const at::Tensor values = prefix.reshape({-1});
-    for (int i = 0; i < kFakePrefix; ++i) {
-      history_[slot][i] = values[i].item<float>();
-    }
-    return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<EncodedImage>> EncodeImages(

@@ -86,4 +86,60 @@ TEST(PrefixCacheTest, ZeroBudgetKeepsNothing) {
 }
 
 }  // namespace
+TEST(PrefixCacheTest, EvictionSkipsPinnedEntries) {
+  PrefixCache cache(120);  // Three entries of 40 bytes.
+  const uint64_t a = cache.Insert("a", Prefix(10, 1)).id;
+  cache.Insert("b", Prefix(10, 2));
+  cache.Insert("c", Prefix(10, 3));
+  cache.Pin(a);  // "a" is least recent, but read by a sequence.
+  EXPECT_EQ(cache.counters().pinned_entries, 1);
+  cache.Insert("d", Prefix(10, 4));
+  EXPECT_TRUE(cache.Contains("a"));
+  EXPECT_FALSE(cache.Contains("b"));
+  EXPECT_EQ(cache.counters().evictions, 1);
+  cache.Unpin(a);
+  EXPECT_EQ(cache.pins(a), 0);
+  EXPECT_EQ(cache.counters().pinned_entries, 0);
+  cache.Insert("e", Prefix(10, 5));  // Now "a" goes.
+  EXPECT_FALSE(cache.Contains("a"));
+  EXPECT_EQ(cache.counters().bytes, 120);
+}
+
+TEST(PrefixCacheTest, WhenOnlyPinnedEntriesAreLeftTheNewOneIsNotKept) {
+  PrefixCache cache(80);
+  const uint64_t a = cache.Insert("a", Prefix(10, 1)).id;
+  const uint64_t b = cache.Insert("b", Prefix(10, 2)).id;
+  cache.Pin(a);
+  cache.Pin(b);
+  cache.Pin(b);
+  const CachedPrefix c = cache.Insert("c", Prefix(10, 3));
+  EXPECT_TRUE(at::equal(c.prefix_L2HPD, Prefix(10, 3)));  // Handed out.
+  EXPECT_FALSE(cache.Contains("c"));
+  EXPECT_TRUE(cache.Contains("a"));
+  EXPECT_TRUE(cache.Contains("b"));
+  EXPECT_EQ(cache.counters().evictions, 0);
+  EXPECT_EQ(cache.counters().pinned_entries, 2);
+  cache.Unpin(a);
+  cache.Unpin(b);  // One reader of "b" is left.
+  EXPECT_EQ(cache.pins(b), 1);
+  cache.Insert("c", Prefix(10, 3));
+  EXPECT_TRUE(cache.Contains("c"));
+  EXPECT_TRUE(cache.Contains("b"));
+  EXPECT_FALSE(cache.Contains("a"));
+  EXPECT_EQ(cache.counters().bytes, 80);
+}
+
+TEST(PrefixCacheTest, PinsOutliveTheirEntry) {
+  PrefixCache cache(40);
+  const uint64_t a = cache.Insert("a", Prefix(10, 1)).id;
+  cache.Pin(a);
+  cache.Insert("a", Prefix(10, 2));  // Replaces the pinned copy.
+  EXPECT_EQ(cache.pins(a), 1);
+  EXPECT_EQ(cache.counters().pinned_entries, 0);
+  EXPECT_EQ(cache.counters().bytes, 40);
+  cache.Unpin(a);
+  cache.Unpin(a);  // An extra unpin is harmless.
+  EXPECT_EQ(cache.pins(a), 0);
+}
+
 }  // namespace md::scheduler

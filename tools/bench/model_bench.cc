@@ -82,7 +82,7 @@ absl::StatusOr<std::vector<int>> BatchSizes(const std::string& flag) {
 }
 
 absl::StatusOr<Parts> ParseParts(const std::string& flag) {
-  Parts parts{false, false, false, false};
+  Parts parts{false, false, false, false, false};
   for (absl::string_view part : absl::StrSplit(flag, ',', absl::SkipEmpty())) {
     if (part == "vision") {
       parts.vision = true;
@@ -92,13 +92,16 @@ absl::StatusOr<Parts> ParseParts(const std::string& flag) {
       parts.decode = true;
     } else if (part == "linear") {
       parts.linear = true;
+    } else if (part == "kv") {
+      parts.kv = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--parts wants vision, prefill, decode and/or linear, got '", part,
-          "'"));
+          "--parts wants vision, prefill, decode, linear and/or kv, got '",
+          part, "'"));
     }
   }
-  if (!parts.vision && !parts.prefill && !parts.decode && !parts.linear) {
+  if (!parts.vision && !parts.prefill && !parts.decode && !parts.linear &&
+      !parts.kv) {
     return absl::InvalidArgumentError("--parts is empty");
   }
   return parts;
@@ -195,15 +198,15 @@ absl::StatusOr<PrefillResult> BenchPrefill(const Model& model,
 
 // One decode step for every slot of `cache`: feeds `tokens` at position
 // `pos`, runs the LM head on all rows and replaces `tokens` by the greedy
-// picks. With `shared_prefix` every slot reads its image prefix from slot 0,
-// as the engine's streams on one image do.
+// picks. In a shared-prefix cache every slot reads the image prefix
+// `prefix_L2HQD` in place, as the engine's streams on one image do.
 absl::Status DecodeStep(const Model& model, int pos, std::vector<int>& tokens,
-                        KvCache& cache, bool shared_prefix) {
+                        KvCache& cache, const at::Tensor& prefix_L2HQD) {
   const int batch = static_cast<int>(tokens.size());
   std::vector<SequenceChunk> chunks(batch);
   for (int slot = 0; slot < batch; ++slot) {
     chunks[slot] = {slot, pos, /*n_tokens=*/1, AttentionMask::kCausal,
-                    /*prefix_slot=*/shared_prefix ? 0 : -1};
+                    cache.shares_prefixes() ? prefix_L2HQD : at::Tensor()};
   }
   ASSIGN_OR_RETURN(at::Tensor embeds_BC, model.EmbedTokens(tokens));
   ASSIGN_OR_RETURN(at::Tensor hidden_BC,
@@ -220,8 +223,10 @@ absl::Status DecodeStep(const Model& model, int pos, std::vector<int>& tokens,
 
 // `batch` slots each holding `prefix_kv_L2HPD` (context positions), stepped
 // together. Every repetition restarts at the same position, so the cache
-// holds only context + n_steps positions. With `profile`, n_steps more steps
-// run under an op profile (reported per step).
+// holds only context + n_steps positions. With `shared_prefix` the cache is
+// the engine's layout: the slots hold the positions after the image prefix,
+// which all of them read from one tensor. With `profile`, n_steps more
+// steps run under an op profile (reported per step).
 absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
                                          const at::Tensor& prefix_kv_L2HPD,
                                          int batch, int n_steps, int n_reps,
@@ -230,12 +235,22 @@ absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
   result.batch = batch;
   result.context = static_cast<int>(prefix_kv_L2HPD.size(3));
   result.n_steps = n_steps;
-  ASSIGN_OR_RETURN(KvCache cache,
-                   model.NewKvCache(batch, result.context + n_steps));
+  ASSIGN_OR_RETURN(
+      KvCache cache,
+      model.NewKvCache(batch, result.context + n_steps, shared_prefix));
   result.kv_bytes = cache.bytes();
+  const int q = model.prefix_len();
+  at::Tensor image_L2HQD;
   RETURN_IF_ERROR(CatchTorchStatus("placing decode contexts", [&] {
+    image_L2HQD = prefix_kv_L2HPD.narrow(3, 0, q).contiguous();
+    const at::Tensor prompt_L2HND =
+        prefix_kv_L2HPD.narrow(3, q, result.context - q);
     for (int slot = 0; slot < batch; ++slot) {
-      WriteSlotPrefix(cache, slot, prefix_kv_L2HPD);
+      if (shared_prefix) {
+        WriteSlotPositions(cache, slot, q, prompt_L2HND);
+      } else {
+        WriteSlotPrefix(cache, slot, prefix_kv_L2HPD);
+      }
     }
   }));
 
@@ -243,8 +258,8 @@ absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
   for (int rep = 0; rep <= n_reps; ++rep) {  // rep 0 warms up
     Stopwatch watch;
     for (int step = 0; step < n_steps; ++step) {
-      RETURN_IF_ERROR(DecodeStep(model, result.context + step, tokens, cache,
-                                 shared_prefix));
+      RETURN_IF_ERROR(
+          DecodeStep(model, result.context + step, tokens, cache, image_L2HQD));
     }
     const double ms = watch.ElapsedMs();
     if (rep > 0) result.step.samples_ms.push_back(ms / n_steps);
@@ -253,8 +268,8 @@ absl::StatusOr<DecodeResult> BenchDecode(const Model& model,
     OpProfile ops;
     Stopwatch watch;
     for (int step = 0; step < n_steps; ++step) {
-      RETURN_IF_ERROR(DecodeStep(model, result.context + step, tokens, cache,
-                                 shared_prefix));
+      RETURN_IF_ERROR(
+          DecodeStep(model, result.context + step, tokens, cache, image_L2HQD));
     }
     const double ms = watch.ElapsedMs();
     std::vector<OpTime> per_step = ops.Finish();
@@ -356,6 +371,10 @@ absl::StatusOr<CaseResult> RunCase(const std::string& config_name,
                                                   std::max(opts.n_reps, 5)));
     PrintLinears(result.linears);
   }
+  if (opts.parts.kv) {
+    ASSIGN_OR_RETURN(result.kv, BenchKvSlots(*model, std::max(opts.n_reps, 5)));
+    PrintKvSlots(*result.kv);
+  }
   result.load_end = LoadAverage();
   return result;
 }
@@ -366,7 +385,7 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
   std::string config_flag = "moondream-0.5b";
   std::string dtype_flag = "fp32";
   std::string batches_flag = "1,8,32";
-  std::string parts_flag = "vision,prefill,decode,linear";
+  std::string parts_flag = "vision,prefill,decode,linear,kv";
   std::string json_path;
   int n_threads = static_cast<int>(std::thread::hardware_concurrency());
   int n_reps = 3;
@@ -389,13 +408,16 @@ absl::Status RunModelBench(const std::vector<std::string>& args) {
                   "decode batch sizes, comma-separated");
   flags.AddString("parts", &parts_flag,
                   "what to time: vision, prefill, decode, linear (bf16: the "
-                  "packed linear vs at::linear), comma-separated");
+                  "packed linear vs at::linear), kv (slot sizes and the "
+                  "admission copy, own vs shared image prefix), "
+                  "comma-separated");
   flags.AddBool("profile", &profile,
                 "run each part once more (vision: smallest image; decode: "
                 "one step) and time every top-level ATen op");
   flags.AddBool("shared-prefix", &shared_prefix,
-                "decode: every sequence reads its image prefix from one slot "
-                "(the engine's streams on one image)");
+                "decode in the engine's cache layout: the slots hold the "
+                "positions after the image prefix, which every sequence reads "
+                "from one shared tensor (the engine's streams on one image)");
   flags.AddString("json", &json_path, "also write the numbers to this file");
   RETURN_IF_ERROR(flags.Parse(args));
   if (flags.help_requested()) {

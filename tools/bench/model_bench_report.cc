@@ -182,7 +182,9 @@ nlohmann::json CaseJson(const CaseResult& c) {
           {"b1_fraction_of_floor", c.B1FractionOfFloor() > 0
                                        ? nlohmann::json(c.B1FractionOfFloor())
                                        : nlohmann::json(nullptr)},
-          {"linear_bf16", LinearsJson(c.linears)}};
+          {"linear_bf16", LinearsJson(c.linears)},
+          {"kv_slots",
+           c.kv.has_value() ? KvSlotsJson(*c.kv) : nlohmann::json(nullptr)}};
 }
 
 }  // namespace

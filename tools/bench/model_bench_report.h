@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "model/image/tiling.h"
+#include "tools/bench/model_bench_kv.h"
 #include "tools/bench/model_bench_linear.h"
 #include "tools/bench/op_profile.h"
 #include "tools/bench/stats.h"
@@ -23,6 +24,7 @@ struct Parts {
   bool prefill = true;
   bool decode = true;
   bool linear = true;  // bf16 cases only
+  bool kv = true;      // KV slot sizes in both layouts
 };
 
 struct ModelBenchOptions {
@@ -34,7 +36,7 @@ struct ModelBenchOptions {
   std::vector<int> batch_sizes;
   Parts parts;
   bool profile = false;
-  bool shared_prefix = false;  // decode rows read one slot's image prefix
+  bool shared_prefix = false;  // decode in the engine's shared-prefix cache
   std::string json_path;
 };
 
@@ -93,6 +95,7 @@ struct CaseResult {
   int64_t decode_weight_bytes = 0;
   std::optional<ReadBandwidth> bandwidth;
   std::vector<LinearShape> linears;  // bf16 with --parts=linear
+  std::optional<KvSlotsResult> kv;   // with --parts=kv
 
   // The batch-1 step time if every weight byte were read once at the
   // measured bandwidth, over the measured step time; 0 when unknown.

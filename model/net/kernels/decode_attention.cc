@@ -238,7 +238,7 @@ constexpr int kSharedRows = 64;
 template <typename T>
 struct Member {
   const T* q;
-  const T* own_keys;  // the sequence's slot, row 0
+  const T* own_keys;  // the key at position prefix_len (in its slot)
   const T* own_values;
   int n;  // keys in all, >= prefix_len
   T* out;
@@ -271,9 +271,8 @@ inline void AttendGroup(absl::Span<const Member<T>> members,
     const Member<T>& x = members[m];
     float* s = scores + int64_t{m} * stride;
     if (x.n > prefix_len) {
-      maxes[m] =
-          std::max(maxes[m], score(x.q, x.own_keys + int64_t{prefix_len} * d,
-                                   x.n - prefix_len, d, scale, s + prefix_len));
+      maxes[m] = std::max(maxes[m], score(x.q, x.own_keys, x.n - prefix_len, d,
+                                          scale, s + prefix_len));
     }
     sums[m] = ExpAndSum(s, x.n, maxes[m]);
   }
@@ -291,9 +290,8 @@ inline void AttendGroup(absl::Span<const Member<T>> members,
     for (int m = 0; m < g; ++m) {
       const Member<T>& x = members[m];
       if (x.n <= prefix_len) continue;
-      add(scores + int64_t{m} * stride + prefix_len,
-          x.own_values + int64_t{prefix_len} * d + 16 * g0, x.n - prefix_len, d,
-          acc + int64_t{m} * d + 16 * g0);
+      add(scores + int64_t{m} * stride + prefix_len, x.own_values + 16 * g0,
+          x.n - prefix_len, d, acc + int64_t{m} * d + 16 * g0);
     }
   }
   for (int m = 0; m < g; ++m) {
@@ -301,8 +299,11 @@ inline void AttendGroup(absl::Span<const Member<T>> members,
   }
 }
 
+// Whether the kernel applies: see DecodeAttention. `shared_len` is the
+// shared prefix length (0: none), `prefixes` its tensors (B entries).
 bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                 absl::Span<const int> slots, absl::Span<const int> n_keys) {
+                 absl::Span<const int> slots, absl::Span<const int> n_keys,
+                 const SharedPrefixes* prefixes) {
   if (!q.defined() || !k.defined() || !v.defined()) return false;
   const at::ScalarType dtype = q.scalar_type();
   if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
@@ -315,7 +316,7 @@ bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   if (q.dim() != 3 || k.dim() != 4 || k.sizes() != v.sizes()) return false;
   if (!k.is_contiguous() || !v.is_contiguous()) return false;
   const int64_t n_batch = q.size(0), n_heads = q.size(1), d = q.size(2);
-  const int64_t n_slots = k.size(0), n_positions = k.size(2);
+  const int64_t n_slots = k.size(0);
   if (k.size(1) != n_heads || k.size(3) != d) return false;
   if (d <= 0 || d % 16 != 0 || d > kMaxHeadDim || q.stride(2) != 1) {
     return false;
@@ -324,46 +325,64 @@ bool ValidInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       static_cast<int64_t>(n_keys.size()) != n_batch) {
     return false;
   }
+  const int shared_len = prefixes != nullptr ? prefixes->len : 0;
+  if (prefixes != nullptr &&
+      (shared_len <= 0 ||
+       static_cast<int64_t>(prefixes->prefix_L2HQD.size()) != n_batch)) {
+    return false;
+  }
   for (int64_t i = 0; i < n_batch; ++i) {
     if (slots[i] < 0 || slots[i] >= n_slots) return false;
-    if (n_keys[i] < 1 || n_keys[i] > n_positions) return false;
+    if (n_keys[i] < std::max(1, shared_len) ||
+        n_keys[i] > shared_len + k.size(2)) {
+      return false;
+    }
+    if (prefixes == nullptr) continue;
+    const at::Tensor& p = prefixes->prefix_L2HQD[i];
+    if (!p.defined() || p.scalar_type() != dtype || !p.device().is_cpu() ||
+        !p.is_contiguous() || p.dim() != 5 || prefixes->layer < 0 ||
+        prefixes->layer >= p.size(0) || p.size(1) != 2 ||
+        p.size(2) != n_heads || p.size(3) != shared_len || p.size(4) != d) {
+      return false;
+    }
   }
   return true;
 }
 
-// DecodeAttention over groups: sequences that share their first prefix_len
-// rows (read from the group's slot), or, with prefix_len 0, each sequence
-// alone.
+// DecodeAttention over groups: sequences that share a prefix tensor, or,
+// without shared prefixes, each sequence alone.
 at::Tensor GroupedAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
                             const at::Tensor& v_SHPD,
                             absl::Span<const int> slots,
                             absl::Span<const int> n_keys, double scale,
-                            absl::Span<const int> prefix_slots,
-                            int prefix_len) {
+                            const SharedPrefixes* prefixes) {
   const bool bf16 = q_BHD.scalar_type() == at::kBFloat16;
   if (!(bf16 ? CpuHasAvx512Bf16() : CpuHasAvx512())) return {};
   const int64_t n_batch = q_BHD.size(0), n_heads = q_BHD.size(1);
   const int d = static_cast<int>(q_BHD.size(2));
   const int64_t n_positions = k_SHPD.size(2);
+  const int prefix_len = prefixes != nullptr ? prefixes->len : 0;
   at::Tensor out_BHD = at::empty({n_batch, n_heads, d}, q_BHD.options());
   if (out_BHD.numel() == 0) return out_BHD;
 
-  // Sequences by the slot their prefix rows are read from, in batch order.
-  std::vector<int> group_slot;
+  // Sequences by the prefix tensor they read, in batch order.
+  std::vector<const char*> group_prefix;
   std::vector<std::vector<int64_t>> groups;
   for (int64_t i = 0; i < n_batch; ++i) {
-    if (prefix_len == 0) {
-      group_slot.push_back(slots[i]);
+    if (prefixes == nullptr) {
+      group_prefix.push_back(nullptr);
       groups.push_back({i});
       continue;
     }
-    auto it = std::find(group_slot.begin(), group_slot.end(), prefix_slots[i]);
-    if (it == group_slot.end()) {
-      group_slot.push_back(prefix_slots[i]);
+    const char* p =
+        static_cast<const char*>(prefixes->prefix_L2HQD[i].data_ptr());
+    auto it = std::find(group_prefix.begin(), group_prefix.end(), p);
+    if (it == group_prefix.end()) {
+      group_prefix.push_back(p);
       groups.emplace_back();
-      it = group_slot.end() - 1;
+      it = group_prefix.end() - 1;
     }
-    groups[it - group_slot.begin()].push_back(i);
+    groups[it - group_prefix.begin()].push_back(i);
   }
   const int stride = *std::max_element(n_keys.begin(), n_keys.end());
   const float scale_f = static_cast<float>(scale);
@@ -373,9 +392,16 @@ at::Tensor GroupedAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
   const char* k_base = static_cast<const char*>(k_SHPD.data_ptr());
   const char* v_base = static_cast<const char*>(v_SHPD.data_ptr());
   char* out_base = static_cast<char*>(out_BHD.data_ptr());
-  auto row0 = [&](const char* base, int slot, int64_t h) {
+  auto slot_row0 = [&](const char* base, int slot, int64_t h) {
     return base +
            (static_cast<int64_t>(slot) * n_heads + h) * n_positions * d * elem;
+  };
+  // Row 0 of head h's keys (kv 0) or values (kv 1) in a [L, 2, H, Q, D]
+  // prefix.
+  const int layer = prefixes != nullptr ? prefixes->layer : 0;
+  auto prefix_row0 = [&](const char* base, int kv, int64_t h) {
+    return base +
+           ((int64_t{layer} * 2 + kv) * n_heads + h) * prefix_len * d * elem;
   };
 
   const int64_t n_items = static_cast<int64_t>(groups.size()) * n_heads;
@@ -383,7 +409,7 @@ at::Tensor GroupedAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
     std::vector<float> scores, acc;
     for (int64_t item = begin; item < end; ++item) {
       const std::vector<int64_t>& group = groups[item / n_heads];
-      const int shared_slot = group_slot[item / n_heads];
+      const char* prefix = group_prefix[item / n_heads];
       const int64_t h = item % n_heads;
       scores.resize(group.size() * stride);
       acc.resize(group.size() * d);
@@ -395,15 +421,20 @@ at::Tensor GroupedAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
           members.push_back(
               {reinterpret_cast<const T*>(
                    q_base + (i * q_stride_b + h * q_stride_h) * elem),
-               reinterpret_cast<const T*>(row0(k_base, slots[i], h)),
-               reinterpret_cast<const T*>(row0(v_base, slots[i], h)), n_keys[i],
+               reinterpret_cast<const T*>(slot_row0(k_base, slots[i], h)),
+               reinterpret_cast<const T*>(slot_row0(v_base, slots[i], h)),
+               n_keys[i],
                reinterpret_cast<T*>(out_base + (i * n_heads + h) * d * elem)});
         }
-        AttendGroup<T>(members,
-                       reinterpret_cast<const T*>(row0(k_base, shared_slot, h)),
-                       reinterpret_cast<const T*>(row0(v_base, shared_slot, h)),
-                       prefix_len, d, scale_f, stride, scores.data(),
-                       acc.data(), score, accumulate, finish);
+        const T* shared_keys =
+            prefix ? reinterpret_cast<const T*>(prefix_row0(prefix, 0, h))
+                   : nullptr;
+        const T* shared_values =
+            prefix ? reinterpret_cast<const T*>(prefix_row0(prefix, 1, h))
+                   : nullptr;
+        AttendGroup<T>(members, shared_keys, shared_values, prefix_len, d,
+                       scale_f, stride, scores.data(), acc.data(), score,
+                       accumulate, finish);
       };
       if (bf16) {
         run(static_cast<uint16_t*>(nullptr), ScoresAnyBf16, kAccumulateBf16,
@@ -425,24 +456,12 @@ at::Tensor DecodeAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
                            const at::Tensor& v_SHPD,
                            absl::Span<const int> slots,
                            absl::Span<const int> n_keys, double scale,
-                           absl::Span<const int> prefix_slots, int prefix_len) {
+                           const SharedPrefixes* prefixes) {
   RECORD_USER_SCOPE("md::decode_attention");  // for op profiles
 #if defined(__x86_64__)
-  if (!ValidInputs(q_BHD, k_SHPD, v_SHPD, slots, n_keys)) return {};
-  if (!prefix_slots.empty() && prefix_len > 0) {
-    if (prefix_slots.size() != slots.size() || prefix_len > k_SHPD.size(2)) {
-      return {};
-    }
-    for (size_t i = 0; i < slots.size(); ++i) {
-      if (prefix_slots[i] < 0 || prefix_slots[i] >= k_SHPD.size(0) ||
-          n_keys[i] < prefix_len) {
-        return {};
-      }
-    }
-    return GroupedAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale,
-                            prefix_slots, prefix_len);
-  }
-  return GroupedAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale, {}, 0);
+  if (!ValidInputs(q_BHD, k_SHPD, v_SHPD, slots, n_keys, prefixes)) return {};
+  return GroupedAttention(q_BHD, k_SHPD, v_SHPD, slots, n_keys, scale,
+                          prefixes);
 #else
   return {};
 #endif
