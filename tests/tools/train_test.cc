@@ -3,6 +3,7 @@
 // steps overfit a fixed batch, bit for bit the same for a seed; and a run
 // resumed from a checkpoint takes the same next step as one never stopped.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -387,6 +388,41 @@ TEST(TrainerTest, FourierBinsAreAFourierBasisOverTheBins) {
       const double phase = 2 * M_PI * cycles[k] * bin / 1024;
       EXPECT_NEAR(basis[bin][2 * k].item<double>(), std::cos(phase), 1e-5);
       EXPECT_NEAR(basis[bin][2 * k + 1].item<double>(), std::sin(phase), 1e-5);
+    }
+  }
+}
+
+// MimeticAttention: with one head the query-key product is 0.7·(Z + I) and
+// the value-output product 0.4·(Z − I), Z noise of variance 1/dim; with
+// more heads each head keeps a low-rank part of its own such target.
+TEST(TrainerTest, MimeticAttentionStartsNearIdentity) {
+  const int64_t dim = 64;
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  for (int64_t heads : {1, 2}) {
+    SCOPED_TRACE(heads);
+    const MimeticWeights m = MimeticAttention(dim, heads, gen);
+    ASSERT_EQ(m.qkv_weight.sizes(), (at::IntArrayRef{3 * dim, dim}));
+    ASSERT_EQ(m.proj_weight.sizes(), (at::IntArrayRef{dim, dim}));
+    const int64_t hd = dim / heads;
+    for (int64_t h = 0; h < heads; ++h) {
+      const at::Tensor wq = m.qkv_weight.narrow(0, h * hd, hd);
+      const at::Tensor wk = m.qkv_weight.narrow(0, dim + h * hd, hd);
+      const at::Tensor wv = m.qkv_weight.narrow(0, 2 * dim + h * hd, hd);
+      const at::Tensor wo = m.proj_weight.narrow(1, h * hd, hd);
+      const at::Tensor qk = wq.t().matmul(wk), vo = wo.matmul(wv);
+      const double qk_diag = qk.diagonal().mean().item<double>();
+      const double vo_diag = vo.diagonal().mean().item<double>();
+      if (heads == 1) {
+        EXPECT_NEAR(qk_diag, kMimeticQk, 0.08);
+        EXPECT_NEAR(vo_diag, -kMimeticVo, 0.05);
+        const at::Tensor noise = qk - kMimeticQk * at::eye(dim);
+        const double noise_std =
+            (noise - at::diag(noise.diagonal())).std().item<double>();
+        EXPECT_NEAR(noise_std, kMimeticQk / 8, 0.02);  // 0.7 / sqrt(64)
+      } else {
+        EXPECT_GT(qk_diag, 0.2);
+        EXPECT_LT(vo_diag, -0.1);
+      }
     }
   }
 }

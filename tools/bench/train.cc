@@ -33,6 +33,7 @@ struct Flags {
   int scene_cycle = 0;
   int max_shapes = scenes::kMaxShapes;
   bool sincos_positions = false;
+  bool mimetic_attention = false;
   bool center_region_head = false;
   bool fourier_bins = false;
   double lr = 1e-3;
@@ -94,6 +95,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("sincos-positions", &f.sincos_positions,
             "start the vision position embedding as 2-D sine-cosine "
             "features (a fresh run only)");
+  p.AddBool("mimetic-attention", &f.mimetic_attention,
+            "start the vision attention layers with the mimetic "
+            "initialisation (query-key ~ identity, value-output ~ minus "
+            "identity; a fresh run only)");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -161,6 +166,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.scene_cycle = f.scene_cycle;
   o.max_shapes = f.max_shapes;
   o.sincos_positions = f.sincos_positions;
+  o.mimetic_attention = f.mimetic_attention;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;
   o.learning_rate = f.lr;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -183,6 +184,40 @@ at::Tensor SinCosPositions(int64_t grid, int64_t dim) {
   return pos_PD.to(at::kFloat).unsqueeze(0);
 }
 
+namespace {
+
+// {A, B} ([rank, n] each) with Aᵀ·B the best rank-`rank` approximation of
+// `target_NN`: its SVD's leading terms, the singular values split evenly.
+std::pair<at::Tensor, at::Tensor> LowRankFactors(const at::Tensor& target_NN,
+                                                 int64_t rank) {
+  auto [u, s, vh] = at::linalg_svd(target_NN.to(at::kDouble));
+  const at::Tensor root = s.narrow(0, 0, rank).sqrt().unsqueeze(1);
+  return {(u.narrow(1, 0, rank).t() * root).to(at::kFloat),
+          (vh.narrow(0, 0, rank) * root).to(at::kFloat)};
+}
+
+}  // namespace
+
+MimeticWeights MimeticAttention(int64_t dim, int64_t heads,
+                                at::Generator& gen) {
+  const int64_t head_dim = dim / heads;
+  const at::Tensor eye = at::eye(dim, at::kFloat);
+  auto noise = [&] {
+    return at::randn({dim, dim}, gen) / std::sqrt(static_cast<double>(dim));
+  };
+  std::vector<at::Tensor> q, k, v, proj;
+  for (int64_t h = 0; h < heads; ++h) {
+    // score = x·Wq_hᵀ·Wk_h·x'  and  out = Wproj_h·Wv_h·x.
+    auto [wq, wk] = LowRankFactors(kMimeticQk * (noise() + eye), head_dim);
+    auto [wo_t, wv] = LowRankFactors(kMimeticVo * (noise() - eye), head_dim);
+    q.push_back(wq);
+    k.push_back(wk);
+    v.push_back(wv);
+    proj.push_back(wo_t.t());
+  }
+  return {at::cat({at::cat(q), at::cat(k), at::cat(v)}), at::cat(proj, 1)};
+}
+
 at::Tensor FourierBins(int64_t bins, int64_t dim) {
   const int64_t pairs = dim / 2;
   // Cycles over the whole range, geometric from 1/2 to bins / 16.
@@ -211,6 +246,14 @@ absl::Status Trainer::InitWeights() {
       const VisionConfig& v = opts_.config.vision;
       weights_.vision.pos_emb = SinCosPositions(
           v.crop_size / v.enc_patch_size, weights_.vision.pos_emb.size(-1));
+    }
+    if (opts_.mimetic_attention) {
+      const VisionConfig& v = opts_.config.vision;
+      for (VisionBlockWeights& block : weights_.vision.blocks) {
+        MimeticWeights m = MimeticAttention(v.enc_dim, v.enc_n_heads, gen);
+        block.attn.qkv.weight = m.qkv_weight;
+        block.attn.proj.weight = m.proj_weight;
+      }
     }
     if (opts_.fourier_bins) {
       for (LinearWeights* fc2 : {&r.coord_decoder.fc2, &r.size_decoder.fc2}) {

@@ -62,6 +62,9 @@ struct TrainOptions {
   // Start the vision position embedding as SinCosPositions (below) rather
   // than fan-in noise. Off by default: it has not yet shown a gain.
   bool sincos_positions = false;
+  // Start every vision attention layer with the mimetic initialisation
+  // (MimeticAttention, below) instead of fan-in noise.
+  bool mimetic_attention = false;
   // Precondition the region head during training: its first layers (the
   // coordinate and size decoders' fc1) see the hidden rows they read less
   // their running mean, folded into fc1's bias whenever the model is used
@@ -108,6 +111,23 @@ inline constexpr double kFourierInitStd = 4.0;
 // scenes, the x/y loss stayed at the marginal's for 1,000 steps.
 inline constexpr double kPositionBase = 100.0;
 at::Tensor SinCosPositions(int64_t grid, int64_t dim);
+
+// Mimetic initialisation of one self-attention layer (Trockman & Kolter,
+// "Mimetic Initialization of Self-Attention Layers", ICML 2023): per head,
+// Wq_hᵀ·Wk_h is the best rank-(dim/heads) approximation of
+// kMimeticQk·(Z + I) and Wproj_h·Wv_h that of kMimeticVo·(Z − I), with Z
+// noise of variance 1/dim. Attention then starts close to "attend to
+// tokens like me" (with sine-cosine positions: to my neighbours) and the
+// value path close to a damped identity, which trained ViTs show and which
+// a ViT trained from scratch on little data hardly finds alone. Returns
+// {qkv weight [3·dim, dim] (rows q | k | v), proj weight [dim, dim]}.
+inline constexpr double kMimeticQk = 0.7;
+inline constexpr double kMimeticVo = 0.4;
+struct MimeticWeights {
+  at::Tensor qkv_weight;
+  at::Tensor proj_weight;
+};
+MimeticWeights MimeticAttention(int64_t dim, int64_t heads, at::Generator& gen);
 
 // [bins, dim]: row b holds cos and sin of 2π·c·b/bins for dim/2 cycle
 // counts c geometric from 1/2 to bins/16 (TrainOptions::fourier_bins).
