@@ -375,6 +375,90 @@ TEST(TrainForwardTest, PatchKindsAndTheirLoss) {
   EXPECT_LT(PatchKindLoss(image_PC, kinds, reader).item<double>(), 1e-9);
 }
 
+// ShrinkScene: a scene too big for one crop is scaled to fit it, boxes
+// rounded; one that fits is left alone.
+TEST(ExamplesTest, ShrinkSceneFitsOneCrop) {
+  scenes::Scene big = SceneOf({Square(28, 28, 42, scenes::Colour::kRed)});
+  big.width = 756;
+  big.height = 504;
+  big.shapes[0].box = {100, 200, 250, 350};
+  const scenes::Scene small = ShrinkScene(big, 378);
+  EXPECT_EQ(small.width, 378);
+  EXPECT_EQ(small.height, 252);
+  const scenes::PixelBox& b = small.shapes[0].box;
+  EXPECT_EQ(b.x_min, 50);
+  EXPECT_EQ(b.y_min, 100);
+  EXPECT_EQ(b.x_max, 125);
+  EXPECT_EQ(b.y_max, 175);
+  EXPECT_EQ(small.shapes[0].kind, big.shapes[0].kind);
+  EXPECT_EQ(small.shapes[0].colour, big.shapes[0].colour);
+  // Patch kinds depend on fractions of the image: halving keeps them.
+  EXPECT_EQ(PatchKinds(small, 27), PatchKinds(big, 27));
+
+  const scenes::Scene fits = ShrinkScene(small, 378);
+  EXPECT_EQ(fits.width, small.width);
+  EXPECT_EQ(fits.shapes[0].box.x_max, small.shapes[0].box.x_max);
+}
+
+// --vision-only: steps lower the patch-kind loss by changing the vision
+// tower, projection and probe only; the text decoder and region head keep
+// their bits. Without a patch-kind loss there is nothing to train.
+TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
+  TrainOptions o = SmallRun("vision_only");
+  o.vision_only = true;
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.loss.patch_kind_weight = 1;
+  o.scene_cycle = 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Weights before = (*t)->weights();
+  const at::Tensor wte = before.text.wte.detach().clone();
+  const at::Tensor region =
+      before.region.coord_decoder.fc2.weight.detach().clone();
+  const at::Tensor patch_emb = before.vision.patch_emb.weight.detach().clone();
+  const at::Tensor proj = before.vision.proj_mlp.fc2.weight.detach().clone();
+
+  const std::vector<double> losses = Losses(**t, 8);
+  std::printf("vision-only losses: %.4f .. %.4f\n", losses.front(),
+              losses.back());
+  EXPECT_LT(losses.back(), 0.8 * losses.front());
+  const Weights after = (*t)->weights();
+  EXPECT_TRUE(at::equal(after.text.wte, wte));
+  EXPECT_TRUE(at::equal(after.region.coord_decoder.fc2.weight, region));
+  EXPECT_FALSE(at::equal(after.vision.patch_emb.weight, patch_emb));
+  EXPECT_FALSE(at::equal(after.vision.proj_mlp.fc2.weight, proj));
+
+  absl::StatusOr<PatchKindEval> eval = (*t)->HeldOutPatchKinds(7, 2);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  EXPECT_GT(eval->loss, 0);
+  EXPECT_GE(eval->shape_cell_accuracy, 0);
+  EXPECT_LE(eval->shape_cell_accuracy, 1);
+
+  // A fresh full run takes the trained tower and nothing else from it.
+  ASSERT_TRUE((*t)->SaveCheckpoint().ok());
+  TrainOptions full = SmallRun("vision_init");
+  full.init_vision_from = (*t)->checkpoint_path();
+  full.loss.patch_kind_weight = 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> f = Trainer::Create(full);
+  ASSERT_TRUE(f.ok()) << f.status();
+  const Weights started = (*f)->weights();
+  EXPECT_TRUE(at::equal(started.vision.patch_emb.weight,
+                        after.vision.patch_emb.weight));
+  EXPECT_TRUE(at::equal(started.vision.proj_mlp.fc2.weight,
+                        after.vision.proj_mlp.fc2.weight));
+  EXPECT_TRUE(at::equal(started.text.wte, wte));
+  EXPECT_EQ((*f)->step(), 0);
+  absl::StatusOr<PatchKindEval> same = (*f)->HeldOutPatchKinds(7, 2);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->loss, eval->loss);  // the probe came along too
+
+  // A tower of another shape is refused.
+  TrainOptions other = SmallRun("vision_init_other");
+  other.init_vision_from = (*t)->checkpoint_path();
+  other.config.vision.enc_dim *= 2;
+  EXPECT_FALSE(Trainer::Create(other).ok());
+}
+
 // FourierBins: row b is cos/sin of the bin's phase at each cycle count.
 TEST(TrainerTest, FourierBinsAreAFourierBasisOverTheBins) {
   const at::Tensor basis = FourierBins(1024, 10);

@@ -34,6 +34,8 @@ struct Flags {
   int max_shapes = scenes::kMaxShapes;
   bool sincos_positions = false;
   bool mimetic_attention = false;
+  bool vision_only = false;
+  std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
   double lr = 1e-3;
@@ -99,6 +101,14 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "start the vision attention layers with the mimetic "
             "initialisation (query-key ~ identity, value-output ~ minus "
             "identity; a fresh run only)");
+  p.AddBool("vision-only", &f.vision_only,
+            "train only the vision tower and projection on the patch-kind "
+            "loss, on scenes shrunk to one crop (a first stage; needs "
+            "--patch-kind-weight)");
+  p.AddString("init-vision-from", &f.init_vision_from,
+              "a fresh run starts its vision tower, projection and "
+              "patch-kind probe from this checkpoint.pt (e.g. a "
+              "--vision-only run's)");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -143,6 +153,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   f.out_dir = ExpandUser(f.out_dir);
   f.base_dir = ResolveModelFlag(f.base_dir, kBaseModel);
   f.config_path = ExpandUser(f.config_path);
+  f.init_vision_from = ExpandUser(f.init_vision_from);
   return f;
 }
 
@@ -167,6 +178,8 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.max_shapes = f.max_shapes;
   o.sincos_positions = f.sincos_positions;
   o.mimetic_attention = f.mimetic_attention;
+  o.vision_only = f.vision_only;
+  o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;
   o.learning_rate = f.lr;

@@ -170,6 +170,23 @@ std::vector<int> PatchKinds(const Scene& scene, int grid) {
   return kinds;
 }
 
+scenes::Scene ShrinkScene(const Scene& scene, int max_side) {
+  const int longer = std::max(scene.width, scene.height);
+  if (longer <= max_side) return scene;
+  const double scale = static_cast<double>(max_side) / longer;
+  auto scaled = [scale](int v) {
+    return static_cast<int>(std::lround(v * scale));
+  };
+  Scene small = scene;
+  small.width = std::min(max_side, scaled(scene.width));
+  small.height = std::min(max_side, scaled(scene.height));
+  for (scenes::Shape& s : small.shapes) {
+    s.box = {scaled(s.box.x_min), scaled(s.box.y_min), scaled(s.box.x_max),
+             scaled(s.box.y_max)};
+  }
+  return small;
+}
+
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
                       absl::Span<const int> answer, int eos_id,
                       absl::Span<const std::vector<int>> focus) {

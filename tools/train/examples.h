@@ -97,6 +97,14 @@ struct SceneExample {
 // centre is background, else 1 + the ShapeKind of the shape covering it.
 std::vector<int> PatchKinds(const scenes::Scene& scene, int grid);
 
+// The scene scaled down (pixel boxes rounded) so that its longer side is at
+// most `max_side`; unchanged when it already fits. Training only
+// (TrainOptions::vision_only): an image that fits one crop is encoded as 2
+// crops instead of up to 10. A shrunk scene may fall outside the
+// specification (a side under 256 px); PatchKinds and the crops only need
+// its geometry.
+scenes::Scene ShrinkScene(const scenes::Scene& scene, int max_side);
+
 // A box or point in [0, 1] fractions of the image: centre (x, y) and size,
 // and the prefix positions of the shape (FocusTarget; may be empty).
 struct RegionTruth {

@@ -20,6 +20,7 @@
 #include "base/status_macros.h"
 #include "model/bundle.h"
 #include "model/io/tensor_io.h"
+#include "model/net/layers.h"
 #include "tools/scenes/random.h"
 #include "tools/train/skill_eval.h"
 
@@ -127,6 +128,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
     return absl::InvalidArgumentError(
         "steps must be >= 0, scenes per step and log interval >= 1");
   }
+  if (opts.vision_only && opts.loss.patch_kind_weight <= 0) {
+    return absl::InvalidArgumentError(
+        "vision-only training needs a patch-kind loss weight > 0: it is "
+        "that stage's only loss");
+  }
   ASSIGN_OR_RETURN(Tokenizer tokenizer,
                    Tokenizer::FromHuggingFaceJson(opts.tokenizer_path));
   if (tokenizer.vocab_size() > opts.config.text.vocab_size) {
@@ -155,7 +161,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
         absl::StrCat("--resume: no ", t->checkpoint_path()));
   }
   RETURN_IF_ERROR(t->InitWeights());
-  if (t->opts_.resume) RETURN_IF_ERROR(t->LoadCheckpoint());
+  if (t->opts_.resume) {
+    RETURN_IF_ERROR(t->LoadCheckpoint());
+  } else if (!t->opts_.init_vision_from.empty()) {
+    RETURN_IF_ERROR(t->LoadVisionFrom(t->opts_.init_vision_from));
+  }
   return t;
 }
 
@@ -300,6 +310,34 @@ absl::Status Trainer::LoadCheckpoint() {
   });
 }
 
+absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
+  return CatchTorchStatus("loading the vision tower", [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(checkpoint);
+    at::NoGradGuard no_grad;
+    int copied = 0;
+    for (auto& [name, tensor] : params_) {
+      if (!absl::StartsWith(name, "model.vision.") &&
+          !absl::StartsWith(name, "train_only.patch_kind_probe.")) {
+        continue;
+      }
+      at::Tensor saved;
+      if (!archive.try_read("param/" + name, saved)) {
+        throw std::runtime_error(absl::StrCat(checkpoint, " has no ", name));
+      }
+      if (!saved.sizes().equals(tensor.sizes())) {
+        throw std::runtime_error(
+            absl::StrCat(name, " has another shape in ", checkpoint,
+                         ": its vision config differs from this run's"));
+      }
+      tensor.copy_(saved);
+      ++copied;
+    }
+    std::printf("train: vision tower (%d tensors) from %s\n", copied,
+                checkpoint.c_str());
+  });
+}
+
 absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
   const fs::path final_dir(dir);
   const fs::path tmp = fs::path(dir + ".writing");
@@ -421,6 +459,23 @@ std::vector<Sequence> Trainer::ChooseSequences(const SceneExample& example,
   return all;
 }
 
+absl::Status Trainer::VisionOnlyScene(const scenes::Scene& scene,
+                                      StepStats& stats, Losses& sum) {
+  const VisionConfig& v = opts_.config.vision;
+  const scenes::Scene small = ShrinkScene(scene, v.crop_size);
+  ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(small, v));
+  const std::vector<int> kinds = PatchKinds(small, static_cast<int>(v.grid()));
+  return CatchTorchStatus("training the vision tower on a scene", [&] {
+    const at::Tensor kind = PatchKindLoss(ImageEmbedding(crops, weights_, v),
+                                          kinds, patch_kind_probe_);
+    (kind / opts_.scenes_per_step).backward();
+    Losses losses;
+    losses.patch_kind = kind.item<double>();
+    stats.loss += losses.patch_kind / opts_.scenes_per_step;
+    AddParts(losses, sum);
+  });
+}
+
 absl::StatusOr<StepStats> Trainer::Step() {
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
@@ -449,6 +504,11 @@ absl::StatusOr<StepStats> Trainer::Step() {
       into += SecondsSince(mark);
       mark = std::chrono::steady_clock::now();
     };
+    if (opts_.vision_only) {
+      RETURN_IF_ERROR(VisionOnlyScene(scene, stats, sum));
+      lap(stats.backward_seconds);
+      continue;
+    }
     ASSIGN_OR_RETURN(SceneExample example,
                      MakeSceneExample(scene, opts_.config, tokenizer_));
     const std::vector<Sequence> sequences = ChooseSequences(example, index);
@@ -513,8 +573,49 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
   return count > 0 ? total / count : 0.0;
 }
 
+absl::StatusOr<PatchKindEval> Trainer::HeldOutPatchKinds(uint64_t base_seed,
+                                                         int count) {
+  PatchKindEval eval;
+  int shape_cells = 0, right = 0;
+  const VisionConfig& v = opts_.config.vision;
+  for (int i = 0; i < count; ++i) {
+    const scenes::Scene scene = scenes::GenerateScene(
+        scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
+    ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(scene, v));
+    const std::vector<int> kinds =
+        PatchKinds(scene, static_cast<int>(v.grid()));
+    RETURN_IF_ERROR(CatchTorchStatus("held-out patch kinds", [&] {
+      at::NoGradGuard no_grad;
+      const at::Tensor image_PC = ImageEmbedding(crops, weights_, v);
+      eval.loss +=
+          PatchKindLoss(image_PC, kinds, patch_kind_probe_).item<double>() /
+          count;
+      const at::Tensor guess_P = Linear(image_PC, patch_kind_probe_).argmax(1);
+      for (size_t p = 0; p < kinds.size(); ++p) {
+        if (kinds[p] == 0) continue;
+        ++shape_cells;
+        right += guess_P[static_cast<int64_t>(p)].item<int64_t>() == kinds[p];
+      }
+    }));
+  }
+  eval.shape_cell_accuracy =
+      shape_cells > 0 ? static_cast<double>(right) / shape_cells : 0;
+  return eval;
+}
+
 absl::Status Trainer::Evaluate() {
   const auto start = std::chrono::steady_clock::now();
+  if (opts_.loss.patch_kind_weight > 0) {
+    ASSIGN_OR_RETURN(
+        PatchKindEval kinds,
+        HeldOutPatchKinds(opts_.eval_base_seed, opts_.eval_scenes));
+    std::printf(
+        "eval step %d: held-out patch-kind loss %.4f, %.1f%% of shape cells "
+        "told right on %d full-size scenes\n",
+        step_, kinds.loss, 100 * kinds.shape_cell_accuracy, opts_.eval_scenes);
+    std::fflush(stdout);
+  }
+  if (opts_.vision_only) return absl::OkStatus();
   ASSIGN_OR_RETURN(double held_out,
                    HeldOutLoss(opts_.eval_base_seed, opts_.eval_scenes));
   // Through the served path: the directory written, loaded as the server

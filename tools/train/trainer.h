@@ -60,6 +60,16 @@ struct TrainOptions {
   // Training scenes keep at most this many shapes (the held-out checks
   // always use the full specification): a curriculum starts low.
   int max_shapes = scenes::kMaxShapes;
+  // A cheap first stage of a curriculum: steps train only the vision
+  // encoder and projection (and the probe) on the patch-kind loss, with no
+  // text decoder, on scenes shrunk to fit one crop (ShrinkScene: 2 crops
+  // each instead of up to 10). Needs loss.patch_kind_weight > 0. The run
+  // then resumes without it, the tower already telling shapes apart.
+  bool vision_only = false;
+  // A fresh run starts its vision tower, projection and patch-kind probe
+  // from this checkpoint's (typically a vision_only stage's); everything
+  // else, the optimizer and the schedule start anew. The shapes must match.
+  std::string init_vision_from;
   // Start the vision position embedding as SinCosPositions (below) rather
   // than fan-in noise. Off by default: it has not yet shown a gain.
   bool sincos_positions = false;
@@ -119,6 +129,13 @@ struct StepStats {
          backward_seconds = 0;
 };
 
+// How well the patch-kind probe reads held-out scenes' image tokens.
+struct PatchKindEval {
+  double loss = 0;  // PatchKindLoss, mean over scenes
+  // Cells covered by a shape whose kind the probe's argmax names.
+  double shape_cell_accuracy = 0;
+};
+
 class Trainer {
  public:
   // Fresh weights, or the checkpoint in opts.out_dir when opts.resume.
@@ -128,6 +145,10 @@ class Trainer {
   // Mean held-out loss on scenes SceneSeed(base_seed, 0 .. count−1), all
   // their questions.
   absl::StatusOr<double> HeldOutLoss(uint64_t base_seed, int count);
+  // The patch-kind probe (loss.patch_kind_weight > 0) on scenes
+  // SceneSeed(base_seed, 0 .. count−1), full size, all their crops.
+  absl::StatusOr<PatchKindEval> HeldOutPatchKinds(uint64_t base_seed,
+                                                  int count);
 
   absl::Status SaveCheckpoint() const;
   // A complete model directory (written beside, then renamed into place).
@@ -147,10 +168,15 @@ class Trainer {
   explicit Trainer(TrainOptions opts, Tokenizer tokenizer);
   absl::Status InitWeights();
   absl::Status LoadCheckpoint();
+  absl::Status LoadVisionFrom(const std::string& checkpoint);
   double LearningRate(int step) const;
   std::vector<Sequence> ChooseSequences(const SceneExample& example,
                                         uint64_t scene_index) const;
   absl::Status Evaluate();
+  // TrainOptions::vision_only's work on one scene: forward, backward, and
+  // the loss added to `stats` and `sum`.
+  absl::Status VisionOnlyScene(const scenes::Scene& scene, StepStats& stats,
+                               Losses& sum);
 
   TrainOptions opts_;
   Tokenizer tokenizer_;
