@@ -408,6 +408,7 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   o.vision_only = true;
   EXPECT_FALSE(Trainer::Create(o).ok());
   o.loss.patch_kind_weight = 1;
+  o.loss.patch_box_weight = 1;
   o.scene_cycle = 1;
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
@@ -428,9 +429,10 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   EXPECT_FALSE(at::equal(after.vision.patch_emb.weight, patch_emb));
   EXPECT_FALSE(at::equal(after.vision.proj_mlp.fc2.weight, proj));
 
-  absl::StatusOr<PatchKindEval> eval = (*t)->HeldOutPatchKinds(7, 2);
+  absl::StatusOr<PatchProbeEval> eval = (*t)->HeldOutPatchProbes(7, 2);
   ASSERT_TRUE(eval.ok()) << eval.status();
-  EXPECT_GT(eval->loss, 0);
+  EXPECT_GT(eval->kind_loss, 0);
+  EXPECT_GT(eval->box_loss, 0);
   EXPECT_GE(eval->shape_cell_accuracy, 0);
   EXPECT_LE(eval->shape_cell_accuracy, 1);
 
@@ -439,6 +441,8 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   TrainOptions full = SmallRun("vision_init");
   full.init_vision_from = (*t)->checkpoint_path();
   full.loss.patch_kind_weight = 1;
+  full.loss.patch_box_weight = 1;
+  full.vision_lr_scale = 0;  // frozen: full steps keep the tower
   absl::StatusOr<std::unique_ptr<Trainer>> f = Trainer::Create(full);
   ASSERT_TRUE(f.ok()) << f.status();
   const Weights started = (*f)->weights();
@@ -448,15 +452,61 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
                         after.vision.proj_mlp.fc2.weight));
   EXPECT_TRUE(at::equal(started.text.wte, wte));
   EXPECT_EQ((*f)->step(), 0);
-  absl::StatusOr<PatchKindEval> same = (*f)->HeldOutPatchKinds(7, 2);
+  absl::StatusOr<PatchProbeEval> same = (*f)->HeldOutPatchProbes(7, 2);
   ASSERT_TRUE(same.ok()) << same.status();
-  EXPECT_EQ(same->loss, eval->loss);  // the probe came along too
+  EXPECT_EQ(same->kind_loss, eval->kind_loss);  // the probes came along too
+  EXPECT_EQ(same->box_loss, eval->box_loss);
+  Losses(**f, 1);
+  EXPECT_TRUE(at::equal((*f)->weights().vision.patch_emb.weight,
+                        after.vision.patch_emb.weight));
+  EXPECT_FALSE(at::equal((*f)->weights().text.wte, wte));
 
   // A tower of another shape is refused.
   TrainOptions other = SmallRun("vision_init_other");
   other.init_vision_from = (*t)->checkpoint_path();
   other.config.vision.enc_dim *= 2;
   EXPECT_FALSE(Trainer::Create(other).ok());
+}
+
+// PatchBoxes: the square's box (centre 49/378, side 42/378) on the cells it
+// covers, zeros elsewhere; a probe that reads it exactly scores 0, one that
+// always answers 0.5 scores 12 × the mean squared distance to it.
+TEST(TrainForwardTest, PatchBoxesAndTheirLoss) {
+  const scenes::Scene scene =
+      SceneOf({Square(28, 28, 42, scenes::Colour::kRed)});
+  const std::vector<int> kinds = PatchKinds(scene, 27);
+  const std::vector<PatchBox> boxes = PatchBoxes(scene, 27);
+  ASSERT_EQ(boxes.size(), 729u);
+  const std::array<float, 4> box = {49 / 378.0f, 49 / 378.0f, 42 / 378.0f,
+                                    42 / 378.0f};
+  for (int i = 0; i < 729; ++i) {
+    const std::array<float, 4> want =
+        kinds[i] != 0 ? box : std::array<float, 4>{0, 0, 0, 0};
+    for (int k = 0; k < 4; ++k) {
+      EXPECT_FLOAT_EQ(boxes[i].cx_cy_w_h[k], want[k]) << i << " " << k;
+    }
+  }
+
+  // Image tokens that hold their cell's box in channels 0..3.
+  at::Tensor image_PC = at::zeros({729, 6});
+  for (int i = 0; i < 729; ++i) {
+    for (int k = 0; k < 4; ++k) image_PC[i][k] = boxes[i].cx_cy_w_h[k];
+  }
+  LinearWeights reader;
+  reader.weight = at::eye(4, 6);
+  reader.bias = at::zeros({4});
+  EXPECT_LT(PatchBoxLoss(image_PC, kinds, boxes, reader).item<double>(), 1e-12);
+  LinearWeights half;
+  half.weight = at::zeros({4, 6});
+  half.bias = at::full({4}, 0.5);
+  double squared = 0;
+  for (float v : box) squared += (v - 0.5) * (v - 0.5);
+  EXPECT_NEAR(PatchBoxLoss(image_PC, kinds, boxes, half).item<double>(),
+              12 * squared / 4, 1e-5);
+  // No shape, no loss.
+  EXPECT_EQ(PatchBoxLoss(image_PC, std::vector<int>(729, 0), boxes, half)
+                .item<double>(),
+            0.0);
 }
 
 // FourierBins: row b is cos/sin of the bin's phase at each cycle count.

@@ -35,6 +35,8 @@ struct Flags {
   bool sincos_positions = false;
   bool mimetic_attention = false;
   bool vision_only = false;
+  double vision_lr_scale = 1.0;
+  double patch_box_weight = 0;
   std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -105,6 +107,12 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "train only the vision tower and projection on the patch-kind "
             "loss, on scenes shrunk to one crop (a first stage; needs "
             "--patch-kind-weight)");
+  p.AddDouble("vision-lr-scale", &f.vision_lr_scale,
+              "the vision tower's learning rate over the schedule's (0 "
+              "freezes it)");
+  p.AddDouble("patch-box-weight", &f.patch_box_weight,
+              "training-only loss: a linear probe reads the box of the "
+              "shape covering each image token's cell (0: off)");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch-kind probe from this checkpoint.pt (e.g. a "
@@ -179,6 +187,8 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.sincos_positions = f.sincos_positions;
   o.mimetic_attention = f.mimetic_attention;
   o.vision_only = f.vision_only;
+  o.vision_lr_scale = f.vision_lr_scale;
+  o.loss.patch_box_weight = f.patch_box_weight;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;

@@ -187,6 +187,23 @@ scenes::Scene ShrinkScene(const Scene& scene, int max_side) {
   return small;
 }
 
+std::vector<PatchBox> PatchBoxes(const Scene& scene, int grid) {
+  std::vector<PatchBox> boxes(static_cast<size_t>(grid) * grid);
+  const double w = scene.width, h = scene.height;
+  for (const scenes::Shape& s : scene.shapes) {
+    const std::vector<bool> covered = CoveredCells(scene, s, grid);
+    const PatchBox box{
+        {static_cast<float>((s.box.x_min + s.box.x_max) / (2 * w)),
+         static_cast<float>((s.box.y_min + s.box.y_max) / (2 * h)),
+         static_cast<float>(s.box.width() / w),
+         static_cast<float>(s.box.height() / h)}};
+    for (int cell = 0; cell < grid * grid; ++cell) {
+      if (covered[cell]) boxes[cell] = box;
+    }
+  }
+  return boxes;
+}
+
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
                       absl::Span<const int> answer, int eos_id,
                       absl::Span<const std::vector<int>> focus) {
@@ -262,6 +279,7 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
   const int size_bins = config.region.size_out_dim / 2;
   const int grid = static_cast<int>(config.vision.grid());
   example.patch_kinds = PatchKinds(scene, grid);
+  example.patch_boxes = PatchBoxes(scene, grid);
   for (const SceneTask& task : scenes::SceneTasks(scene)) {
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));

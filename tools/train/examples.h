@@ -85,17 +85,28 @@ struct Sequence {
   }
 };
 
+// The box of the shape covering a grid cell, in [0, 1] fractions of the
+// image: centre and size, as detect answers it.
+struct PatchBox {
+  std::array<float, 4> cx_cy_w_h = {0, 0, 0, 0};
+};
+
 struct SceneExample {
   scenes::Scene scene;
   ImageCrops crops;
   std::vector<Sequence> sequences;
   // Training only (--patch-kind-weight): PatchKinds of the scene.
   std::vector<int> patch_kinds;
+  // Training only (--patch-box-weight): PatchBoxes of the scene.
+  std::vector<PatchBox> patch_boxes;
 };
 
 // For each cell of the grid × grid image tokens, row by row: 0 when its
 // centre is background, else 1 + the ShapeKind of the shape covering it.
 std::vector<int> PatchKinds(const scenes::Scene& scene, int grid);
+// For each cell, as PatchKinds: the box of the shape covering its centre
+// (zeros on background cells).
+std::vector<PatchBox> PatchBoxes(const scenes::Scene& scene, int grid);
 
 // The scene scaled down (pixel boxes rounded) so that its longer side is at
 // most `max_side`; unchanged when it already fits. Training only

@@ -339,6 +339,25 @@ at::Tensor PatchKindLoss(const at::Tensor& image_PC,
   return 0.5 * (mean_over(shape_P) + mean_over(background_P));
 }
 
+at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
+                        absl::Span<const int> patch_kinds,
+                        absl::Span<const PatchBox> patch_boxes,
+                        const LinearWeights& probe) {
+  std::vector<int64_t> cells;
+  std::vector<float> targets;
+  for (size_t p = 0; p < patch_kinds.size(); ++p) {
+    if (patch_kinds[p] == 0) continue;
+    cells.push_back(static_cast<int64_t>(p));
+    for (float v : patch_boxes[p].cx_cy_w_h) targets.push_back(v);
+  }
+  if (cells.empty()) return at::zeros({}, image_PC.options());
+  const int64_t n = static_cast<int64_t>(cells.size());
+  const at::Tensor target_N4 = at::tensor(targets).view({n, 4});
+  const at::Tensor guess_N4 =
+      Linear(image_PC.index_select(0, at::tensor(cells)), probe);
+  return 12 * (guess_N4 - target_N4).pow(2).mean();
+}
+
 Losses SceneLosses(const SceneExample& example,
                    absl::Span<const Sequence> sequences, const Weights& w,
                    const MoondreamConfig& config, const RotaryTable& rotary,

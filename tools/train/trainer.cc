@@ -47,6 +47,12 @@ absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
 
 // Weight decay on the matrices of linear layers only, not on embeddings,
 // norms, biases or the Fourier frequencies.
+// The vision tower and projection, and the probes that read their output.
+bool IsVision(const std::string& name) {
+  return absl::StartsWith(name, "model.vision.") ||
+         absl::StartsWith(name, "train_only.patch_");
+}
+
 bool Decays(const std::string& name, const at::Tensor& t) {
   return t.dim() >= 2 && !absl::StrContains(name, "wte") &&
          !absl::StrContains(name, "pos_emb") &&
@@ -62,6 +68,7 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.focus += scene.focus * scene.n_focus;
   sum.position += scene.position;  // one per scene
   sum.patch_kind += scene.patch_kind;
+  sum.patch_box += scene.patch_box;
   sum.n_token += scene.n_token;
   sum.n_stop += scene.n_stop;
   sum.n_coordinate += scene.n_coordinate;
@@ -78,6 +85,7 @@ Losses MeanParts(Losses sum) {
   sum.focus = mean(sum.focus, sum.n_focus);
   sum.position = mean(sum.position, sum.n_scenes);
   sum.patch_kind = mean(sum.patch_kind, sum.n_scenes);
+  sum.patch_box = mean(sum.patch_box, sum.n_scenes);
   return sum;
 }
 
@@ -128,10 +136,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
     return absl::InvalidArgumentError(
         "steps must be >= 0, scenes per step and log interval >= 1");
   }
-  if (opts.vision_only && opts.loss.patch_kind_weight <= 0) {
+  if (opts.vision_only && opts.loss.patch_kind_weight <= 0 &&
+      opts.loss.patch_box_weight <= 0) {
     return absl::InvalidArgumentError(
-        "vision-only training needs a patch-kind loss weight > 0: it is "
-        "that stage's only loss");
+        "vision-only training needs a patch-kind or patch-box loss weight "
+        "> 0: they are that stage's only losses");
+  }
+  if (!(opts.vision_lr_scale >= 0)) {
+    return absl::InvalidArgumentError("the vision lr scale must be >= 0");
   }
   ASSIGN_OR_RETURN(Tokenizer tokenizer,
                    Tokenizer::FromHuggingFaceJson(opts.tokenizer_path));
@@ -232,19 +244,36 @@ absl::Status Trainer::InitWeights() {
       params_.emplace_back("train_only.patch_kind_probe.bias",
                            patch_kind_probe_.bias);
     }
-    std::vector<at::Tensor> decay, no_decay;
+    // Groups: {rest, vision} × {decayed, not}; the vision groups' learning
+    // rate is scaled by vision_lr_scale.
+    if (opts_.loss.patch_box_weight > 0) {
+      const int64_t dim = opts_.config.text.dim;
+      patch_box_probe_.weight =
+          at::randn({4, dim}, gen) / std::sqrt(static_cast<double>(dim));
+      patch_box_probe_.bias = at::tensor({0.5f, 0.5f, 0.25f, 0.25f});
+      params_.emplace_back("train_only.patch_box_probe.weight",
+                           patch_box_probe_.weight);
+      params_.emplace_back("train_only.patch_box_probe.bias",
+                           patch_box_probe_.bias);
+    }
+    std::vector<at::Tensor> members[2][2];
     for (auto& [name, tensor] : params_) {
       tensor.requires_grad_(true);
-      (Decays(name, tensor) ? decay : no_decay).push_back(tensor);
+      members[IsVision(name)][Decays(name, tensor)].push_back(tensor);
     }
     torch::optim::AdamWOptions defaults(opts_.learning_rate);
     defaults.weight_decay(0);
-    auto with_decay = std::make_unique<torch::optim::AdamWOptions>(defaults);
-    with_decay->weight_decay(opts_.weight_decay);
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, std::move(with_decay));
-    groups.emplace_back(no_decay,
-                        std::make_unique<torch::optim::AdamWOptions>(defaults));
+    group_lr_scale_.clear();
+    for (int vision : {0, 1}) {
+      for (int decays : {0, 1}) {
+        if (members[vision][decays].empty()) continue;
+        auto options = std::make_unique<torch::optim::AdamWOptions>(defaults);
+        options->weight_decay(decays ? opts_.weight_decay : 0);
+        groups.emplace_back(members[vision][decays], std::move(options));
+        group_lr_scale_.push_back(vision ? opts_.vision_lr_scale : 1.0);
+      }
+    }
     optimizer_ =
         std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
     rotary_ = MakeRotaryTable(opts_.config.text, at::kCPU);
@@ -317,12 +346,11 @@ absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
     at::NoGradGuard no_grad;
     int copied = 0;
     for (auto& [name, tensor] : params_) {
-      if (!absl::StartsWith(name, "model.vision.") &&
-          !absl::StartsWith(name, "train_only.patch_kind_probe.")) {
-        continue;
-      }
+      if (!IsVision(name)) continue;
       at::Tensor saved;
       if (!archive.try_read("param/" + name, saved)) {
+        // A probe the first stage did not train starts fresh.
+        if (absl::StartsWith(name, "train_only.")) continue;
         throw std::runtime_error(absl::StrCat(checkpoint, " has no ", name));
       }
       if (!saved.sizes().equals(tensor.sizes())) {
@@ -459,19 +487,39 @@ std::vector<Sequence> Trainer::ChooseSequences(const SceneExample& example,
   return all;
 }
 
+at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
+                                absl::Span<const int> kinds,
+                                absl::Span<const PatchBox> boxes,
+                                Losses& losses) const {
+  at::Tensor total = at::zeros({}, image_PC.options());
+  if (opts_.loss.patch_kind_weight > 0) {
+    const at::Tensor kind = PatchKindLoss(image_PC, kinds, patch_kind_probe_);
+    losses.patch_kind = kind.item<double>();
+    total = total + opts_.loss.patch_kind_weight * kind;
+  }
+  if (opts_.loss.patch_box_weight > 0) {
+    const at::Tensor box =
+        PatchBoxLoss(image_PC, kinds, boxes, patch_box_probe_);
+    losses.patch_box = box.item<double>();
+    total = total + opts_.loss.patch_box_weight * box;
+  }
+  return total;
+}
+
 absl::Status Trainer::VisionOnlyScene(const scenes::Scene& scene,
                                       StepStats& stats, Losses& sum) {
   const VisionConfig& v = opts_.config.vision;
+  const int grid = static_cast<int>(v.grid());
   const scenes::Scene small = ShrinkScene(scene, v.crop_size);
   ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(small, v));
-  const std::vector<int> kinds = PatchKinds(small, static_cast<int>(v.grid()));
+  const std::vector<int> kinds = PatchKinds(small, grid);
+  const std::vector<PatchBox> boxes = PatchBoxes(small, grid);
   return CatchTorchStatus("training the vision tower on a scene", [&] {
-    const at::Tensor kind = PatchKindLoss(ImageEmbedding(crops, weights_, v),
-                                          kinds, patch_kind_probe_);
-    (kind / opts_.scenes_per_step).backward();
     Losses losses;
-    losses.patch_kind = kind.item<double>();
-    stats.loss += losses.patch_kind / opts_.scenes_per_step;
+    const at::Tensor total =
+        PatchLosses(ImageEmbedding(crops, weights_, v), kinds, boxes, losses);
+    (total / opts_.scenes_per_step).backward();
+    stats.loss += total.item<double>() / opts_.scenes_per_step;
     AddParts(losses, sum);
   });
 }
@@ -482,9 +530,10 @@ absl::StatusOr<StepStats> Trainer::Step() {
   stats.learning_rate = LearningRate(step_);
   Losses sum;
   RETURN_IF_ERROR(CatchTorchStatus("zeroing gradients", [&] {
-    for (auto& group : optimizer_->param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options())
-          .lr(stats.learning_rate);
+    auto& groups = optimizer_->param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      static_cast<torch::optim::AdamWOptions&>(groups[g].options())
+          .lr(stats.learning_rate * group_lr_scale_[g]);
     }
     optimizer_->zero_grad();
   }));
@@ -526,12 +575,8 @@ absl::StatusOr<StepStats> Trainer::Step() {
       if (opts_.center_region_head) UpdateRowStats(rows_BTC, sequences);
       Losses losses = SequenceLosses(rows_BTC, sequences, ServedWeights(), c,
                                      opts_.loss, &taps, &position_probe_);
-      if (opts_.loss.patch_kind_weight > 0) {
-        at::Tensor kind =
-            PatchKindLoss(image_PC, example.patch_kinds, patch_kind_probe_);
-        losses.patch_kind = kind.item<double>();
-        losses.total = losses.total + opts_.loss.patch_kind_weight * kind;
-      }
+      losses.total = losses.total + PatchLosses(image_PC, example.patch_kinds,
+                                                example.patch_boxes, losses);
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
@@ -573,23 +618,26 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
   return count > 0 ? total / count : 0.0;
 }
 
-absl::StatusOr<PatchKindEval> Trainer::HeldOutPatchKinds(uint64_t base_seed,
-                                                         int count) {
-  PatchKindEval eval;
+absl::StatusOr<PatchProbeEval> Trainer::HeldOutPatchProbes(uint64_t base_seed,
+                                                           int count) {
+  PatchProbeEval eval;
   int shape_cells = 0, right = 0;
   const VisionConfig& v = opts_.config.vision;
   for (int i = 0; i < count; ++i) {
     const scenes::Scene scene = scenes::GenerateScene(
         scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
     ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(scene, v));
-    const std::vector<int> kinds =
-        PatchKinds(scene, static_cast<int>(v.grid()));
-    RETURN_IF_ERROR(CatchTorchStatus("held-out patch kinds", [&] {
+    const int grid = static_cast<int>(v.grid());
+    const std::vector<int> kinds = PatchKinds(scene, grid);
+    const std::vector<PatchBox> boxes = PatchBoxes(scene, grid);
+    RETURN_IF_ERROR(CatchTorchStatus("held-out patch probes", [&] {
       at::NoGradGuard no_grad;
       const at::Tensor image_PC = ImageEmbedding(crops, weights_, v);
-      eval.loss +=
-          PatchKindLoss(image_PC, kinds, patch_kind_probe_).item<double>() /
-          count;
+      Losses losses;
+      PatchLosses(image_PC, kinds, boxes, losses);
+      eval.kind_loss += losses.patch_kind / count;
+      eval.box_loss += losses.patch_box / count;
+      if (opts_.loss.patch_kind_weight <= 0) return;
       const at::Tensor guess_P = Linear(image_PC, patch_kind_probe_).argmax(1);
       for (size_t p = 0; p < kinds.size(); ++p) {
         if (kinds[p] == 0) continue;
@@ -605,14 +653,15 @@ absl::StatusOr<PatchKindEval> Trainer::HeldOutPatchKinds(uint64_t base_seed,
 
 absl::Status Trainer::Evaluate() {
   const auto start = std::chrono::steady_clock::now();
-  if (opts_.loss.patch_kind_weight > 0) {
+  if (opts_.loss.patch_kind_weight > 0 || opts_.loss.patch_box_weight > 0) {
     ASSIGN_OR_RETURN(
-        PatchKindEval kinds,
-        HeldOutPatchKinds(opts_.eval_base_seed, opts_.eval_scenes));
+        PatchProbeEval probes,
+        HeldOutPatchProbes(opts_.eval_base_seed, opts_.eval_scenes));
     std::printf(
         "eval step %d: held-out patch-kind loss %.4f, %.1f%% of shape cells "
-        "told right on %d full-size scenes\n",
-        step_, kinds.loss, 100 * kinds.shape_cell_accuracy, opts_.eval_scenes);
+        "told right, patch-box loss %.4f, on %d full-size scenes\n",
+        step_, probes.kind_loss, 100 * probes.shape_cell_accuracy,
+        probes.box_loss, opts_.eval_scenes);
     std::fflush(stdout);
   }
   if (opts_.vision_only) return absl::OkStatus();
@@ -667,12 +716,12 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f pos %.3f kind %.3f) lr "
+          "%.3f pos %.3f kind %.3f box %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus, parts.position,
-          parts.patch_kind, s.learning_rate, s.grad_norm,
+          parts.patch_kind, parts.patch_box, s.learning_rate, s.grad_norm,
           window_sequences / window_seconds, window_seconds / window_steps,
           100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
@@ -696,7 +745,10 @@ absl::Status Trainer::Run() {
   }
   if (!saved) RETURN_IF_ERROR(SaveCheckpoint());
   if (opts_.eval_every > 0 && !evaluated) return Evaluate();
-  if (!evaluated) return WriteModelDirectory(model_dir());
+  // A vision-only stage has no model worth serving yet.
+  if (!evaluated && !opts_.vision_only) {
+    return WriteModelDirectory(model_dir());
+  }
   return absl::OkStatus();
 }
 

@@ -66,6 +66,10 @@ struct TrainOptions {
   // each instead of up to 10). Needs loss.patch_kind_weight > 0. The run
   // then resumes without it, the tower already telling shapes apart.
   bool vision_only = false;
+  // The vision tower's, projection's and patch probes' learning rate is the
+  // schedule's × this (0 freezes them): a later stage keeps what a
+  // vision-only stage taught the tower.
+  double vision_lr_scale = 1.0;
   // A fresh run starts its vision tower, projection and patch-kind probe
   // from this checkpoint's (typically a vision_only stage's); everything
   // else, the optimizer and the schedule start anew. The shapes must match.
@@ -129,11 +133,13 @@ struct StepStats {
          backward_seconds = 0;
 };
 
-// How well the patch-kind probe reads held-out scenes' image tokens.
-struct PatchKindEval {
-  double loss = 0;  // PatchKindLoss, mean over scenes
+// How well the patch probes read held-out scenes' image tokens (each part
+// 0 when its loss is off).
+struct PatchProbeEval {
+  double kind_loss = 0;  // PatchKindLoss, mean over scenes
   // Cells covered by a shape whose kind the probe's argmax names.
   double shape_cell_accuracy = 0;
+  double box_loss = 0;  // PatchBoxLoss, mean over scenes
 };
 
 class Trainer {
@@ -145,10 +151,10 @@ class Trainer {
   // Mean held-out loss on scenes SceneSeed(base_seed, 0 .. count−1), all
   // their questions.
   absl::StatusOr<double> HeldOutLoss(uint64_t base_seed, int count);
-  // The patch-kind probe (loss.patch_kind_weight > 0) on scenes
-  // SceneSeed(base_seed, 0 .. count−1), full size, all their crops.
-  absl::StatusOr<PatchKindEval> HeldOutPatchKinds(uint64_t base_seed,
-                                                  int count);
+  // The patch probes that are on, on scenes SceneSeed(base_seed,
+  // 0 .. count−1), full size, all their crops.
+  absl::StatusOr<PatchProbeEval> HeldOutPatchProbes(uint64_t base_seed,
+                                                    int count);
 
   absl::Status SaveCheckpoint() const;
   // A complete model directory (written beside, then renamed into place).
@@ -187,6 +193,16 @@ class Trainer {
   LinearWeights position_probe_;
   // LossOptions::patch_kind_weight's probe (training only).
   LinearWeights patch_kind_probe_;
+  // LossOptions::patch_box_weight's probe (training only).
+  LinearWeights patch_box_probe_;
+  // Per optimizer group: its learning rate over the schedule's.
+  std::vector<double> group_lr_scale_;
+  // The weighted patch-kind and patch-box losses of one image's tokens
+  // (zero when both are off); their values go into `losses`.
+  at::Tensor PatchLosses(const at::Tensor& image_PC,
+                         absl::Span<const int> kinds,
+                         absl::Span<const PatchBox> boxes,
+                         Losses& losses) const;
   // center_region_head's running mean of the rows the region heads read
   // (undefined until the first step): the trainable fc1s act on
   // hidden − mean.
