@@ -75,6 +75,12 @@ std::vector<MetricFamily> EngineFamilies(const scheduler::EngineStats& s) {
       Single("moondream_image_cache_bytes",
              "Bytes of image prefix KV in the cache.", MetricType::Gauge,
              s.cache_bytes),
+      Single("moondream_image_cache_entries", "Image prefixes in the cache.",
+             MetricType::Gauge, s.cache_entries),
+      Single("moondream_image_cache_pinned_entries",
+             "Cached image prefixes that running sequences read now (never "
+             "evicted while read).",
+             MetricType::Gauge, s.cache_pinned_entries),
       Single("moondream_tokens_in_total",
              "Prompt tokens prefilled (after the image prefix).",
              MetricType::Counter, s.tokens_in),

@@ -953,18 +953,26 @@ TEST_F(GrpcTest, MetricsScrapeIsPrometheusTextWithEveryFamily) {
     if (absl::StartsWith(line, "# HELP ")) continue;
     EXPECT_TRUE(std::regex_match(std::string(line), sample)) << line;
   }
-  for (const char* family :
-       {"moondream_queue_seconds", "moondream_time_to_first_token_seconds",
-        "moondream_inter_token_latency_seconds",
-        "moondream_request_duration_seconds", "moondream_requests_total",
-        "moondream_tokens_in_total", "moondream_tokens_out_total",
-        "moondream_image_cache_hits_total",
-        "moondream_image_cache_misses_total", "moondream_queue_length",
-        "moondream_running_slots", "moondream_kv_usage_ratio",
-        "moondream_batch_size", "moondream_num_requests_waiting",
-        "moondream_num_requests_running", "moondream_kv_cache_usage_perc",
-        "moondream_tenant_requests_waiting",
-        "moondream_tenant_requests_running"}) {
+  for (const char* family : {"moondream_queue_seconds",
+                             "moondream_time_to_first_token_seconds",
+                             "moondream_inter_token_latency_seconds",
+                             "moondream_request_duration_seconds",
+                             "moondream_requests_total",
+                             "moondream_tokens_in_total",
+                             "moondream_tokens_out_total",
+                             "moondream_image_cache_hits_total",
+                             "moondream_image_cache_misses_total",
+                             "moondream_image_cache_entries",
+                             "moondream_image_cache_pinned_entries",
+                             "moondream_queue_length",
+                             "moondream_running_slots",
+                             "moondream_kv_usage_ratio",
+                             "moondream_batch_size",
+                             "moondream_num_requests_waiting",
+                             "moondream_num_requests_running",
+                             "moondream_kv_cache_usage_perc",
+                             "moondream_tenant_requests_waiting",
+                             "moondream_tenant_requests_running"}) {
     EXPECT_TRUE(typed.contains(family)) << family;
   }
   EXPECT_FALSE(absl::StrContains(text, "vllm:"));
