@@ -221,63 +221,62 @@ absl::Status Trainer::InitWeights() {
       }
     }
     params_ = NamedParameters(opts_.config, weights_);
-    if (opts_.loss.position_weight > 0) {
-      // Training only: saved in checkpoints, never in the model.
-      const int64_t head_dim =
-          opts_.config.text.dim / opts_.config.text.n_heads;
-      position_probe_.weight = at::randn({2, head_dim}, gen) /
-                               std::sqrt(static_cast<double>(head_dim));
-      position_probe_.bias = at::full({2}, 0.5);
-      params_.emplace_back("train_only.position_probe.weight",
-                           position_probe_.weight);
-      params_.emplace_back("train_only.position_probe.bias",
-                           position_probe_.bias);
-    }
-    if (opts_.loss.patch_kind_weight > 0) {
-      const int64_t dim = opts_.config.text.dim;
-      const int64_t classes = 1 + scenes::kAllKinds.size();
-      patch_kind_probe_.weight =
-          at::randn({classes, dim}, gen) / std::sqrt(static_cast<double>(dim));
-      patch_kind_probe_.bias = at::zeros({classes});
-      params_.emplace_back("train_only.patch_kind_probe.weight",
-                           patch_kind_probe_.weight);
-      params_.emplace_back("train_only.patch_kind_probe.bias",
-                           patch_kind_probe_.bias);
-    }
-    // Groups: {rest, vision} × {decayed, not}; the vision groups' learning
-    // rate is scaled by vision_lr_scale.
-    if (opts_.loss.patch_box_weight > 0) {
-      const int64_t dim = opts_.config.text.dim;
-      patch_box_probe_.weight =
-          at::randn({4, dim}, gen) / std::sqrt(static_cast<double>(dim));
-      patch_box_probe_.bias = at::tensor({0.5f, 0.5f, 0.25f, 0.25f});
-      params_.emplace_back("train_only.patch_box_probe.weight",
-                           patch_box_probe_.weight);
-      params_.emplace_back("train_only.patch_box_probe.bias",
-                           patch_box_probe_.bias);
-    }
-    std::vector<at::Tensor> members[2][2];
-    for (auto& [name, tensor] : params_) {
-      tensor.requires_grad_(true);
-      members[IsVision(name)][Decays(name, tensor)].push_back(tensor);
-    }
-    torch::optim::AdamWOptions defaults(opts_.learning_rate);
-    defaults.weight_decay(0);
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    group_lr_scale_.clear();
-    for (int vision : {0, 1}) {
-      for (int decays : {0, 1}) {
-        if (members[vision][decays].empty()) continue;
-        auto options = std::make_unique<torch::optim::AdamWOptions>(defaults);
-        options->weight_decay(decays ? opts_.weight_decay : 0);
-        groups.emplace_back(members[vision][decays], std::move(options));
-        group_lr_scale_.push_back(vision ? opts_.vision_lr_scale : 1.0);
-      }
-    }
-    optimizer_ =
-        std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
+    AddProbes(gen);
+    MakeOptimizer();
     rotary_ = MakeRotaryTable(opts_.config.text, at::kCPU);
   });
+}
+
+// Training-only probes (saved in checkpoints, never in the model), drawn
+// from `gen` after the model's own initialisation.
+void Trainer::AddProbes(at::Generator& gen) {
+  auto add = [&](const std::string& name, LinearWeights& probe, int64_t rows,
+                 int64_t dim, at::Tensor bias) {
+    probe.weight =
+        at::randn({rows, dim}, gen) / std::sqrt(static_cast<double>(dim));
+    probe.bias = std::move(bias);
+    params_.emplace_back("train_only." + name + ".weight", probe.weight);
+    params_.emplace_back("train_only." + name + ".bias", probe.bias);
+  };
+  const int64_t dim = opts_.config.text.dim;
+  if (opts_.loss.position_weight > 0) {
+    add("position_probe", position_probe_, 2, dim / opts_.config.text.n_heads,
+        at::full({2}, 0.5));
+  }
+  if (opts_.loss.patch_kind_weight > 0) {
+    const int64_t classes = 1 + scenes::kAllKinds.size();
+    add("patch_kind_probe", patch_kind_probe_, classes, dim,
+        at::zeros({classes}));
+  }
+  if (opts_.loss.patch_box_weight > 0) {
+    add("patch_box_probe", patch_box_probe_, 4, dim,
+        at::tensor({0.5f, 0.5f, 0.25f, 0.25f}));
+  }
+}
+
+void Trainer::MakeOptimizer() {
+  // Groups: {rest, vision} × {decayed, not}; the vision groups' learning
+  // rate is scaled by vision_lr_scale.
+  std::vector<at::Tensor> members[2][2];
+  for (auto& [name, tensor] : params_) {
+    tensor.requires_grad_(true);
+    members[IsVision(name)][Decays(name, tensor)].push_back(tensor);
+  }
+  torch::optim::AdamWOptions defaults(opts_.learning_rate);
+  defaults.weight_decay(0);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  group_lr_scale_.clear();
+  for (int vision : {0, 1}) {
+    for (int decays : {0, 1}) {
+      if (members[vision][decays].empty()) continue;
+      auto options = std::make_unique<torch::optim::AdamWOptions>(defaults);
+      options->weight_decay(decays ? opts_.weight_decay : 0);
+      groups.emplace_back(members[vision][decays], std::move(options));
+      group_lr_scale_.push_back(vision ? opts_.vision_lr_scale : 1.0);
+    }
+  }
+  optimizer_ =
+      std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
 }
 
 absl::Status Trainer::SaveCheckpoint() const {

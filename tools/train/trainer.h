@@ -173,6 +173,8 @@ class Trainer {
  private:
   explicit Trainer(TrainOptions opts, Tokenizer tokenizer);
   absl::Status InitWeights();
+  void AddProbes(at::Generator& gen);
+  void MakeOptimizer();
   absl::Status LoadCheckpoint();
   absl::Status LoadVisionFrom(const std::string& checkpoint);
   double LearningRate(int step) const;
