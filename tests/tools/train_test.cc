@@ -409,6 +409,9 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   EXPECT_FALSE(Trainer::Create(o).ok());
   o.loss.patch_kind_weight = 1;
   o.loss.patch_box_weight = 1;
+  o.vision_only_max_side = -1;
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.vision_only_max_side = 0;
   o.scene_cycle = 1;
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();

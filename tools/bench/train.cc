@@ -36,6 +36,7 @@ struct Flags {
   bool mimetic_attention = false;
   bool vision_only = false;
   double vision_lr_scale = 1.0;
+  int vision_only_side = 0;
   double patch_box_weight = 0;
   std::string init_vision_from;
   bool center_region_head = false;
@@ -107,6 +108,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "train only the vision tower and projection on the patch-kind "
             "loss, on scenes shrunk to one crop (a first stage; needs "
             "--patch-kind-weight)");
+  p.AddInt("vision-only-side", &f.vision_only_side,
+           "--vision-only scenes are shrunk to this longer side (0: one "
+           "crop, 2 crops each; 768: full size)");
   p.AddDouble("vision-lr-scale", &f.vision_lr_scale,
               "the vision tower's learning rate over the schedule's (0 "
               "freezes it)");
@@ -188,6 +192,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.mimetic_attention = f.mimetic_attention;
   o.vision_only = f.vision_only;
   o.vision_lr_scale = f.vision_lr_scale;
+  o.vision_only_max_side = f.vision_only_side;
   o.loss.patch_box_weight = f.patch_box_weight;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;

@@ -142,6 +142,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
         "vision-only training needs a patch-kind or patch-box loss weight "
         "> 0: they are that stage's only losses");
   }
+  if (opts.vision_only_max_side < 0) {
+    return absl::InvalidArgumentError("the vision-only side must be >= 0");
+  }
   if (!(opts.vision_lr_scale >= 0)) {
     return absl::InvalidArgumentError("the vision lr scale must be >= 0");
   }
@@ -509,7 +512,9 @@ absl::Status Trainer::VisionOnlyScene(const scenes::Scene& scene,
                                       StepStats& stats, Losses& sum) {
   const VisionConfig& v = opts_.config.vision;
   const int grid = static_cast<int>(v.grid());
-  const scenes::Scene small = ShrinkScene(scene, v.crop_size);
+  const scenes::Scene small = ShrinkScene(
+      scene, opts_.vision_only_max_side > 0 ? opts_.vision_only_max_side
+                                            : v.crop_size);
   ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(small, v));
   const std::vector<int> kinds = PatchKinds(small, grid);
   const std::vector<PatchBox> boxes = PatchBoxes(small, grid);

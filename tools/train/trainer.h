@@ -66,6 +66,9 @@ struct TrainOptions {
   // each instead of up to 10). Needs loss.patch_kind_weight > 0. The run
   // then resumes without it, the tower already telling shapes apart.
   bool vision_only = false;
+  // The vision-only stage's scenes are shrunk to this longer side at most
+  // (0: the crop size, 2 crops each; kMaxCanvasSide: full size, as served).
+  int vision_only_max_side = 0;
   // The vision tower's, projection's and patch probes' learning rate is the
   // schedule's × this (0 freezes them): a later stage keeps what a
   // vision-only stage taught the tower.
