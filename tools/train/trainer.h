@@ -136,6 +136,11 @@ struct StepStats {
          backward_seconds = 0;
 };
 
+// The parameters of the vision tower and projection, and the training-only
+// probes that read their output: what vision_lr_scale scales and
+// init_vision_from loads.
+bool IsVisionParameter(const std::string& name);
+
 // How well the patch probes read held-out scenes' image tokens (each part
 // 0 when its loss is off).
 struct PatchProbeEval {

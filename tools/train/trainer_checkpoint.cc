@@ -1,0 +1,187 @@
+// The trainer's files: checkpoints (weights, optimizer, step, RNG state),
+// a first stage's vision tower, and the model directory the server loads.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/serialize/archive.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "model/bundle.h"
+#include "model/io/tensor_io.h"
+#include "tools/train/trainer.h"
+
+namespace md::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) {
+    return absl::InternalError(
+        absl::StrCat("cannot write '", path.string(), "'"));
+  }
+  return absl::OkStatus();
+}
+
+// What the start-up banner says of a model trained here (the DEMO-MODEL
+// file of model/bundle.h).
+constexpr char kDemoDescription[] =
+    "a tiny Moondream trained only on synthetic scenes (1 to 4 red, green, "
+    "blue or yellow circles, squares and triangles on a white or light grey "
+    "background; tools/scenes). It answers \"How many shapes are there?\", "
+    "\"What color is the circle?\", \"What shape is red?\", captions the "
+    "shapes left to right, and detects or points at \"circle\", \"square\", "
+    "\"triangle\" or a colour and shape such as \"red circle\". Other images "
+    "and questions get meaningless answers.\n";
+
+}  // namespace
+
+std::string Trainer::checkpoint_path() const {
+  return (fs::path(opts_.out_dir) / "checkpoint.pt").string();
+}
+std::string Trainer::model_dir() const {
+  return (fs::path(opts_.out_dir) / "model").string();
+}
+
+absl::Status Trainer::SaveCheckpoint() const {
+  const std::string tmp = checkpoint_path() + ".tmp";
+  RETURN_IF_ERROR(CatchTorchStatus("saving the checkpoint", [&] {
+    torch::serialize::OutputArchive archive;
+    archive.write("config", c10::IValue(ConfigToJson(opts_.config)));
+    archive.write("step", at::tensor(static_cast<int64_t>(step_)));
+    archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
+    for (const auto& [name, tensor] : params_) {
+      archive.write("param/" + name, tensor.detach());
+    }
+    if (region_rows_mean_C_.defined()) {
+      archive.write("region_rows_mean", region_rows_mean_C_);
+    }
+    torch::serialize::OutputArchive optimizer;
+    optimizer_->save(optimizer);
+    archive.write("optimizer", optimizer);
+    archive.save_to(tmp);
+  }));
+  std::error_code ec;
+  fs::rename(tmp, checkpoint_path(), ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot rename '", tmp, "': ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::LoadCheckpoint() {
+  return CatchTorchStatus("loading the checkpoint", [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(checkpoint_path());
+    c10::IValue config;
+    archive.read("config", config);
+    if (config.toStringRef() != ConfigToJson(opts_.config)) {
+      throw std::runtime_error(
+          "the checkpoint was trained with another model config");
+    }
+    at::Tensor step, rng;
+    archive.read("step", step);
+    step_ = static_cast<int>(step.item<int64_t>());
+    archive.read("rng", rng);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng);
+    at::NoGradGuard no_grad;
+    for (auto& [name, tensor] : params_) {
+      at::Tensor saved;
+      archive.read("param/" + name, saved);
+      tensor.copy_(saved);
+    }
+    at::Tensor mean_C;
+    if (archive.try_read("region_rows_mean", mean_C)) {
+      region_rows_mean_C_ = mean_C;
+    }
+    torch::serialize::InputArchive optimizer;
+    archive.read("optimizer", optimizer);
+    optimizer_->load(optimizer);
+  });
+}
+
+absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
+  return CatchTorchStatus("loading the vision tower", [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(checkpoint);
+    at::NoGradGuard no_grad;
+    int copied = 0;
+    for (auto& [name, tensor] : params_) {
+      if (!IsVisionParameter(name)) continue;
+      at::Tensor saved;
+      if (!archive.try_read("param/" + name, saved)) {
+        // A probe the first stage did not train starts fresh.
+        if (absl::StartsWith(name, "train_only.")) continue;
+        throw std::runtime_error(absl::StrCat(checkpoint, " has no ", name));
+      }
+      if (!saved.sizes().equals(tensor.sizes())) {
+        throw std::runtime_error(
+            absl::StrCat(name, " has another shape in ", checkpoint,
+                         ": its vision config differs from this run's"));
+      }
+      tensor.copy_(saved);
+      ++copied;
+    }
+    std::printf("train: vision tower (%d tensors) from %s\n", copied,
+                checkpoint.c_str());
+  });
+}
+
+absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
+  const fs::path final_dir(dir);
+  const fs::path tmp = fs::path(dir + ".writing");
+  std::error_code ec;
+  if (fs::exists(final_dir, ec) && !fs::is_empty(final_dir, ec) &&
+      !fs::exists(final_dir / "model.safetensors", ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("refusing to replace '", dir,
+                     "': it holds files but no model.safetensors"));
+  }
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create '", tmp.string(), "': ", ec.message()));
+  }
+  RETURN_IF_ERROR(
+      WriteTextFile(tmp / "config.json", ConfigToJson(opts_.config)));
+  fs::copy_file(opts_.tokenizer_path, tmp / "tokenizer.json",
+                fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(
+        "cannot copy '", opts_.tokenizer_path, "': ", ec.message()));
+  }
+  RETURN_IF_ERROR(WriteTextFile(tmp / kDemoModelMarker, kDemoDescription));
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"},
+      {"weights", "trained"},
+      {"trainer", "moondream-bench train (synthetic scenes, issue 14)"},
+      {"step", std::to_string(step_)}};
+  Weights served;
+  RETURN_IF_ERROR(CatchTorchStatus("folding the head statistics", [&] {
+    at::NoGradGuard no_grad;
+    served = ServedWeights();
+  }));
+  RETURN_IF_ERROR(SaveWeights((tmp / "model.safetensors").string(),
+                              opts_.config, served, metadata));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(
+        "cannot rename '", tmp.string(), "' to '", dir, "': ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace md::train
