@@ -105,9 +105,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "initialisation (query-key ~ identity, value-output ~ minus "
             "identity; a fresh run only)");
   p.AddBool("vision-only", &f.vision_only,
-            "train only the vision tower and projection on the patch-kind "
-            "loss, on scenes shrunk to one crop (a first stage; needs "
-            "--patch-kind-weight)");
+            "train only the vision tower and projection on the patch "
+            "losses, on scenes shrunk to one crop (a first stage; needs "
+            "--patch-kind-weight or --patch-box-weight)");
   p.AddInt("vision-only-side", &f.vision_only_side,
            "--vision-only scenes are shrunk to this longer side (0: one "
            "crop, 2 crops each; 768: full size)");
@@ -119,7 +119,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "shape covering each image token's cell (0: off)");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
-              "patch-kind probe from this checkpoint.pt (e.g. a "
+              "patch probes from this checkpoint.pt (e.g. a "
               "--vision-only run's)");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
