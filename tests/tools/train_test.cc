@@ -360,6 +360,12 @@ TEST(TrainForwardTest, PatchKindsAndTheirLoss) {
     }
   }
   EXPECT_EQ(covered, Cells(2, 2, 3));
+  // PatchColours labels the same cells with 1 + the colour.
+  const std::vector<int> colours = PatchColours(scene, 27);
+  for (int i = 0; i < 729; ++i) {
+    EXPECT_EQ(colours[i],
+              kinds[i] != 0 ? 1 + static_cast<int>(scenes::Colour::kRed) : 0);
+  }
 
   // Embeddings that hold their cell's kind one-hot in channels 0..3.
   at::Tensor image_PC = at::zeros({729, 8});
@@ -367,12 +373,12 @@ TEST(TrainForwardTest, PatchKindsAndTheirLoss) {
   LinearWeights blind;
   blind.weight = at::zeros({4, 8});
   blind.bias = at::zeros({4});
-  EXPECT_NEAR(PatchKindLoss(image_PC, kinds, blind).item<double>(),
+  EXPECT_NEAR(PatchClassLoss(image_PC, kinds, blind).item<double>(),
               std::log(4.0), 1e-6);
   LinearWeights reader;
   reader.weight = at::eye(4, 8) * 30;
   reader.bias = at::zeros({4});
-  EXPECT_LT(PatchKindLoss(image_PC, kinds, reader).item<double>(), 1e-9);
+  EXPECT_LT(PatchClassLoss(image_PC, kinds, reader).item<double>(), 1e-9);
 }
 
 // ShrinkScene: a scene too big for one crop is scaled to fit it, boxes
@@ -409,9 +415,13 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   EXPECT_FALSE(Trainer::Create(o).ok());
   o.loss.patch_kind_weight = 1;
   o.loss.patch_box_weight = 1;
+  o.loss.patch_colour_weight = 1;
   o.vision_only_max_side = -1;
   EXPECT_FALSE(Trainer::Create(o).ok());
   o.vision_only_max_side = 0;
+  o.vision_lr_scale = 0;  // a frozen tower alone would train nothing
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.vision_lr_scale = 1;
   o.scene_cycle = 1;
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
@@ -436,8 +446,11 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   ASSERT_TRUE(eval.ok()) << eval.status();
   EXPECT_GT(eval->kind_loss, 0);
   EXPECT_GT(eval->box_loss, 0);
+  EXPECT_GT(eval->colour_loss, 0);
   EXPECT_GE(eval->shape_cell_accuracy, 0);
   EXPECT_LE(eval->shape_cell_accuracy, 1);
+  EXPECT_GE(eval->colour_cell_accuracy, 0);
+  EXPECT_LE(eval->colour_cell_accuracy, 1);
 
   // A fresh full run takes the trained tower and nothing else from it.
   ASSERT_TRUE((*t)->SaveCheckpoint().ok());
@@ -445,6 +458,7 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   full.init_vision_from = (*t)->checkpoint_path();
   full.loss.patch_kind_weight = 1;
   full.loss.patch_box_weight = 1;
+  full.loss.patch_colour_weight = 1;
   full.vision_lr_scale = 0;  // frozen: full steps keep the tower
   absl::StatusOr<std::unique_ptr<Trainer>> f = Trainer::Create(full);
   ASSERT_TRUE(f.ok()) << f.status();
@@ -459,6 +473,7 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(same->kind_loss, eval->kind_loss);  // the probes came along too
   EXPECT_EQ(same->box_loss, eval->box_loss);
+  EXPECT_EQ(same->colour_loss, eval->colour_loss);
   Losses(**f, 1);
   EXPECT_TRUE(at::equal((*f)->weights().vision.patch_emb.weight,
                         after.vision.patch_emb.weight));
@@ -676,17 +691,21 @@ TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
 }
 
 // With the region head centred (its running mean folded into fc1's bias)
-// and the focus and position losses on, a resumed run still takes the same
-// steps, and the written model is the one the trainer scores.
+// and the focus, position and head-patch losses on, a resumed run still takes
+// the same steps, and the written model is the one the trainer scores.
 TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   TrainOptions o = SmallRun("centred");
   o.center_region_head = true;
   o.fourier_bins = true;
   o.loss.focus_weight = 1;
   o.loss.position_weight = 1;
+  o.loss.head_patch_weight = 1;
   absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
   ASSERT_TRUE(a.ok()) << a.status();
-  Losses(**a, 2);
+  absl::StatusOr<StepStats> first = (*a)->Step();
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_GT(first->parts.head_patch, 0);
+  Losses(**a, 1);
   ASSERT_TRUE((*a)->SaveCheckpoint().ok());
   const std::vector<double> uninterrupted = Losses(**a, 2);
   o.resume = true;

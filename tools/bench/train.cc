@@ -38,6 +38,8 @@ struct Flags {
   double vision_lr_scale = 1.0;
   int vision_only_side = 0;
   double patch_box_weight = 0;
+  double patch_colour_weight = 0;
+  double head_patch_weight = 0;
   std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -107,16 +109,23 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("vision-only", &f.vision_only,
             "train only the vision tower and projection on the patch "
             "losses, on scenes shrunk to one crop (a first stage; needs "
-            "--patch-kind-weight or --patch-box-weight)");
+            "--patch-kind-, --patch-colour- or --patch-box-weight)");
   p.AddInt("vision-only-side", &f.vision_only_side,
            "--vision-only scenes are shrunk to this longer side (0: one "
            "crop, 2 crops each; 768: full size)");
   p.AddDouble("vision-lr-scale", &f.vision_lr_scale,
               "the vision tower's learning rate over the schedule's (0 "
-              "freezes it)");
+              "freezes it: no graph through it, patch losses off)");
   p.AddDouble("patch-box-weight", &f.patch_box_weight,
               "training-only loss: a linear probe reads the box of the "
               "shape covering each image token's cell (0: off)");
+  p.AddDouble("patch-colour-weight", &f.patch_colour_weight,
+              "training-only loss: a linear probe tells the colour of the "
+              "shape covering each image token's cell (0: off)");
+  p.AddDouble("head-patch-weight", &f.head_patch_weight,
+              "training-only loss: linear probes read each cell's kind, "
+              "colour and box from the last text layer's first head's "
+              "values (0: off)");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
@@ -194,6 +203,8 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.vision_lr_scale = f.vision_lr_scale;
   o.vision_only_max_side = f.vision_only_side;
   o.loss.patch_box_weight = f.patch_box_weight;
+  o.loss.patch_colour_weight = f.patch_colour_weight;
+  o.loss.head_patch_weight = f.head_patch_weight;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;

@@ -159,15 +159,33 @@ std::vector<int> FocusPositions(const Scene& scene,
   return positions;
 }
 
-std::vector<int> PatchKinds(const Scene& scene, int grid) {
-  std::vector<int> kinds(static_cast<size_t>(grid) * grid, 0);
+namespace {
+
+// 0 for background cells, else 1 + label(the shape covering the cell).
+template <typename Label>
+std::vector<int> PatchLabels(const Scene& scene, int grid, Label label) {
+  std::vector<int> labels(static_cast<size_t>(grid) * grid, 0);
   for (const scenes::Shape& s : scene.shapes) {
     const std::vector<bool> covered = CoveredCells(scene, s, grid);
     for (int cell = 0; cell < grid * grid; ++cell) {
-      if (covered[cell]) kinds[cell] = 1 + static_cast<int>(s.kind);
+      if (covered[cell]) labels[cell] = 1 + label(s);
     }
   }
-  return kinds;
+  return labels;
+}
+
+}  // namespace
+
+std::vector<int> PatchKinds(const Scene& scene, int grid) {
+  return PatchLabels(scene, grid, [](const scenes::Shape& s) {
+    return static_cast<int>(s.kind);
+  });
+}
+
+std::vector<int> PatchColours(const Scene& scene, int grid) {
+  return PatchLabels(scene, grid, [](const scenes::Shape& s) {
+    return static_cast<int>(s.colour);
+  });
 }
 
 scenes::Scene ShrinkScene(const Scene& scene, int max_side) {
@@ -202,6 +220,11 @@ std::vector<PatchBox> PatchBoxes(const Scene& scene, int grid) {
     }
   }
   return boxes;
+}
+
+PatchTruth ScenePatchTruth(const Scene& scene, int grid) {
+  return {PatchKinds(scene, grid), PatchColours(scene, grid),
+          PatchBoxes(scene, grid)};
 }
 
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
@@ -278,8 +301,7 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
   const int coordinate_bins = config.region.coord_out_dim;
   const int size_bins = config.region.size_out_dim / 2;
   const int grid = static_cast<int>(config.vision.grid());
-  example.patch_kinds = PatchKinds(scene, grid);
-  example.patch_boxes = PatchBoxes(scene, grid);
+  example.patches = ScenePatchTruth(scene, grid);
   for (const SceneTask& task : scenes::SceneTasks(scene)) {
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));

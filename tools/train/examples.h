@@ -91,22 +91,30 @@ struct PatchBox {
   std::array<float, 4> cx_cy_w_h = {0, 0, 0, 0};
 };
 
+// What the training-only patch probes read, per grid cell (PatchKinds,
+// PatchColours, PatchBoxes).
+struct PatchTruth {
+  std::vector<int> kinds;
+  std::vector<int> colours;
+  std::vector<PatchBox> boxes;
+};
+
 struct SceneExample {
   scenes::Scene scene;
   ImageCrops crops;
   std::vector<Sequence> sequences;
-  // Training only (--patch-kind-weight): PatchKinds of the scene.
-  std::vector<int> patch_kinds;
-  // Training only (--patch-box-weight): PatchBoxes of the scene.
-  std::vector<PatchBox> patch_boxes;
+  PatchTruth patches;  // training only
 };
 
 // For each cell of the grid × grid image tokens, row by row: 0 when its
 // centre is background, else 1 + the ShapeKind of the shape covering it.
 std::vector<int> PatchKinds(const scenes::Scene& scene, int grid);
+// As PatchKinds, with 1 + the Colour of the shape covering the cell.
+std::vector<int> PatchColours(const scenes::Scene& scene, int grid);
 // For each cell, as PatchKinds: the box of the shape covering its centre
 // (zeros on background cells).
 std::vector<PatchBox> PatchBoxes(const scenes::Scene& scene, int grid);
+PatchTruth ScenePatchTruth(const scenes::Scene& scene, int grid);
 
 // The scene scaled down (pixel boxes rounded) so that its longer side is at
 // most `max_side`; unchanged when it already fits. Training only

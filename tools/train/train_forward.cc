@@ -323,11 +323,12 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
   return out;
 }
 
-at::Tensor PatchKindLoss(const at::Tensor& image_PC,
-                         absl::Span<const int> patch_kinds,
-                         const LinearWeights& probe) {
-  const at::Tensor kinds_P = at::tensor(
-      std::vector<int64_t>(patch_kinds.begin(), patch_kinds.end()), at::kLong);
+at::Tensor PatchClassLoss(const at::Tensor& image_PC,
+                          absl::Span<const int> patch_labels,
+                          const LinearWeights& probe) {
+  const at::Tensor kinds_P =
+      at::tensor(std::vector<int64_t>(patch_labels.begin(), patch_labels.end()),
+                 at::kLong);
   const at::Tensor nll_P =
       at::cross_entropy_loss(Linear(image_PC, probe), kinds_P,
                              /*weight=*/{}, at::Reduction::None);

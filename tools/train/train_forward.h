@@ -91,7 +91,21 @@ struct LossOptions {
   // for values uniform in [0, 1] scores 1).
   double patch_box_weight = 0;
 
-  bool Taps() const { return focus_weight > 0 || position_weight > 0; }
+  // The patch-colour loss: as the patch-kind loss, with the colour of the
+  // shape covering the cell (PatchColours), so that a first stage that
+  // trains the tower alone keeps what colour answers need.
+  double patch_colour_weight = 0;
+
+  // The head-patch loss: the three patch losses, each with its own probe
+  // [classes or 4, D], over the last layer's first head's values of the
+  // image tokens (FocusTaps): what that head gathers from a shape's tokens
+  // (the focus loss points it there) then says what the shape is, its
+  // colour and where it is, in a form the heads after it read linearly.
+  double head_patch_weight = 0;
+
+  bool Taps() const {
+    return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0;
+  }
 };
 
 // Mean per target of each kind (detached, for logs) and the differentiable
@@ -99,7 +113,7 @@ struct LossOptions {
 struct Losses {
   at::Tensor total;
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
-         patch_kind = 0, patch_box = 0;
+         patch_kind = 0, patch_box = 0, patch_colour = 0, head_patch = 0;
   int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0, n_focus = 0;
   int n_scenes = 0;  // summed Losses: how many scenes the per-scene parts sum
 
@@ -115,13 +129,16 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                       const FocusTaps* taps = nullptr,
                       const LinearWeights* probe = nullptr);
 
-// PatchKindLoss: the probe [1 + kinds, C] over the image tokens [729, C].
-at::Tensor PatchKindLoss(const at::Tensor& image_PC,
-                         absl::Span<const int> patch_kinds,
-                         const LinearWeights& probe);
+// The patch-kind and patch-colour losses: the probe [1 + classes, C] over
+// the image tokens [729, C], each labelled 0 (background) or 1 + its
+// shape's class (PatchKinds, PatchColours).
+at::Tensor PatchClassLoss(const at::Tensor& image_PC,
+                          absl::Span<const int> patch_labels,
+                          const LinearWeights& probe);
 
 // PatchBoxLoss: the probe [4, C] over the image tokens [729, C] of the
-// cells a shape covers (patch_kinds > 0).
+// cells a shape covers (patch_kinds > 0). The head-patch loss applies
+// both to the head's values [729, D].
 at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
                         absl::Span<const int> patch_kinds,
                         absl::Span<const PatchBox> patch_boxes,

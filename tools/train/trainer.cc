@@ -50,6 +50,8 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.position += scene.position;  // one per scene
   sum.patch_kind += scene.patch_kind;
   sum.patch_box += scene.patch_box;
+  sum.patch_colour += scene.patch_colour;
+  sum.head_patch += scene.head_patch;
   sum.n_token += scene.n_token;
   sum.n_stop += scene.n_stop;
   sum.n_coordinate += scene.n_coordinate;
@@ -67,6 +69,8 @@ Losses MeanParts(Losses sum) {
   sum.position = mean(sum.position, sum.n_scenes);
   sum.patch_kind = mean(sum.patch_kind, sum.n_scenes);
   sum.patch_box = mean(sum.patch_box, sum.n_scenes);
+  sum.patch_colour = mean(sum.patch_colour, sum.n_scenes);
+  sum.head_patch = mean(sum.head_patch, sum.n_scenes);
   return sum;
 }
 
@@ -112,10 +116,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
         "steps must be >= 0, scenes per step and log interval >= 1");
   }
   if (opts.vision_only && opts.loss.patch_kind_weight <= 0 &&
-      opts.loss.patch_box_weight <= 0) {
+      opts.loss.patch_box_weight <= 0 && opts.loss.patch_colour_weight <= 0) {
     return absl::InvalidArgumentError(
-        "vision-only training needs a patch-kind or patch-box loss weight "
-        "> 0: they are that stage's only losses");
+        "vision-only training needs a patch-kind, patch-box or patch-colour "
+        "loss weight > 0: they are that stage's only losses");
+  }
+  if (opts.vision_only && opts.vision_lr_scale == 0) {
+    return absl::InvalidArgumentError(
+        "vision-only training with the vision tower frozen trains nothing");
   }
   if (opts.vision_only_max_side < 0) {
     return absl::InvalidArgumentError("the vision-only side must be >= 0");
@@ -219,9 +227,24 @@ void Trainer::AddProbes(at::Generator& gen) {
     add("patch_kind_probe", patch_kind_probe_, classes, dim,
         at::zeros({classes}));
   }
+  const at::Tensor typical_box = at::tensor({0.5f, 0.5f, 0.25f, 0.25f});
   if (opts_.loss.patch_box_weight > 0) {
-    add("patch_box_probe", patch_box_probe_, 4, dim,
-        at::tensor({0.5f, 0.5f, 0.25f, 0.25f}));
+    add("patch_box_probe", patch_box_probe_, 4, dim, typical_box.clone());
+  }
+  if (opts_.loss.patch_colour_weight > 0) {
+    const int64_t classes = 1 + scenes::kAllColours.size();
+    add("patch_colour_probe", patch_colour_probe_, classes, dim,
+        at::zeros({classes}));
+  }
+  if (opts_.loss.head_patch_weight > 0) {
+    const int64_t head_dim = dim / opts_.config.text.n_heads;
+    const int64_t kinds = 1 + scenes::kAllKinds.size();
+    const int64_t colours = 1 + scenes::kAllColours.size();
+    add("head_kind_probe", head_kind_probe_, kinds, head_dim,
+        at::zeros({kinds}));
+    add("head_colour_probe", head_colour_probe_, colours, head_dim,
+        at::zeros({colours}));
+    add("head_box_probe", head_box_probe_, 4, head_dim, typical_box.clone());
   }
 }
 
@@ -326,22 +349,41 @@ std::vector<Sequence> Trainer::ChooseSequences(const SceneExample& example,
 }
 
 at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
-                                absl::Span<const int> kinds,
-                                absl::Span<const PatchBox> boxes,
-                                Losses& losses) const {
+                                const PatchTruth& truth, Losses& losses) const {
   at::Tensor total = at::zeros({}, image_PC.options());
   if (opts_.loss.patch_kind_weight > 0) {
-    const at::Tensor kind = PatchKindLoss(image_PC, kinds, patch_kind_probe_);
+    const at::Tensor kind =
+        PatchClassLoss(image_PC, truth.kinds, patch_kind_probe_);
     losses.patch_kind = kind.item<double>();
     total = total + opts_.loss.patch_kind_weight * kind;
   }
+  if (opts_.loss.patch_colour_weight > 0) {
+    const at::Tensor colour =
+        PatchClassLoss(image_PC, truth.colours, patch_colour_probe_);
+    losses.patch_colour = colour.item<double>();
+    total = total + opts_.loss.patch_colour_weight * colour;
+  }
   if (opts_.loss.patch_box_weight > 0) {
     const at::Tensor box =
-        PatchBoxLoss(image_PC, kinds, boxes, patch_box_probe_);
+        PatchBoxLoss(image_PC, truth.kinds, truth.boxes, patch_box_probe_);
     losses.patch_box = box.item<double>();
     total = total + opts_.loss.patch_box_weight * box;
   }
   return total;
+}
+
+at::Tensor Trainer::HeadPatchLoss(const FocusTaps& taps,
+                                  const PatchTruth& truth,
+                                  Losses& losses) const {
+  const int64_t cells = static_cast<int64_t>(truth.kinds.size());
+  // values_PD's first row is BOS's.
+  const at::Tensor values_PD = taps.values_PD.narrow(0, 1, cells);
+  const at::Tensor loss =
+      PatchClassLoss(values_PD, truth.kinds, head_kind_probe_) +
+      PatchClassLoss(values_PD, truth.colours, head_colour_probe_) +
+      PatchBoxLoss(values_PD, truth.kinds, truth.boxes, head_box_probe_);
+  losses.head_patch = loss.item<double>();
+  return opts_.loss.head_patch_weight * loss;
 }
 
 absl::Status Trainer::VisionOnlyScene(const scenes::Scene& scene,
@@ -352,12 +394,11 @@ absl::Status Trainer::VisionOnlyScene(const scenes::Scene& scene,
       scene, opts_.vision_only_max_side > 0 ? opts_.vision_only_max_side
                                             : v.crop_size);
   ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(small, v));
-  const std::vector<int> kinds = PatchKinds(small, grid);
-  const std::vector<PatchBox> boxes = PatchBoxes(small, grid);
+  const PatchTruth truth = ScenePatchTruth(small, grid);
   return CatchTorchStatus("training the vision tower on a scene", [&] {
     Losses losses;
     const at::Tensor total =
-        PatchLosses(ImageEmbedding(crops, weights_, v), kinds, boxes, losses);
+        PatchLosses(ImageEmbedding(crops, weights_, v), truth, losses);
     (total / opts_.scenes_per_step).backward();
     stats.loss += total.item<double>() / opts_.scenes_per_step;
     AddParts(losses, sum);
@@ -405,7 +446,14 @@ absl::StatusOr<StepStats> Trainer::Step() {
     RETURN_IF_ERROR(CatchTorchStatus("training on a scene", [&] {
       // SceneLosses' steps, timed apart.
       const MoondreamConfig& c = opts_.config;
-      at::Tensor image_PC = ImageEmbedding(example.crops, weights_, c.vision);
+      at::Tensor image_PC;
+      {
+        // A frozen tower needs no graph: the step then costs its forward
+        // only.
+        std::optional<at::NoGradGuard> frozen;
+        if (VisionFrozen()) frozen.emplace();
+        image_PC = ImageEmbedding(example.crops, weights_, c.vision);
+      }
       lap(stats.vision_seconds);
       FocusTaps taps;
       at::Tensor rows_BTC =
@@ -415,8 +463,14 @@ absl::StatusOr<StepStats> Trainer::Step() {
       if (opts_.center_region_head) UpdateRowStats(rows_BTC, sequences);
       Losses losses = SequenceLosses(rows_BTC, sequences, ServedWeights(), c,
                                      opts_.loss, &taps, &position_probe_);
-      losses.total = losses.total + PatchLosses(image_PC, example.patch_kinds,
-                                                example.patch_boxes, losses);
+      if (!VisionFrozen()) {
+        losses.total =
+            losses.total + PatchLosses(image_PC, example.patches, losses);
+      }
+      if (opts_.loss.head_patch_weight > 0) {
+        losses.total =
+            losses.total + HeadPatchLoss(taps, example.patches, losses);
+      }
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
@@ -461,47 +515,63 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
 absl::StatusOr<PatchProbeEval> Trainer::HeldOutPatchProbes(uint64_t base_seed,
                                                            int count) {
   PatchProbeEval eval;
-  int shape_cells = 0, right = 0;
+  int shape_cells = 0, kinds_right = 0, colours_right = 0;
   const VisionConfig& v = opts_.config.vision;
   for (int i = 0; i < count; ++i) {
     const scenes::Scene scene = scenes::GenerateScene(
         scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
     ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(scene, v));
     const int grid = static_cast<int>(v.grid());
-    const std::vector<int> kinds = PatchKinds(scene, grid);
-    const std::vector<PatchBox> boxes = PatchBoxes(scene, grid);
+    const PatchTruth truth = ScenePatchTruth(scene, grid);
     RETURN_IF_ERROR(CatchTorchStatus("held-out patch probes", [&] {
       at::NoGradGuard no_grad;
       const at::Tensor image_PC = ImageEmbedding(crops, weights_, v);
       Losses losses;
-      PatchLosses(image_PC, kinds, boxes, losses);
+      PatchLosses(image_PC, truth, losses);
       eval.kind_loss += losses.patch_kind / count;
+      eval.colour_loss += losses.patch_colour / count;
       eval.box_loss += losses.patch_box / count;
-      if (opts_.loss.patch_kind_weight <= 0) return;
-      const at::Tensor guess_P = Linear(image_PC, patch_kind_probe_).argmax(1);
-      for (size_t p = 0; p < kinds.size(); ++p) {
-        if (kinds[p] == 0) continue;
-        ++shape_cells;
-        right += guess_P[static_cast<int64_t>(p)].item<int64_t>() == kinds[p];
+      // Shape cells whose label the probe's argmax names.
+      auto tally = [&](const LinearWeights& probe,
+                       const std::vector<int>& labels, int& right) {
+        const at::Tensor guess_P = Linear(image_PC, probe).argmax(1);
+        for (size_t p = 0; p < labels.size(); ++p) {
+          if (labels[p] == 0) continue;
+          right +=
+              guess_P[static_cast<int64_t>(p)].item<int64_t>() == labels[p];
+        }
+      };
+      for (int label : truth.kinds) shape_cells += label > 0;
+      if (opts_.loss.patch_kind_weight > 0) {
+        tally(patch_kind_probe_, truth.kinds, kinds_right);
+      }
+      if (opts_.loss.patch_colour_weight > 0) {
+        tally(patch_colour_probe_, truth.colours, colours_right);
       }
     }));
   }
-  eval.shape_cell_accuracy =
-      shape_cells > 0 ? static_cast<double>(right) / shape_cells : 0;
+  if (shape_cells > 0) {
+    eval.shape_cell_accuracy = static_cast<double>(kinds_right) / shape_cells;
+    eval.colour_cell_accuracy =
+        static_cast<double>(colours_right) / shape_cells;
+  }
   return eval;
 }
 
 absl::Status Trainer::Evaluate() {
   const auto start = std::chrono::steady_clock::now();
-  if (opts_.loss.patch_kind_weight > 0 || opts_.loss.patch_box_weight > 0) {
+  if (opts_.loss.patch_kind_weight > 0 || opts_.loss.patch_box_weight > 0 ||
+      opts_.loss.patch_colour_weight > 0) {
     ASSIGN_OR_RETURN(
         PatchProbeEval probes,
         HeldOutPatchProbes(opts_.eval_base_seed, opts_.eval_scenes));
     std::printf(
         "eval step %d: held-out patch-kind loss %.4f, %.1f%% of shape cells "
-        "told right, patch-box loss %.4f, on %d full-size scenes\n",
+        "told right, patch-colour loss %.4f, %.1f%% right, patch-box loss "
+        "%.4f, on %d full-size scenes\n",
         step_, probes.kind_loss, 100 * probes.shape_cell_accuracy,
-        probes.box_loss, opts_.eval_scenes);
+        probes.colour_loss, 100 * probes.colour_cell_accuracy, probes.box_loss,
+        opts_.eval_scenes);
     std::fflush(stdout);
   }
   if (opts_.vision_only) return absl::OkStatus();
@@ -556,12 +626,13 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f pos %.3f kind %.3f box %.3f) lr "
+          "%.3f pos %.3f kind %.3f box %.3f colour %.3f head %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus, parts.position,
-          parts.patch_kind, parts.patch_box, s.learning_rate, s.grad_norm,
+          parts.patch_kind, parts.patch_box, parts.patch_colour,
+          parts.head_patch, s.learning_rate, s.grad_norm,
           window_sequences / window_seconds, window_seconds / window_steps,
           100 * window_data / window_seconds,
           100 * window_vision / window_seconds,

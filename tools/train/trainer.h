@@ -70,8 +70,9 @@ struct TrainOptions {
   // (0: the crop size, 2 crops each; kMaxCanvasSide: full size, as served).
   int vision_only_max_side = 0;
   // The vision tower's, projection's and patch probes' learning rate is the
-  // schedule's × this (0 freezes them): a later stage keeps what a
-  // vision-only stage taught the tower.
+  // schedule's × this: a later stage keeps what a vision-only stage taught
+  // the tower. 0 freezes them: the images are then encoded without a graph
+  // and the patch losses are off, which makes a step ~2× cheaper.
   double vision_lr_scale = 1.0;
   // A fresh run starts its vision tower, projection and patch-kind probe
   // from this checkpoint's (typically a vision_only stage's); everything
@@ -147,7 +148,10 @@ struct PatchProbeEval {
   double kind_loss = 0;  // PatchKindLoss, mean over scenes
   // Cells covered by a shape whose kind the probe's argmax names.
   double shape_cell_accuracy = 0;
-  double box_loss = 0;  // PatchBoxLoss, mean over scenes
+  double box_loss = 0;     // PatchBoxLoss, mean over scenes
+  double colour_loss = 0;  // the patch-colour loss, mean over scenes
+  // Cells covered by a shape whose colour the colour probe names.
+  double colour_cell_accuracy = 0;
 };
 
 class Trainer {
@@ -205,14 +209,21 @@ class Trainer {
   LinearWeights patch_kind_probe_;
   // LossOptions::patch_box_weight's probe (training only).
   LinearWeights patch_box_probe_;
+  // LossOptions::patch_colour_weight's probe (training only).
+  LinearWeights patch_colour_probe_;
+  // LossOptions::head_patch_weight's probes (training only; not vision
+  // parameters: they read the text decoder).
+  LinearWeights head_kind_probe_, head_colour_probe_, head_box_probe_;
   // Per optimizer group: its learning rate over the schedule's.
   std::vector<double> group_lr_scale_;
-  // The weighted patch-kind and patch-box losses of one image's tokens
-  // (zero when both are off); their values go into `losses`.
-  at::Tensor PatchLosses(const at::Tensor& image_PC,
-                         absl::Span<const int> kinds,
-                         absl::Span<const PatchBox> boxes,
+  // The weighted patch-kind, -colour and -box losses of one image's tokens
+  // (zero when all are off); their values go into `losses`.
+  at::Tensor PatchLosses(const at::Tensor& image_PC, const PatchTruth& truth,
                          Losses& losses) const;
+  // The weighted head-patch loss on the decoder's taps.
+  at::Tensor HeadPatchLoss(const FocusTaps& taps, const PatchTruth& truth,
+                           Losses& losses) const;
+  bool VisionFrozen() const { return opts_.vision_lr_scale == 0; }
   // center_region_head's running mean of the rows the region heads read
   // (undefined until the first step): the trainable fc1s act on
   // hidden − mean.
