@@ -527,6 +527,30 @@ TEST(TrainForwardTest, PatchBoxesAndTheirLoss) {
             0.0);
 }
 
+// A row that goes on must make some token other than eos the argmax, as
+// the skills decide by the greedy token: one whose eos is the single most
+// likely token scores badly even when the other tokens together outweigh
+// it; one that favours kGoOnToken scores well.
+TEST(TrainForwardTest, StopRowsAreTrainedTowardOneGoOnToken) {
+  const int vocab = 64, eos = 2;
+  // Row 0: eos 0.3, the rest spread evenly (together 0.7).
+  at::Tensor spread_V = at::full({vocab}, std::log(0.7 / (vocab - 1)));
+  spread_V[eos] = std::log(0.3);
+  // Row 1: kGoOnToken 0.9.
+  at::Tensor go_on_V = at::full({vocab}, std::log(0.1 / (vocab - 1)));
+  go_on_V[kGoOnToken] = std::log(0.9);
+  const at::Tensor logits_NV = at::stack({spread_V, go_on_V});
+  ASSERT_EQ(logits_NV[0].argmax().item<int64_t>(), eos);
+
+  const std::vector<uint8_t> go_on = {0, 0};
+  const at::Tensor nll_N = StopNll(logits_NV, go_on, eos);
+  EXPECT_NEAR(nll_N[0].item<double>(), -std::log(0.7 / (vocab - 1)), 1e-5);
+  EXPECT_NEAR(nll_N[1].item<double>(), -std::log(0.9), 1e-5);
+  const std::vector<uint8_t> stop = {1, 1};
+  EXPECT_NEAR(StopNll(logits_NV, stop, eos)[0].item<double>(), -std::log(0.3),
+              1e-5);
+}
+
 // FourierBins: row b is cos/sin of the bin's phase at each cycle count.
 TEST(TrainerTest, FourierBinsAreAFourierBasisOverTheBins) {
   const at::Tensor basis = FourierBins(1024, 10);
@@ -691,8 +715,9 @@ TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
 }
 
 // With the region head centred (its running mean folded into fc1's bias)
-// and the focus, position and head-patch losses on, a resumed run still takes
-// the same steps, and the written model is the one the trainer scores.
+// and the focus, position, head-patch and row-box losses (and the readout
+// diagnostic) on, a resumed run still takes the same steps, and the
+// written model is the one the trainer scores.
 TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   TrainOptions o = SmallRun("centred");
   o.center_region_head = true;
@@ -700,11 +725,14 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   o.loss.focus_weight = 1;
   o.loss.position_weight = 1;
   o.loss.head_patch_weight = 1;
+  o.loss.row_box_weight = 1;
+  o.readout_probe = true;
   absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
   ASSERT_TRUE(a.ok()) << a.status();
   absl::StatusOr<StepStats> first = (*a)->Step();
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_GT(first->parts.head_patch, 0);
+  EXPECT_GT(first->parts.row_box, 0);
   Losses(**a, 1);
   ASSERT_TRUE((*a)->SaveCheckpoint().ok());
   const std::vector<double> uninterrupted = Losses(**a, 2);

@@ -40,9 +40,11 @@ struct Flags {
   double patch_box_weight = 0;
   double patch_colour_weight = 0;
   double head_patch_weight = 0;
+  double row_box_weight = 0;
   std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
+  bool readout_probe = false;
   double lr = 1e-3;
   double min_lr_fraction = 0.1;
   int warmup = 100;
@@ -99,6 +101,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("fourier-bins", &f.fourier_bins,
             "start the coordinate/size decoders' last layers as a Fourier "
             "basis over the bins (fresh runs)");
+  p.AddBool("readout-probe", &f.readout_probe,
+            "diagnostic: log how well a linear map (ridge regression, no "
+            "effect on the model) reads the coordinate targets from the "
+            "rows the region head reads (R2)");
   p.AddBool("sincos-positions", &f.sincos_positions,
             "start the vision position embedding as 2-D sine-cosine "
             "features (a fresh run only)");
@@ -126,6 +132,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "training-only loss: linear probes read each cell's kind, "
               "colour and box from the last text layer's first head's "
               "values (0: off)");
+  p.AddDouble("row-box-weight", &f.row_box_weight,
+              "training-only loss: a linear probe reads from each row the "
+              "region head reads the value it answers (0: off)");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
@@ -205,9 +214,11 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.patch_box_weight = f.patch_box_weight;
   o.loss.patch_colour_weight = f.patch_colour_weight;
   o.loss.head_patch_weight = f.head_patch_weight;
+  o.loss.row_box_weight = f.row_box_weight;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;
+  o.readout_probe = f.readout_probe;
   o.learning_rate = f.lr;
   o.min_learning_rate_fraction = f.min_lr_fraction;
   o.warmup_steps = f.warmup;

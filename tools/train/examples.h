@@ -8,10 +8,10 @@
 //                  the last answer row predicts eos.
 //   detect         rows: prompt, then per object x, y (coordinate
 //                  embeddings) and (w, h) (size embedding)
-//                  targets: on the last prompt row and each size row, "not
-//                  eos" plus the next object's x bin, or eos after the last;
+//                  targets: on the last prompt row and each size row, "go
+//                  on" plus the next object's x bin, or eos after the last;
 //                  on x rows the y bin; on y rows the (w, h) bins.
-//   point          as detect without sizes: y rows decide "not eos" + x, or
+//   point          as detect without sizes: y rows decide "go on" + x, or
 //                  eos.
 //
 // Objects come left to right (the captions' order). A value v in [0, 1] is
@@ -49,7 +49,8 @@ struct TokenTarget {
   int row = 0;
   int token = 0;
 };
-// Region skills only ask whether the next token is eos.
+// Region skills only ask whether the greedy next token is eos; a row that
+// goes on is trained toward kGoOnToken (train_forward.h).
 struct StopTarget {
   int row = 0;
   bool eos = false;

@@ -229,6 +229,14 @@ at::Tensor PositionLoss(const at::Tensor& values_PD, const LinearWeights& probe,
   return (read_N2 - xy_N2).pow(2).mean() * 12.0;  // variance of U(0,1): 1/12
 }
 
+at::Tensor StopNll(const at::Tensor& logits_NV, absl::Span<const uint8_t> eos,
+                   int eos_id) {
+  std::vector<int64_t> targets;
+  for (uint8_t stop : eos) targets.push_back(stop ? eos_id : kGoOnToken);
+  return at::cross_entropy_loss(logits_NV, at::tensor(targets, at::kLong),
+                                /*weight=*/{}, at::Reduction::None);
+}
+
 Losses SequenceLosses(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, const Weights& w,
                       const MoondreamConfig& config, const LossOptions& options,
@@ -272,17 +280,8 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
     all.push_back(nll_N);
   }
   if (!stop_rows.empty()) {
-    // Region skills stop on eos and go on for any other token.
-    at::Tensor lp_NV =
-        at::log_softmax(LmHead(RowsOf(flat_NC, stop_rows), w.text), -1);
-    const int64_t eos = config.tokenizer.eos_id;
-    at::Tensor eos_N = lp_NV.select(1, eos);
-    at::Tensor not_eos_N = at::logsumexp(
-        lp_NV.index_fill(1, at::tensor({eos}, at::kLong),
-                         -std::numeric_limits<double>::infinity()),
-        1);
-    at::Tensor is_eos_N = at::tensor(stop_eos, at::kByte).to(at::kBool);
-    at::Tensor nll_N = -at::where(is_eos_N, eos_N, not_eos_N);
+    const at::Tensor nll_N = StopNll(LmHead(RowsOf(flat_NC, stop_rows), w.text),
+                                     stop_eos, config.tokenizer.eos_id);
     out.stop = MeanOf(nll_N.detach());
     out.n_stop = static_cast<int>(stop_rows.size());
     all.push_back(nll_N);
@@ -357,6 +356,40 @@ at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
   const at::Tensor guess_N4 =
       Linear(image_PC.index_select(0, at::tensor(cells)), probe);
   return 12 * (guess_N4 - target_N4).pow(2).mean();
+}
+
+at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
+                      absl::Span<const Sequence> sequences, int coordinate_bins,
+                      int size_bins, const LinearWeights& probe) {
+  const int64_t t = rows_BTC.size(1);
+  // (flat row, probe output, target) per answered value.
+  std::vector<int64_t> rows, outputs;
+  std::vector<float> targets;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const int64_t base = static_cast<int64_t>(i) * t;
+    const std::vector<CoordinateTarget>& coords = sequences[i].coordinates;
+    for (size_t k = 0; k < coords.size(); ++k) {
+      rows.push_back(base + coords[k].row);
+      outputs.push_back(static_cast<int64_t>(k % 2));  // x, then y
+      targets.push_back(BinValue(coords[k].bin, coordinate_bins));
+    }
+    for (const SizeTarget& x : sequences[i].sizes) {
+      for (int k : {0, 1}) {
+        rows.push_back(base + x.row);
+        outputs.push_back(2 + k);
+        targets.push_back(BinValue(k == 0 ? x.w_bin : x.h_bin, size_bins));
+      }
+    }
+  }
+  if (rows.empty()) return at::zeros({}, rows_BTC.options());
+  const int64_t c = rows_BTC.size(2);
+  const at::Tensor rows_NC =
+      at::layer_norm(RowsOf(rows_BTC.reshape({-1, c}), rows), {c});
+  const at::Tensor read_N =
+      Linear(rows_NC, probe)
+          .gather(1, at::tensor(outputs, at::kLong).unsqueeze(1))
+          .squeeze(1);
+  return 12 * (read_N - at::tensor(targets)).pow(2).mean();
 }
 
 Losses SceneLosses(const SceneExample& example,

@@ -18,6 +18,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -103,17 +104,39 @@ struct LossOptions {
   // colour and where it is, in a form the heads after it read linearly.
   double head_patch_weight = 0;
 
+  // The row-box loss: a linear probe (kept out of the model) reads from
+  // each row the region head reads the value that row answers (x or y of
+  // a coordinate row, w and h of a size row), each row layer-normed first;
+  // mean squared error × 12. Its gradient reaches the decoder directly,
+  // where the coordinate loss's must pass the bins' softmax and the head's
+  // MLP: the rows are taught to carry the answer linearly.
+  double row_box_weight = 0;
+
   bool Taps() const {
     return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0;
   }
 };
+
+// The token a region row that goes on (another object follows) is
+// trained toward. The skills stop when the greedy token is eos and go on
+// for any other, so "not eos" must win the argmax, not just the mass: all
+// other tokens together can outweigh eos while eos alone is still the most
+// likely token. Token 0 is the one the reference substitutes for a forced
+// detect's first token.
+inline constexpr int kGoOnToken = 0;
+
+// Cross-entropy of each stop row's logits [N, V] against eos (where `eos`
+// is set) or kGoOnToken.
+at::Tensor StopNll(const at::Tensor& logits_NV, absl::Span<const uint8_t> eos,
+                   int eos_id);
 
 // Mean per target of each kind (detached, for logs) and the differentiable
 // mean over all targets.
 struct Losses {
   at::Tensor total;
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
-         patch_kind = 0, patch_box = 0, patch_colour = 0, head_patch = 0;
+         patch_kind = 0, patch_box = 0, patch_colour = 0, head_patch = 0,
+         row_box = 0;
   int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0, n_focus = 0;
   int n_scenes = 0;  // summed Losses: how many scenes the per-scene parts sum
 
@@ -143,6 +166,13 @@ at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
                         absl::Span<const int> patch_kinds,
                         absl::Span<const PatchBox> patch_boxes,
                         const LinearWeights& probe);
+
+// The row-box loss over the rows [B, T, C] of `sequences`; the probe [4, C]
+// answers (x, y, w, h) and each row is scored on its own part (0 when the
+// sequences have no region rows).
+at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
+                      absl::Span<const Sequence> sequences, int coordinate_bins,
+                      int size_bins, const LinearWeights& probe);
 
 // One scene end to end: image, prefix, all its sequences, losses.
 Losses SceneLosses(const SceneExample& example,

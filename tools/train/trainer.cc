@@ -52,6 +52,7 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.patch_box += scene.patch_box;
   sum.patch_colour += scene.patch_colour;
   sum.head_patch += scene.head_patch;
+  sum.row_box += scene.row_box;
   sum.n_token += scene.n_token;
   sum.n_stop += scene.n_stop;
   sum.n_coordinate += scene.n_coordinate;
@@ -71,6 +72,7 @@ Losses MeanParts(Losses sum) {
   sum.patch_box = mean(sum.patch_box, sum.n_scenes);
   sum.patch_colour = mean(sum.patch_colour, sum.n_scenes);
   sum.head_patch = mean(sum.head_patch, sum.n_scenes);
+  sum.row_box = mean(sum.row_box, sum.n_scenes);
   return sum;
 }
 
@@ -246,6 +248,9 @@ void Trainer::AddProbes(at::Generator& gen) {
         at::zeros({colours}));
     add("head_box_probe", head_box_probe_, 4, head_dim, typical_box.clone());
   }
+  if (opts_.loss.row_box_weight > 0) {
+    add("row_box_probe", row_box_probe_, 4, dim, typical_box.clone());
+  }
 }
 
 void Trainer::MakeOptimizer() {
@@ -289,6 +294,79 @@ std::vector<int64_t> HeadRows(absl::Span<const Sequence> sequences, int64_t t) {
 }
 
 }  // namespace
+
+namespace {
+
+// Appends `more` to `kept` and keeps its last `keep` rows.
+void KeepLast(at::Tensor& kept, const at::Tensor& more, int64_t keep) {
+  kept = kept.defined() ? at::cat({kept, more}) : more;
+  if (kept.size(0) > keep) kept = kept.narrow(0, kept.size(0) - keep, keep);
+}
+
+// R² of a ridge regression of y on x, fitted on the even rows and scored
+// on the odd ones.
+double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N) {
+  if (!x_NF.defined() || x_NF.size(0) < 64) return 0;
+  at::NoGradGuard no_grad;
+  const at::Tensor x = x_NF.to(at::kDouble), y = y_N.to(at::kDouble);
+  const int64_t n = x.size(0);
+  const at::Tensor fit = at::arange(0, n, 2), test = at::arange(1, n, 2);
+  const at::Tensor mean_F = x.index_select(0, fit).mean(0);
+  const double y_mean = y.index_select(0, fit).mean().item<double>();
+  auto centred = [&](const at::Tensor& idx) {
+    return x.index_select(0, idx) - mean_F;
+  };
+  const at::Tensor a_NF = centred(fit);
+  const at::Tensor gram_FF = at::matmul(a_NF.t(), a_NF);
+  const double ridge = 1e-3 * gram_FF.diagonal().mean().item<double>() + 1e-9;
+  const at::Tensor w_F = at::linalg_solve(
+      gram_FF + ridge * at::eye(gram_FF.size(0), gram_FF.options()),
+      at::matmul(a_NF.t(), y.index_select(0, fit) - y_mean));
+  const at::Tensor y_test = y.index_select(0, test);
+  const at::Tensor guess = at::matmul(centred(test), w_F) + y_mean;
+  const double residual = (guess - y_test).pow(2).mean().item<double>();
+  const double variance = (y_test - y_test.mean()).pow(2).mean().item<double>();
+  return variance > 0 ? 1 - residual / variance : 0;
+}
+
+}  // namespace
+
+void Trainer::RecordReadout(const at::Tensor& rows_BTC, const FocusTaps& taps,
+                            absl::Span<const Sequence> sequences) {
+  constexpr int64_t kKeep = 4096;  // rows: the last few hundred steps'
+  const int64_t t = rows_BTC.size(1);
+  std::vector<int64_t> rows;
+  std::vector<float> values;
+  const int bins = static_cast<int>(opts_.config.region.coord_out_dim);
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    // Each object's x target, then its y: the x rows alone, since one
+    // linear map cannot answer x on some rows and y on others.
+    const std::vector<CoordinateTarget>& targets = sequences[i].coordinates;
+    for (size_t k = 0; k < targets.size(); k += 2) {
+      rows.push_back(static_cast<int64_t>(i) * t + targets[k].row);
+      values.push_back(BinValue(targets[k].bin, bins));
+    }
+  }
+  if (rows.empty()) return;
+  at::NoGradGuard no_grad;
+  const at::Tensor index = at::tensor(rows, at::kLong);
+  KeepLast(readout_.rows_NC,
+           rows_BTC.reshape({-1, rows_BTC.size(2)}).index_select(0, index),
+           kKeep);
+  KeepLast(readout_.values_N, at::tensor(values), kKeep);
+  if (taps.probs_BTP.defined()) {
+    const int64_t p = taps.probs_BTP.size(2);
+    KeepLast(readout_.head_ND,
+             at::matmul(taps.probs_BTP.reshape({-1, p}).index_select(0, index),
+                        taps.values_PD),
+             kKeep);
+  }
+}
+
+std::pair<double, double> Trainer::ReadoutR2() const {
+  return {HeldOutR2(readout_.rows_NC, readout_.values_N),
+          HeldOutR2(readout_.head_ND, readout_.values_N)};
+}
 
 void Trainer::UpdateRowStats(const at::Tensor& rows_BTC,
                              absl::Span<const Sequence> sequences) {
@@ -461,6 +539,7 @@ absl::StatusOr<StepStats> Trainer::Step() {
                          EmbedSequences(sequences, weights_), weights_.text,
                          c.text, rotary_, opts_.loss.Taps() ? &taps : nullptr);
       if (opts_.center_region_head) UpdateRowStats(rows_BTC, sequences);
+      if (opts_.readout_probe) RecordReadout(rows_BTC, taps, sequences);
       Losses losses = SequenceLosses(rows_BTC, sequences, ServedWeights(), c,
                                      opts_.loss, &taps, &position_probe_);
       if (!VisionFrozen()) {
@@ -470,6 +549,13 @@ absl::StatusOr<StepStats> Trainer::Step() {
       if (opts_.loss.head_patch_weight > 0) {
         losses.total =
             losses.total + HeadPatchLoss(taps, example.patches, losses);
+      }
+      if (opts_.loss.row_box_weight > 0) {
+        const at::Tensor row_box = RowBoxLoss(
+            rows_BTC, sequences, static_cast<int>(c.region.coord_out_dim),
+            static_cast<int>(c.region.size_out_dim / 2), row_box_probe_);
+        losses.row_box = row_box.item<double>();
+        losses.total = losses.total + opts_.loss.row_box_weight * row_box;
       }
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
@@ -623,18 +709,22 @@ absl::Status Trainer::Run() {
     ++window_steps;
     if (step_ % opts_.log_every == 0 || step_ == last_step) {
       const Losses parts = MeanParts(window);
+      const std::pair<double, double> readout =
+          opts_.readout_probe ? ReadoutR2() : std::pair<double, double>{0, 0};
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f pos %.3f kind %.3f box %.3f colour %.3f head %.3f) lr "
+          "%.3f pos %.3f kind %.3f box %.3f colour %.3f head %.3f row %.3f "
+          "x-R2 rows "
+          "%.3f gathered %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus, parts.position,
           parts.patch_kind, parts.patch_box, parts.patch_colour,
-          parts.head_patch, s.learning_rate, s.grad_norm,
-          window_sequences / window_seconds, window_seconds / window_steps,
-          100 * window_data / window_seconds,
+          parts.head_patch, parts.row_box, readout.first, readout.second,
+          s.learning_rate, s.grad_norm, window_sequences / window_seconds,
+          window_seconds / window_steps, 100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,

@@ -99,6 +99,13 @@ struct TrainOptions {
   // Without it every one of the 1,024 bins learns alone from the few
   // targets near it.
   bool fourier_bins = false;
+  // Diagnostic, changes no weight: how well a linear map (ridge regression
+  // over the last 4,096 rows that answer an x, fitted on half and scored on
+  // the other half) reads the object's x from the rows the region head
+  // reads, logged as `readout-R2` (0: the rows say nothing of
+  // where the object is; 1: all). It tells a region head that cannot read
+  // from rows that hold nothing to read.
+  bool readout_probe = false;
 
   double learning_rate = 1e-3;
   double min_learning_rate_fraction = 0.1;  // cosine ends at lr × this
@@ -214,6 +221,8 @@ class Trainer {
   // LossOptions::head_patch_weight's probes (training only; not vision
   // parameters: they read the text decoder).
   LinearWeights head_kind_probe_, head_colour_probe_, head_box_probe_;
+  // LossOptions::row_box_weight's probe (training only).
+  LinearWeights row_box_probe_;
   // Per optimizer group: its learning rate over the schedule's.
   std::vector<double> group_lr_scale_;
   // The weighted patch-kind, -colour and -box losses of one image's tokens
@@ -223,6 +232,16 @@ class Trainer {
   // The weighted head-patch loss on the decoder's taps.
   at::Tensor HeadPatchLoss(const FocusTaps& taps, const PatchTruth& truth,
                            Losses& losses) const;
+  // readout_probe: the last 4,096 rows that answer an x (detached), what
+  // the focus head gathered there (when the taps are on) and their target
+  // values; R² of a ridge regression on each, fitted on half and scored on
+  // the other half: {rows, head}.
+  void RecordReadout(const at::Tensor& rows_BTC, const FocusTaps& taps,
+                     absl::Span<const Sequence> sequences);
+  std::pair<double, double> ReadoutR2() const;
+  struct Readout {
+    at::Tensor rows_NC, head_ND, values_N;
+  } readout_;
   bool VisionFrozen() const { return opts_.vision_lr_scale == 0; }
   // center_region_head's running mean of the rows the region heads read
   // (undefined until the first step): the trainable fc1s act on
