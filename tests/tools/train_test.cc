@@ -551,6 +551,21 @@ TEST(TrainForwardTest, StopRowsAreTrainedTowardOneGoOnToken) {
               1e-5);
 }
 
+// HeldOutR2: ~1 for a linear signal (even on features of very different
+// scales), ~0 for none.
+TEST(TrainerTest, HeldOutR2ReadsALinearSignalAndNothingElse) {
+  at::manual_seed(3);
+  // 2,000 fitted rows: fitting noise with 32 features scores ~ −32/2000.
+  at::Tensor x_NF = at::randn({4000, 32}, at::kDouble);
+  x_NF.select(1, 5).mul_(1e4);  // a loud direction
+  const at::Tensor w_F = at::randn({32}, at::kDouble);
+  const at::Tensor signal_N = at::matmul(x_NF / x_NF.std(0), w_F);
+  EXPECT_GT(HeldOutR2(x_NF, signal_N + 0.01 * at::randn({4000})), 0.99);
+  const double none = HeldOutR2(x_NF, at::randn({4000}, at::kDouble));
+  EXPECT_LT(std::abs(none), 0.05);
+  EXPECT_EQ(HeldOutR2(x_NF.narrow(0, 0, 10), signal_N.narrow(0, 0, 10)), 0);
+}
+
 // FourierBins: row b is cos/sin of the bin's phase at each cycle count.
 TEST(TrainerTest, FourierBinsAreAFourierBasisOverTheBins) {
   const at::Tensor basis = FourierBins(1024, 10);

@@ -293,18 +293,14 @@ std::vector<int64_t> HeadRows(absl::Span<const Sequence> sequences, int64_t t) {
   return rows;
 }
 
-}  // namespace
-
-namespace {
-
 // Appends `more` to `kept` and keeps its last `keep` rows.
 void KeepLast(at::Tensor& kept, const at::Tensor& more, int64_t keep) {
   kept = kept.defined() ? at::cat({kept, more}) : more;
   if (kept.size(0) > keep) kept = kept.narrow(0, kept.size(0) - keep, keep);
 }
 
-// R² of a ridge regression of y on x, fitted on the even rows and scored
-// on the odd ones.
+}  // namespace
+
 double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N) {
   if (!x_NF.defined() || x_NF.size(0) < 64) return 0;
   at::NoGradGuard no_grad;
@@ -312,9 +308,14 @@ double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N) {
   const int64_t n = x.size(0);
   const at::Tensor fit = at::arange(0, n, 2), test = at::arange(1, n, 2);
   const at::Tensor mean_F = x.index_select(0, fit).mean(0);
+  // Standardised features: the residual stream's directions differ in
+  // scale by orders of magnitude, and a ridge on raw ones is dominated by
+  // the largest.
+  const at::Tensor scale_F =
+      x.index_select(0, fit).std(0).clamp_min(1e-6).reciprocal();
   const double y_mean = y.index_select(0, fit).mean().item<double>();
   auto centred = [&](const at::Tensor& idx) {
-    return x.index_select(0, idx) - mean_F;
+    return (x.index_select(0, idx) - mean_F) * scale_F;
   };
   const at::Tensor a_NF = centred(fit);
   const at::Tensor gram_FF = at::matmul(a_NF.t(), a_NF);
@@ -328,8 +329,6 @@ double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N) {
   const double variance = (y_test - y_test.mean()).pow(2).mean().item<double>();
   return variance > 0 ? 1 - residual / variance : 0;
 }
-
-}  // namespace
 
 void Trainer::RecordReadout(const at::Tensor& rows_BTC, const FocusTaps& taps,
                             absl::Span<const Sequence> sequences) {

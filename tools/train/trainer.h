@@ -161,6 +161,11 @@ struct PatchProbeEval {
   double colour_cell_accuracy = 0;
 };
 
+// R² of a ridge regression of y [N] on x [N, F] (features standardised),
+// fitted on the even rows and scored on the odd ones; 0 under 64 rows.
+// The readout diagnostic's measure.
+double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N);
+
 class Trainer {
  public:
   // Fresh weights, or the checkpoint in opts.out_dir when opts.resume.
