@@ -309,6 +309,19 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
     if (nll_N.defined()) {
       out.focus = MeanOf(nll_N.detach());
       out.n_focus = static_cast<int>(nll_N.size(0));
+      // The same, over the rows that answer a region (FocusLoss's order).
+      std::vector<float> region;
+      for (const Sequence& s : sequences) {
+        const bool is_region = s.kind == scenes::TaskKind::kDetect ||
+                               s.kind == scenes::TaskKind::kPoint;
+        region.insert(region.end(), s.focuses.size(), is_region ? 1.0f : 0.0f);
+      }
+      const at::Tensor region_N = at::tensor(region);
+      out.n_focus_region = static_cast<int>(region_N.sum().item<float>());
+      if (out.n_focus_region > 0) {
+        out.focus_region = (nll_N.detach() * region_N).sum().item<double>() /
+                           out.n_focus_region;
+      }
       out.total = out.total + options.focus_weight * nll_N.mean();
     }
   }

@@ -138,6 +138,10 @@ struct Losses {
          patch_kind = 0, patch_box = 0, patch_colour = 0, head_patch = 0,
          row_box = 0;
   int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0, n_focus = 0;
+  // The focus loss over the rows of detect and point answers alone (for
+  // logs).
+  double focus_region = 0;
+  int n_focus_region = 0;
   int n_scenes = 0;  // summed Losses: how many scenes the per-scene parts sum
 
   int n_targets() const { return n_token + n_stop + n_coordinate + n_size; }

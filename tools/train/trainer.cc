@@ -47,6 +47,8 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.coordinate += scene.coordinate * scene.n_coordinate;
   sum.size += scene.size * scene.n_size;
   sum.focus += scene.focus * scene.n_focus;
+  sum.focus_region += scene.focus_region * scene.n_focus_region;
+  sum.n_focus_region += scene.n_focus_region;
   sum.position += scene.position;  // one per scene
   sum.patch_kind += scene.patch_kind;
   sum.patch_box += scene.patch_box;
@@ -67,6 +69,7 @@ Losses MeanParts(Losses sum) {
   sum.coordinate = mean(sum.coordinate, sum.n_coordinate);
   sum.size = mean(sum.size, sum.n_size);
   sum.focus = mean(sum.focus, sum.n_focus);
+  sum.focus_region = mean(sum.focus_region, sum.n_focus_region);
   sum.position = mean(sum.position, sum.n_scenes);
   sum.patch_kind = mean(sum.patch_kind, sum.n_scenes);
   sum.patch_box = mean(sum.patch_box, sum.n_scenes);
@@ -713,17 +716,19 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f pos %.3f kind %.3f box %.3f colour %.3f head %.3f row %.3f "
+          "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f colour %.3f head "
+          "%.3f row %.3f "
           "x-R2 rows "
           "%.3f gathered %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
-          parts.stop, parts.coordinate, parts.size, parts.focus, parts.position,
-          parts.patch_kind, parts.patch_box, parts.patch_colour,
-          parts.head_patch, parts.row_box, readout.first, readout.second,
-          s.learning_rate, s.grad_norm, window_sequences / window_seconds,
-          window_seconds / window_steps, 100 * window_data / window_seconds,
+          parts.stop, parts.coordinate, parts.size, parts.focus,
+          parts.focus_region, parts.position, parts.patch_kind, parts.patch_box,
+          parts.patch_colour, parts.head_patch, parts.row_box, readout.first,
+          readout.second, s.learning_rate, s.grad_norm,
+          window_sequences / window_seconds, window_seconds / window_steps,
+          100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,
