@@ -546,6 +546,11 @@ TEST(TrainForwardTest, StopRowsAreTrainedTowardOneGoOnToken) {
   const at::Tensor nll_N = StopNll(logits_NV, go_on, eos);
   EXPECT_NEAR(nll_N[0].item<double>(), -std::log(0.7 / (vocab - 1)), 1e-5);
   EXPECT_NEAR(nll_N[1].item<double>(), -std::log(0.9), 1e-5);
+  // Balanced: one eos row among three weighs as much as the two others.
+  const std::vector<uint8_t> mixed = {1, 0, 0};
+  const at::Tensor balanced =
+      BalanceStops(at::tensor({1.0f, 2.0f, 4.0f}), mixed);
+  EXPECT_NEAR(balanced.mean().item<double>(), 0.5 * 1.0 + 0.5 * 3.0, 1e-6);
   const std::vector<uint8_t> stop = {1, 1};
   EXPECT_NEAR(StopNll(logits_NV, stop, eos)[0].item<double>(), -std::log(0.3),
               1e-5);

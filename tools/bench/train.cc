@@ -41,6 +41,7 @@ struct Flags {
   double patch_colour_weight = 0;
   double head_patch_weight = 0;
   double row_box_weight = 0;
+  bool balance_stops = false;
   std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -135,6 +136,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("row-box-weight", &f.row_box_weight,
               "training-only loss: a linear probe reads from each row the "
               "region head reads the value it answers (0: off)");
+  p.AddBool("balance-stops", &f.balance_stops,
+            "weight the region rows that stop (eos) and those that go on "
+            "alike");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
@@ -215,6 +219,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.patch_colour_weight = f.patch_colour_weight;
   o.loss.head_patch_weight = f.head_patch_weight;
   o.loss.row_box_weight = f.row_box_weight;
+  o.loss.balance_stops = f.balance_stops;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;

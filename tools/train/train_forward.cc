@@ -237,6 +237,19 @@ at::Tensor StopNll(const at::Tensor& logits_NV, absl::Span<const uint8_t> eos,
                                 /*weight=*/{}, at::Reduction::None);
 }
 
+at::Tensor BalanceStops(const at::Tensor& nll_N,
+                        absl::Span<const uint8_t> eos) {
+  const double n = static_cast<double>(eos.size());
+  const double n_eos =
+      static_cast<double>(std::count(eos.begin(), eos.end(), 1));
+  if (n_eos == 0 || n_eos == n) return nll_N;
+  std::vector<float> scale;
+  for (uint8_t stop : eos) {
+    scale.push_back(static_cast<float>(n / (2 * (stop ? n_eos : n - n_eos))));
+  }
+  return nll_N * at::tensor(scale);
+}
+
 Losses SequenceLosses(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, const Weights& w,
                       const MoondreamConfig& config, const LossOptions& options,
@@ -284,7 +297,8 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                                      stop_eos, config.tokenizer.eos_id);
     out.stop = MeanOf(nll_N.detach());
     out.n_stop = static_cast<int>(stop_rows.size());
-    all.push_back(nll_N);
+    all.push_back(options.balance_stops ? BalanceStops(nll_N, stop_eos)
+                                        : nll_N);
   }
   if (!coord_rows.empty()) {
     at::Tensor nll_N =

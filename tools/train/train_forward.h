@@ -112,6 +112,12 @@ struct LossOptions {
   // MLP: the rows are taught to carry the answer linearly.
   double row_box_weight = 0;
 
+  // Stop rows weighted so that those that stop (eos) and those that go on
+  // count alike: every kind is asked of each scene and absent ones expect
+  // no object, so eos is the majority, and a model unsure whether a shape is
+  // there answers eos first and finds nothing.
+  bool balance_stops = false;
+
   bool Taps() const {
     return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0;
   }
@@ -177,6 +183,10 @@ at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
 at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, int coordinate_bins,
                       int size_bins, const LinearWeights& probe);
+
+// nll_N scaled so that its mean is the mean over the eos rows and the mean
+// over the others, averaged (unchanged when one kind is missing).
+at::Tensor BalanceStops(const at::Tensor& nll_N, absl::Span<const uint8_t> eos);
 
 // One scene end to end: image, prefix, all its sequences, losses.
 Losses SceneLosses(const SceneExample& example,
