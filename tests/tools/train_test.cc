@@ -667,6 +667,31 @@ TEST(TrainerTest, ResumesWhereTheCheckpointLeftOff) {
   ExpectSameLosses(uninterrupted, Losses(**b, 2));
 }
 
+// A curriculum may switch a probe on at a resume: the model's weights come
+// from the checkpoint, the new probe starts fresh, and the run goes on.
+TEST(TrainerTest, AResumeMaySwitchOnAProbe) {
+  TrainOptions o = SmallRun("resume_probe");
+  absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  Losses(**a, 2);
+  ASSERT_TRUE((*a)->SaveCheckpoint().ok());
+
+  o.resume = true;
+  o.loss.focus_weight = 1;
+  o.loss.position_weight = 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->step(), 2);
+  const Weights before = (*a)->weights(), after = (*b)->weights();
+  EXPECT_TRUE(at::equal(before.region.coord_decoder.fc2.weight,
+                        after.region.coord_decoder.fc2.weight));
+  EXPECT_TRUE(at::equal(before.text.blocks[0].attn.qkv.weight,
+                        after.text.blocks[0].attn.qkv.weight));
+  absl::StatusOr<StepStats> next = (*b)->Step();
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_GT(next->parts.position, 0);
+}
+
 // --stop-after: Run() ends at that step with a checkpoint, and a resumed
 // run goes on exactly as one that never stopped.
 TEST(TrainerTest, StopsAfterAStepAndResumesFromIt) {

@@ -96,14 +96,31 @@ absl::Status Trainer::LoadCheckpoint() {
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng);
     at::NoGradGuard no_grad;
+    int fresh_probes = 0;
     for (auto& [name, tensor] : params_) {
       at::Tensor saved;
-      archive.read("param/" + name, saved);
+      if (!archive.try_read("param/" + name, saved)) {
+        // A probe switched on at this resume starts fresh (a curriculum).
+        if (!absl::StartsWith(name, "train_only.")) {
+          throw std::runtime_error(
+              absl::StrCat("the checkpoint has no ", name));
+        }
+        ++fresh_probes;
+        continue;
+      }
       tensor.copy_(saved);
     }
     at::Tensor mean_C;
     if (archive.try_read("region_rows_mean", mean_C)) {
       region_rows_mean_C_ = mean_C;
+    }
+    if (fresh_probes > 0) {
+      // AdamW's state is stored per parameter in order: with new ones it no
+      // longer lines up, so every moment starts anew.
+      std::printf(
+          "train: %d probe tensors start fresh; the optimizer state too\n",
+          fresh_probes);
+      return;
     }
     torch::serialize::InputArchive optimizer;
     archive.read("optimizer", optimizer);
