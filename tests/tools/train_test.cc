@@ -342,6 +342,23 @@ TEST(TrainForwardTest, FocusAndPositionLosses) {
   const auto guessing = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
                                        o.config, on, &taps, &blind);
   EXPECT_NEAR(guessing.position, 1.0 - 1.0 / (grid * grid), 1e-4);
+
+  // Spread: KL from the even spread over the two cells, above the mass's
+  // −log because the mass falls unevenly; 0 once it is all there, evenly.
+  on.focus_spread = true;
+  const auto spread = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
+                                     o.config, on, &taps, &probe);
+  EXPECT_NEAR(
+      spread.focus,
+      -0.5 * (std::log(0.25 + 1e-6) + std::log(0.125 + 1e-6)) - std::log(2.0),
+      1e-5);
+  EXPECT_GT(spread.focus, with.focus);
+  taps.probs_BTP[0][seq.focuses[0].row][5] = 0.5;
+  taps.probs_BTP[0][seq.focuses[0].row][9] = 0.5;
+  taps.probs_BTP[0][seq.focuses[0].row][6] = 0;
+  const auto even = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
+                                   o.config, on, &taps, &probe);
+  EXPECT_NEAR(even.focus, 0.0, 1e-5);
 }
 
 // PatchKinds marks the cells a shape covers with 1 + its kind; the loss

@@ -42,6 +42,7 @@ struct Flags {
   double head_patch_weight = 0;
   double row_box_weight = 0;
   bool balance_stops = false;
+  bool focus_spread = false;
   std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -160,6 +161,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("focus-weight", &f.focus_weight,
               "training-only loss: the last layer's first head attends to "
               "the shapes each answer is about (0: off)");
+  p.AddBool("focus-spread", &f.focus_spread,
+            "the focus loss asks for the mass spread evenly over the "
+            "shapes' cells (KL), not just there");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -220,6 +224,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.head_patch_weight = f.head_patch_weight;
   o.loss.row_box_weight = f.row_box_weight;
   o.loss.balance_stops = f.balance_stops;
+  o.loss.focus_spread = f.focus_spread;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;

@@ -197,24 +197,30 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
 
 // −log of the attention mass each focus row puts on its positions.
 at::Tensor FocusLoss(const at::Tensor& probs_BTP,
-                     absl::Span<const Sequence> sequences) {
+                     absl::Span<const Sequence> sequences, bool spread) {
   const int64_t t = probs_BTP.size(1), p = probs_BTP.size(2);
   std::vector<int64_t> rows;
-  std::vector<float> mask;
+  std::vector<float> mask, cells;
   for (size_t i = 0; i < sequences.size(); ++i) {
     for (const FocusTarget& f : sequences[i].focuses) {
       rows.push_back(static_cast<int64_t>(i) * t + f.row);
+      cells.push_back(static_cast<float>(f.positions.size()));
       const size_t start = mask.size();
       mask.resize(start + p, 0.0f);
-      for (int position : f.positions) mask[start + position] = 1.0f;
+      const float share = spread ? 1.0f / f.positions.size() : 1.0f;
+      for (int position : f.positions) mask[start + position] = share;
     }
   }
   if (rows.empty()) return at::Tensor();
   const int64_t n = static_cast<int64_t>(rows.size());
-  at::Tensor mass_N = (RowsOf(probs_BTP.reshape({-1, p}), rows) *
-                       at::from_blob(mask.data(), {n, p}, at::kFloat).clone())
-                          .sum(-1);
-  return -at::log(mass_N + 1e-6);
+  const at::Tensor probs_NP = RowsOf(probs_BTP.reshape({-1, p}), rows);
+  const at::Tensor mask_NP =
+      at::from_blob(mask.data(), {n, p}, at::kFloat).clone();
+  if (!spread) return -at::log((probs_NP * mask_NP).sum(-1) + 1e-6);
+  // KL(uniform over the cells ‖ probs): 0 only when the mass is all there
+  // and even; never below the mass's −log.
+  return -(mask_NP * at::log(probs_NP + 1e-6)).sum(-1) -
+         at::log(at::tensor(cells));
 }
 
 // 1 − R² of the probe's reading of each image token's grid position (the
@@ -319,7 +325,8 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
   out.total = at::cat(all).mean();
   if (taps != nullptr && taps->probs_BTP.defined() &&
       options.focus_weight > 0) {
-    at::Tensor nll_N = FocusLoss(taps->probs_BTP, sequences);
+    at::Tensor nll_N =
+        FocusLoss(taps->probs_BTP, sequences, options.focus_spread);
     if (nll_N.defined()) {
       out.focus = MeanOf(nll_N.detach());
       out.n_focus = static_cast<int>(nll_N.size(0));

@@ -71,6 +71,12 @@ struct LossOptions {
   // head puts on the shapes a row's answer is about (FocusTarget). It
   // guides the model to look where the answer is.
   double focus_weight = 0;
+  // The focus loss asks for the mass spread evenly over those shapes' cells
+  // (KL from the uniform spread to the head's distribution: −log of the mass
+  // plus how unevenly it falls), so that what the head gathers is the mean
+  // over the cells, whose position is the shape's centre, and not the one
+  // edge that matches best.
+  bool focus_spread = false;
   // The position loss: how badly a linear probe reads each image token's
   // grid position from that head's values (1 − R²: the mean squared error
   // over the coordinates' variance), so that what the head gathers carries
