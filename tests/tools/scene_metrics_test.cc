@@ -142,6 +142,16 @@ TEST(SceneMetricsTest, ReportMarksTargets) {
   EXPECT_TRUE(Line(lines, "point inside").pass);
   EXPECT_FALSE(Line(lines, "point recall").pass);
   EXPECT_FALSE(AllTargetsMet(lines));
+  EXPECT_TRUE(NamedTargetsMet(lines, {"count", "detect F1"}).ok());
+  const absl::Status failing =
+      NamedTargetsMet(lines, {"count", "color", "point recall"});
+  EXPECT_EQ(failing.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(failing.message().find("color, point recall"), std::string::npos)
+      << failing;
+  EXPECT_EQ(NamedTargetsMet(lines, {"colour"}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NamedTargetsMet(lines, {"detect precision"}).code(),
+            absl::StatusCode::kInvalidArgument);  // shown, no target
 
   const std::string table = FormatReport(lines);
   EXPECT_NE(table.find("count"), std::string::npos);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "base/paths.h"
 #include "base/status_macros.h"
 #include "model/bundle.h"
@@ -60,6 +61,7 @@ struct EvalOptions {
   int show_errors = 0;
   std::string json_path;
   bool require_targets = false;
+  std::string require;  // comma-separated metric names
 };
 
 absl::StatusOr<EvalOptions> ParseOptions(const std::vector<std::string>& args,
@@ -94,6 +96,9 @@ absl::StatusOr<EvalOptions> ParseOptions(const std::vector<std::string>& args,
                   "also write the report as JSON to this file (- for stdout)");
   flags.AddBool("require-targets", &opts.require_targets,
                 "exit with an error unless every target is met");
+  flags.AddString("require", &opts.require,
+                  "exit with an error unless these targets are met "
+                  "(comma-separated names from the table, e.g. color,shape)");
   RETURN_IF_ERROR(flags.Parse(args));
   *help = flags.help_requested();
   if (*help) {
@@ -351,6 +356,11 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
   }
   if (opts.require_targets && !scenes::AllTargetsMet(lines)) {
     return absl::FailedPreconditionError("not every target is met");
+  }
+  if (!opts.require.empty()) {
+    const std::vector<std::string> names =
+        absl::StrSplit(opts.require, ',', absl::SkipEmpty());
+    RETURN_IF_ERROR(scenes::NamedTargetsMet(lines, names));
   }
   return absl::OkStatus();
 }

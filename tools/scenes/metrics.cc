@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace md::scenes {
 namespace {
@@ -239,6 +240,24 @@ bool AllTargetsMet(absl::Span<const MetricLine> lines) {
   return std::all_of(lines.begin(), lines.end(), [](const MetricLine& line) {
     return !line.has_target || line.pass;
   });
+}
+
+absl::Status NamedTargetsMet(absl::Span<const MetricLine> lines,
+                             absl::Span<const std::string> names) {
+  std::vector<std::string> failing;
+  for (const std::string& name : names) {
+    const auto line =
+        std::find_if(lines.begin(), lines.end(),
+                     [&](const MetricLine& l) { return l.name == name; });
+    if (line == lines.end() || !line->has_target) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("no metric with a target is called '", name, "'"));
+    }
+    if (!line->pass) failing.push_back(name);
+  }
+  if (failing.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("required targets not met: ", absl::StrJoin(failing, ", ")));
 }
 
 std::string FormatReport(absl::Span<const MetricLine> lines) {

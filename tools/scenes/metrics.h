@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "model/skills/skill_types.h"
@@ -100,6 +101,10 @@ std::vector<MetricLine> ReportLines(const EvalTally& tally);
 
 // Every line with a target passes.
 bool AllTargetsMet(absl::Span<const MetricLine> lines);
+// OK when each named metric (a line's name, e.g. "color" or "detect F1")
+// has a target and meets it; else which do not, or which name is unknown.
+absl::Status NamedTargetsMet(absl::Span<const MetricLine> lines,
+                             absl::Span<const std::string> names);
 
 // The lines as an aligned text table, one metric per row.
 std::string FormatReport(absl::Span<const MetricLine> lines);
