@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Draws a training curve from the log `moondream-bench train` prints.
 
-usage: plot_curve.py TRAIN_LOG OUT.png [--title TEXT]
+usage: plot_curve.py TRAIN_LOG [TRAIN_LOG ...] OUT.png [--title TEXT]
+
+Several logs (the stages of one recipe, in order) draw one curve; a dotted
+line marks where each later stage starts.
 
 Top: the training loss and its parts (text tokens, stop decisions, x/y and
 w/h KL) per progress line, and the held-out loss at each evaluation. Bottom:
@@ -16,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STEP = re.compile(r"^step (\d+)/\d+ loss ([\d.]+) \(text ([\d.]+) stop "
-                  r"([\d.]+) xy ([\d.]+) wh ([\d.]+)\)")
+                  r"([\d.]+) xy ([\d.]+) wh ([\d.]+)[ )]")
 EVAL = re.compile(r"^eval step (\d+): held-out loss ([\d.]+), (\d+)/(\d+) "
                   r"questions right")
 
@@ -35,13 +38,19 @@ def parse(path):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("log")
+    parser.add_argument("logs", nargs="+", metavar="TRAIN_LOG")
     parser.add_argument("out")
     parser.add_argument("--title", default="moondream-bench train")
     args = parser.parse_args()
-    steps, evals = parse(args.log)
-    if not steps:
-        raise SystemExit(f"{args.log}: no progress lines")
+    steps, evals, starts = [], [], []
+    for log in args.logs:
+        more_steps, more_evals = parse(log)
+        if not more_steps:
+            raise SystemExit(f"{log}: no progress lines")
+        if steps:
+            starts.append(more_steps[0][0])
+        steps += more_steps
+        evals += more_evals
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
                                       height_ratios=[3, 2])
     x = [s[0] for s in steps]
@@ -55,6 +64,9 @@ def main():
                  label="held-out loss", markersize=3)
         bottom.plot([e[0] for e in evals], [100 * e[2] for e in evals],
                     "o-", color="tab:green", markersize=3)
+    for start in starts:
+        for axis in (top, bottom):
+            axis.axvline(start, color="grey", linestyle=":", linewidth=0.8)
     top.set_yscale("log")
     top.set_ylabel("loss")
     top.legend(fontsize=8)
