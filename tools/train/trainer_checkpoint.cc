@@ -35,13 +35,12 @@ absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
 // What the start-up banner says of a model trained here (the DEMO-MODEL
 // file of model/bundle.h).
 constexpr char kDemoDescription[] =
-    "a tiny Moondream trained only on synthetic scenes (1 to 4 red, green, "
-    "blue or yellow circles, squares and triangles on a white or light grey "
-    "background; tools/scenes). It answers \"How many shapes are there?\", "
-    "\"What color is the circle?\", \"What shape is red?\", captions the "
-    "shapes left to right, and detects or points at \"circle\", \"square\", "
-    "\"triangle\" or a colour and shape such as \"red circle\". Other images "
-    "and questions get meaningless answers.\n";
+    "a tiny Moondream trained by moondream-bench train on synthetic scenes "
+    "only (1 to 4 red, green, blue or yellow circles, squares and triangles "
+    "on a white or light grey background; tools/scenes), to count them, "
+    "tell their colours and shapes, caption them left to right, detect and "
+    "point at them. How well it does: moondream-bench scenes-eval "
+    "--model=<this directory>. Other images get meaningless answers.\n";
 
 }  // namespace
 
