@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Reproduces the shipped demo model (models/scenes-demo) from scratch: every
+# stage of its training, in order, on 2 threads (~2 hours on a 2-core VM).
+# Resumable: rerun it after a stop and it goes on from the last checkpoint
+# (a stage that finished leaves a marker file and is skipped).
+#
+#   tools/train/recipe.sh [OUT]     # OUT: default ~/scenes-recipe
+#   tools/train/ship_model.py OUT/final/model   # evaluate it and ship it
+#
+# Each stage is deterministic for its flags and thread count; a stopped and
+# resumed stage goes on exactly as one that never stopped (train_test). The
+# stages and why each exists: tools/train/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${1:-$HOME/scenes-recipe}"
+BENCH="${MD_BENCH:-build/tools/moondream-bench}"
+LOG="$OUT/recipe.log"
+export OMP_WAIT_POLICY=PASSIVE
+mkdir -p "$OUT"
+
+# The default scene model with 2 vision layers instead of 4.
+if [ ! -f "$OUT/config.json" ]; then
+  "$BENCH" train --out="$OUT/cfg" --steps=0 --eval-every=0 >/dev/null
+  sed 's/"enc_n_layers": 4/"enc_n_layers": 2/' "$OUT/cfg/model/config.json" \
+    > "$OUT/config.json"
+  grep -q '"enc_n_layers": 2' "$OUT/config.json"
+fi
+C="--config=$OUT/config.json"
+
+# stage NAME DIR FLAGS...: one `train` call, skipped once done. A stage that
+# starts a directory anew may name its start (--init-vision-from); later
+# stages of the same directory resume it.
+stage() {
+  local name="$1" dir="$2"
+  shift 2
+  [ -f "$dir/done.$name" ] && return 0
+  echo "== stage $name: $*" | tee -a "$LOG"
+  local start=()
+  if [ -f "$dir/checkpoint.pt" ]; then
+    start=(--resume)
+  fi
+  "$BENCH" train --out="$dir" $C "${start[@]}" "$@" >> "$LOG" 2>&1
+  touch "$dir/done.$name"
+}
+
+# copy FROM TO: a later stage goes on from FROM's checkpoint in its own
+# directory (so each stage's result stays).
+copy() {
+  [ -f "$2/checkpoint.pt" ] && return 0
+  mkdir -p "$2"
+  cp "$1/checkpoint.pt" "$2/checkpoint.pt"
+}
+
+VISION="--vision-only --scenes-per-step=8 --lr=1e-3 --warmup=50 --clip=1000 --eval-every=250 --threads=2"
+# 1. The vision tower alone learns which kind of shape covers each patch.
+stage v1 "$OUT/v1" $VISION --patch-kind-weight=1 --sincos-positions --steps=1500
+# 2. ... and each shape cell's colour and box, on top.
+if [ ! -f "$OUT/v3/checkpoint.pt" ]; then
+  V3_START=(--init-vision-from="$OUT/v1/checkpoint.pt")
+else
+  V3_START=()
+fi
+stage v3 "$OUT/v3" $VISION --patch-kind-weight=1 --patch-box-weight=1 \
+  --patch-colour-weight=1 --steps=1000 "${V3_START[@]}"
+
+# 3. The text decoder and region head on the frozen tower.
+S="--vision-lr-scale=0 --head-patch-weight=1 --row-box-weight=1 --center-region-head --fourier-bins --clip=1000 --lr=1e-3 --warmup=50 --bin-sigma=16 --eval-every=200 --readout-probe"
+if [ ! -f "$OUT/s5/checkpoint.pt" ]; then
+  S5_START=(--init-vision-from="$OUT/v3/checkpoint.pt")
+else
+  S5_START=()
+fi
+stage s5a "$OUT/s5" $S --focus-weight=1 --steps=3500 --max-shapes=1 \
+  --stop-after=300 --threads=2 "${S5_START[@]}"
+stage s5b "$OUT/s5" $S --focus-weight=1 --steps=3500 --max-shapes=2 \
+  --stop-after=1200 --threads=2
+# 4. The focus head told more firmly where to look (steps 1,200-2,200 ran on
+#    one thread, which the determinism keeps).
+copy "$OUT/s5" "$OUT/s6"
+stage s6a "$OUT/s6" $S --focus-weight=4 --steps=3500 --max-shapes=2 \
+  --stop-after=2200 --threads=1
+stage s6b "$OUT/s6" $S --focus-weight=4 --steps=3500 --max-shapes=2 --threads=2
+# 5. Stop rows balanced: detect and point answer.
+copy "$OUT/s6" "$OUT/s9"
+stage s9 "$OUT/s9" $S --focus-weight=4 --max-shapes=2 --balance-stops \
+  --steps=4500 --threads=2
+# 6. Each image token's own position read from the focus head's values.
+copy "$OUT/s9" "$OUT/p1"
+stage p1 "$OUT/p1" $S --focus-weight=4 --max-shapes=2 --balance-stops \
+  --position-weight=1 --steps=5500 --stop-after=4900 --threads=2
+# 7. Scenes of up to four shapes (counts and captions of 3 and 4).
+copy "$OUT/p1" "$OUT/p2"
+stage p2 "$OUT/p2" $S --focus-weight=4 --max-shapes=4 --balance-stops \
+  --position-weight=1 --steps=7500 --stop-after=5500 --threads=2
+# 8. The focus spread evenly over the shape's cells.
+copy "$OUT/p2" "$OUT/final"
+stage final "$OUT/final" $S --focus-weight=4 --focus-spread --max-shapes=4 \
+  --balance-stops --position-weight=1 --steps=7500 --threads=2
+echo "done: $OUT/final/model (tools/train/ship_model.py $OUT/final/model)"
