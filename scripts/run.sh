@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds, then runs moondream-server on the default model (the tiny random
-# test model: it answers at once, but its answers are meaningless; see README
-# "Real weights"). Flags go to the server:
+# Builds, then runs moondream-server on the default model (models/scenes-demo:
+# a tiny Moondream trained on synthetic scenes of coloured shapes, not
+# Moondream's weights; see README "Real weights"). Flags go to the server:
 #   ./scripts/run.sh                                  # gRPC :50051, HTTP :8080, metrics :9090
 #   ./scripts/run.sh --model=DIR --dtype=bf16 --slots=16
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 cat >&2 <<'USAGE'
 Try it from another terminal:
   curl -s localhost:8080/v1/query -H 'Content-Type: application/json' -d \
-    "{\"image_url\":\"data:image/png;base64,$(base64 -w0 tests/data/golden/images/rgb_378x378.png)\",\"question\":\"What is this?\"}"
+    "{\"image_url\":\"data:image/png;base64,$(base64 -w0 models/scenes-demo/examples/scene_00000.png)\",\"question\":\"What color is the circle?\"}"
   curl -s localhost:9090/metrics | grep moondream_
 Stop with Ctrl-C (or SIGTERM): in-flight requests finish first.
 USAGE

@@ -38,13 +38,14 @@
 
 // Inside the project tree; found next to the binary wherever the server is
 // started from (base/paths.h).
-constexpr char kDefaultModel[] = "models/tiny-random";
+constexpr char kDefaultModel[] = "models/scenes-demo";
 
 ABSL_FLAG(std::string, model, kDefaultModel,
           "Model directory: model.safetensors, tokenizer.json, optional "
-          "config.json. The default is a tiny RANDOM test model whose answers "
-          "are meaningless (see README 'Real weights'), looked for next to "
-          "the binary, then in the working directory.");
+          "config.json. The default is the synthetic-scenes demo model (a tiny "
+          "Moondream trained on coloured shapes, not Moondream's weights; "
+          "README 'The default model'), looked for next to the binary, then "
+          "in the working directory.");
 ABSL_FLAG(std::string, preset, "moondream2",
           "Shapes a model directory without config.json has: moondream2 or "
           "moondream-0.5b");
@@ -344,9 +345,10 @@ int main(int argc, char** argv) {
       "/v1/detect, /v1/point, /v1/gaze), with\nPrometheus metrics.\n\n"
       "  moondream-server [--model=DIR] [--grpc_port=50051] "
       "[--http_port=8080] [--metrics_port=9090]\n\n"
-      "Without --model it serves the tiny RANDOM test model: it answers at "
-      "once,\nbut its answers are meaningless (see README 'Real weights'). "
-      "SIGTERM drains:\nthe listeners close (gRPC sends GOAWAY), health "
+      "Without --model it serves the synthetic-scenes demo model: a tiny "
+      "Moondream\ntrained here on images of coloured shapes, not Moondream's "
+      "weights (README\n'The default model'). SIGTERM drains:\nthe listeners "
+      "close (gRPC sends GOAWAY), health "
       "turns NOT_SERVING, in-flight\nrequests finish within --grace_seconds, "
       "then the server exits 0.");
   md::ListFlagsInHelp(__FILE__);

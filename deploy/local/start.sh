@@ -9,7 +9,7 @@
 #
 # Environment (all optional):
 #   MD_SERVER          server binary (default: build/service/moondream-server)
-#   MD_MODEL           model directory (default: models/tiny-random, RANDOM weights)
+#   MD_MODEL           model directory (default: models/scenes-demo, the demo model)
 #   MD_RUN_DIR         pid files, logs, nginx.conf (default: /tmp/moondream-local)
 #   MD_GRPC_PORT       nginx's gRPC port (default: 50051)
 #   MD_HTTP_PORT       nginx's HTTP port (default: 8080)
@@ -38,7 +38,7 @@ fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 SERVER="${MD_SERVER:-$REPO/build/service/moondream-server}"
-MODEL="${MD_MODEL:-$REPO/models/tiny-random}"
+MODEL="${MD_MODEL:-$REPO/models/scenes-demo}"
 RUN="${MD_RUN_DIR:-${TMPDIR:-/tmp}/moondream-local}"
 GRPC_PORT="${MD_GRPC_PORT:-50051}"
 HTTP_PORT="${MD_HTTP_PORT:-8080}"

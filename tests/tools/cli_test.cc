@@ -1,4 +1,5 @@
-// Runs the real moondream-cli binary on the default (tiny random) model.
+// Runs the real moondream-cli binary on the tiny random test model and on
+// the default, the shipped synthetic-scenes demo model.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -6,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -51,7 +53,8 @@ TEST(CliTest, EverySkillAnswersInJsonAndSaysTheModelIsRandom) {
   };
   for (const auto& [args, key] : cases) {
     SCOPED_TRACE(args);
-    Result r = RunCli(args + " " + kImage + " --json");
+    Result r =
+        RunCli(args + " " + kImage + " --json --model=models/tiny-random");
     ASSERT_EQ(r.exit_code, 0) << r.out;
     EXPECT_NE(r.out.find("meaningless"), std::string::npos);
     nlohmann::json j = LastJson(r.out);
@@ -110,8 +113,30 @@ TEST(CliTest, FindsTheDefaultModelFromAnyDirectoryAndExpandsTilde) {
                         " --annotate=~/tilde_annotated.png",
                     "/", "HOME='" + home + "'");
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("meaningless"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("models/scenes-demo"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("NOTE: a demo model, not Moondream's weights"),
+            std::string::npos)
+      << r.out;
   EXPECT_TRUE(std::ifstream(png).good()) << r.out;
+}
+
+// The default model answers the README's first example right: the colour
+// of the one circle of the scene it ships as scene_00000.png.
+TEST(CliTest, TheDefaultModelAnswersAShippedScene) {
+  const std::string examples =
+      std::string(MD_SOURCE_DIR) + "/models/scenes-demo/examples";
+  const nlohmann::json truth =
+      nlohmann::json::parse(std::ifstream(examples + "/truth.json"));
+  std::vector<std::string> circles;
+  for (const nlohmann::json& shape : truth["scenes"][0]["shapes"]) {
+    if (shape["kind"] == "circle") circles.push_back(shape["color"]);
+  }
+  ASSERT_EQ(circles.size(), 1u) << truth["scenes"][0].dump();
+  Result r = RunCli("query --image=" + examples +
+                    "/scene_00000.png --question='What color is the circle?' "
+                    "--json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(LastJson(r.out)["answer"], circles[0]) << r.out;
 }
 
 // Abseil lists only flags of a file named after the program under --help;

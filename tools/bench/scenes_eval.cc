@@ -43,7 +43,7 @@ using scenes::TaskKind;
 
 // Inside the project tree, found next to the binary (base/paths.h), as
 // moondream-cli's default.
-constexpr char kDefaultModel[] = "models/tiny-random";
+constexpr char kDefaultModel[] = "models/scenes-demo";
 // The longest expected answer (a caption of four shapes) is about 25 GPT-2
 // tokens; more only lets a rambling model waste time.
 constexpr int kDefaultMaxTokens = 64;
@@ -75,7 +75,7 @@ absl::StatusOr<EvalOptions> ParseOptions(const std::vector<std::string>& args,
       "14's targets. Scene i is the one `moondream-bench scenes` writes as\n"
       "scene i for the same --seed.");
   flags.AddString("model", &opts.model_dir,
-                  "model directory (default: the tiny RANDOM test model)");
+                  "model directory (default: the shipped demo model)");
   flags.AddString("preset", &opts.preset,
                   "built-in config a config.json in the directory overrides");
   flags.AddString("dtype", &opts.dtype_name,

@@ -44,13 +44,13 @@
 
 // Inside the project tree; found next to the binary wherever the tool is
 // started from (base/paths.h).
-constexpr char kDefaultModel[] = "models/tiny-random";
+constexpr char kDefaultModel[] = "models/scenes-demo";
 
 ABSL_FLAG(std::string, model, kDefaultModel,
           "Model directory: model.safetensors, tokenizer.json, optional "
-          "config.json. The default is a tiny RANDOM test model whose answers "
-          "are meaningless, looked for next to the binary, then in the "
-          "working directory.");
+          "config.json. The default is the synthetic-scenes demo model (a tiny "
+          "Moondream trained on coloured shapes, not Moondream's weights), "
+          "looked for next to the binary, then in the working directory.");
 ABSL_FLAG(std::string, preset, "moondream2",
           "Built-in config a config.json in the model directory overrides: "
           "moondream2 or moondream-0.5b");
@@ -329,9 +329,9 @@ int main(int argc, char** argv) {
       "  moondream-cli point   --image=photo.jpg --object=cup [--json]\n"
       "  moondream-cli gaze    --image=photo.jpg --eye=0.4,0.3 | "
       "--face=x0,y0,x1,y1\n\n"
-      "--model=DIR picks the model (default: the tiny random test model, "
-      "whose\n"
-      "answers are meaningless; see README 'Real weights').");
+      "--model=DIR picks the model (default: the synthetic-scenes demo "
+      "model, which\nknows only images of coloured shapes; see README 'The "
+      "default model').");
   md::ListFlagsInHelp(__FILE__);
   // Accept --max-tokens as well as absl's --max_tokens spelling.
   md::UnderscoredArgv underscored(argc, argv);

@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""The default model answers right, end to end: a real moondream-server
+started without --model (so on the shipped synthetic-scenes demo model),
+asked over its Moondream-compatible HTTP API about the scenes shipped with
+that model (models/scenes-demo/examples, truth.json beside them).
+
+Which skills are checked follows the model's own card,
+models/scenes-demo/eval.json (scenes-eval's report on held-out scenes): a
+skill whose target that report meets must answer each shipped scene right
+here; the others are only asked (every answer must still be well formed),
+and the log says which were skipped. Then `moondream-bench scenes-eval`
+evaluates the shipped weights on other held-out scenes (seed 2; the card's
+report is seed 1) and must meet the same targets.
+
+usage: scenes_demo_test.py SERVER_BINARY BENCH_BINARY SOURCE_DIR
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "tools", "bench"))
+import server_process  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                ".."))
+from e2e_support import FAILED, PASSED, check  # noqa: E402
+
+SERVER, BENCH, SOURCE = sys.argv[1], sys.argv[2], sys.argv[3]
+MODEL = os.path.join(SOURCE, "models", "scenes-demo")
+EXAMPLES = os.path.join(MODEL, "examples")
+
+
+def post(port, skill, body):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/{skill}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def data_url(path):
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+
+
+def iou(a, b):
+    w = min(a["x_max"], b["x_max"]) - max(a["x_min"], b["x_min"])
+    h = min(a["y_max"], b["y_max"]) - max(a["y_min"], b["y_min"])
+    inter = max(w, 0) * max(h, 0)
+
+    def area(r):
+        return (r["x_max"] - r["x_min"]) * (r["y_max"] - r["y_min"])
+    return inter / (area(a) + area(b) - inter)
+
+
+def caption_of(shapes):
+    """The caption format of the scenes' specification, left to right."""
+    phrases = [f"a {s['color']} {s['kind']}"
+               for s in sorted(shapes, key=lambda s: s["centre"]["x"])]
+    if len(phrases) == 1:
+        return phrases[0]
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+SKILL_METRICS = {"count": ["count"], "color": ["color"], "shape": ["shape"],
+                 "caption": ["caption short", "caption normal"],
+                 "detect": ["detect F1"],
+                 "point": ["point inside", "point recall"]}
+
+
+def passing_skills():
+    """Skills whose targets the card's held-out evaluation meets."""
+    with open(os.path.join(MODEL, "eval.json")) as f:
+        metrics = json.load(f)["metrics"]
+    return {skill for skill, names in SKILL_METRICS.items()
+            if all(metrics[n]["pass"] for n in names)}
+
+
+def evaluate_shipped_weights(skills):
+    """scenes-eval on fresh held-out scenes must meet the card's targets."""
+    names = [n for skill in sorted(skills) for n in SKILL_METRICS[skill]]
+    result = subprocess.run(
+        [BENCH, "scenes-eval", f"--model={MODEL}", "--count=100", "--seed=2",
+         "--threads=2",
+         "--require=" + ",".join(names)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(result.stdout, flush=True)
+    check("scenes-eval meets the card's targets on seed 2: " +
+          ", ".join(names), result.returncode == 0, result.stdout[-300:])
+
+
+def ask(port, image, scene, skills):
+    """Asks every skill about one scene; checks those in `skills`."""
+    shapes = scene["shapes"]
+    name = scene["file"]
+
+    def expect(skill, label, got, want):
+        if skill in skills:
+            check(f"{name} {label}", got == want, f"got {got!r}, want {want!r}")
+        else:
+            print(f"skip {name} {label}: got {got!r}, want {want!r} "
+                  f"(the card does not claim {skill})", flush=True)
+
+    answer = post(port, "query", {"image_url": image,
+                                  "question": "How many shapes are there?"})
+    expect("count", "count", answer["answer"], str(len(shapes)))
+    for kind in ("circle", "square", "triangle"):
+        same = [s for s in shapes if s["kind"] == kind]
+        if len(same) != 1:
+            continue
+        answer = post(port, "query", {
+            "image_url": image, "question": f"What color is the {kind}?"})
+        expect("color", f"colour of the {kind}", answer["answer"],
+               same[0]["color"])
+    for colour in ("red", "green", "blue", "yellow"):
+        same = [s for s in shapes if s["color"] == colour]
+        if len(same) != 1:
+            continue
+        answer = post(port, "query", {
+            "image_url": image, "question": f"What shape is {colour}?"})
+        expect("shape", f"shape that is {colour}", answer["answer"],
+               same[0]["kind"])
+    caption = post(port, "caption", {"image_url": image, "length": "normal"})
+    expect("caption", "caption", caption["caption"], caption_of(shapes))
+
+    kind = shapes[0]["kind"]
+    targets = [s["box"] for s in shapes if s["kind"] == kind]
+    objects = post(port, "detect", {"image_url": image,
+                                    "object": kind})["objects"]
+    matched = sorted(round(max(iou(o, t) for o in objects), 2)
+                     if objects else 0.0 for t in targets)
+    expect("detect", f"{kind} boxes at IoU >= 0.5",
+           len(objects) == len(targets) and min(matched) >= 0.5, True)
+    points = post(port, "point", {"image_url": image,
+                                  "object": kind})["points"]
+    check(f"{name} point answers are in the image",
+          all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in points),
+          str(points))
+
+
+def main():
+    skills = passing_skills()
+    print("the card claims: " + ", ".join(sorted(skills)), flush=True)
+    check("the card claims colour and shape answers",
+          {"color", "shape"} <= skills, sorted(skills))
+    with open(os.path.join(EXAMPLES, "truth.json")) as f:
+        scenes = json.load(f)["scenes"]
+    http_port = server_process.free_port()
+    process, _, _ = server_process.start_server(
+        SERVER, None, [f"--http_port={http_port}", "--log_level=warning"])
+    try:
+        banner = "".join(process.startup_stderr)
+        check("the banner says it serves the demo model",
+              "models/scenes-demo" in banner and
+              "a demo model, not Moondream's weights" in banner, banner)
+        for scene in scenes:
+            ask(http_port, data_url(os.path.join(EXAMPLES, scene["file"])),
+                scene, skills)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    evaluate_shipped_weights(skills)
+    print(f"{len(PASSED)} passed, {len(FAILED)} failed", flush=True)
+    return 1 if FAILED or not PASSED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
