@@ -110,22 +110,20 @@ def ask(port, image, scene, skills):
     answer = post(port, "query", {"image_url": image,
                                   "question": "How many shapes are there?"})
     expect("count", "count", answer["answer"], str(len(shapes)))
-    for kind in ("circle", "square", "triangle"):
-        same = [s for s in shapes if s["kind"] == kind]
-        if len(same) != 1:
-            continue
-        answer = post(port, "query", {
-            "image_url": image, "question": f"What color is the {kind}?"})
-        expect("color", f"colour of the {kind}", answer["answer"],
-               same[0]["color"])
-    for colour in ("red", "green", "blue", "yellow"):
-        same = [s for s in shapes if s["color"] == colour]
-        if len(same) != 1:
-            continue
-        answer = post(port, "query", {
-            "image_url": image, "question": f"What shape is {colour}?"})
-        expect("shape", f"shape that is {colour}", answer["answer"],
-               same[0]["kind"])
+    # Asked only where exactly one shape fits, as the specification says.
+    for skill, key, answer_key, values, question in [
+            ("color", "kind", "color", ("circle", "square", "triangle"),
+             "What color is the {}?"),
+            ("shape", "color", "kind", ("red", "green", "blue", "yellow"),
+             "What shape is {}?")]:
+        for value in values:
+            same = [s for s in shapes if s[key] == value]
+            if len(same) != 1:
+                continue
+            answer = post(port, "query", {
+                "image_url": image, "question": question.format(value)})
+            expect(skill, question.format(value), answer["answer"],
+                   same[0][answer_key])
     caption = post(port, "caption", {"image_url": image, "length": "normal"})
     expect("caption", "caption", caption["caption"], caption_of(shapes))
 
