@@ -544,6 +544,29 @@ TEST(TrainForwardTest, PatchBoxesAndTheirLoss) {
             0.0);
 }
 
+// --stop-weight scales the stop rows' share of the mean loss, nothing else.
+TEST(TrainForwardTest, StopWeightScalesTheStopRows) {
+  TrainOptions o = SmallRun("stop_weight");
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const RegionTruth box = {0.25, 0.5, 0.2, 0.3, {}};
+  const Sequence detect = RegionSequence(scenes::TaskKind::kDetect, {10, 11},
+                                         {&box, 1}, 2, 1024, 1024);
+  const at::Tensor rows_BTC = at::randn(
+      {1, static_cast<int64_t>(detect.rows.size()), o.config.text.dim});
+  LossOptions one, three;
+  three.stop_weight = 3;
+  const auto a =
+      SequenceLosses(rows_BTC, {&detect, 1}, (*t)->weights(), o.config, one);
+  const auto b =
+      SequenceLosses(rows_BTC, {&detect, 1}, (*t)->weights(), o.config, three);
+  ASSERT_EQ(a.n_stop, 2);
+  EXPECT_EQ(a.stop, b.stop);  // reported unweighted
+  const int entries = a.n_token + a.n_stop + a.n_coordinate + a.n_size;
+  EXPECT_NEAR(b.total.item<double>() - a.total.item<double>(),
+              2 * a.stop * a.n_stop / entries, 1e-5);
+}
+
 // A row that goes on must make some token other than eos the argmax, as
 // the skills decide by the greedy token: one whose eos is the single most
 // likely token scores badly even when the other tokens together outweigh

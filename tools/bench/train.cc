@@ -42,6 +42,7 @@ struct Flags {
   double head_patch_weight = 0;
   double row_box_weight = 0;
   bool balance_stops = false;
+  double stop_weight = 1;
   bool focus_spread = false;
   std::string init_vision_from;
   bool center_region_head = false;
@@ -140,6 +141,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("balance-stops", &f.balance_stops,
             "weight the region rows that stop (eos) and those that go on "
             "alike");
+  p.AddDouble("stop-weight", &f.stop_weight,
+              "each region stop row's loss x this (1: as any other row)");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
@@ -224,6 +227,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.head_patch_weight = f.head_patch_weight;
   o.loss.row_box_weight = f.row_box_weight;
   o.loss.balance_stops = f.balance_stops;
+  o.loss.stop_weight = f.stop_weight;
   o.loss.focus_spread = f.focus_spread;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;

@@ -303,8 +303,9 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                                      stop_eos, config.tokenizer.eos_id);
     out.stop = MeanOf(nll_N.detach());
     out.n_stop = static_cast<int>(stop_rows.size());
-    all.push_back(options.balance_stops ? BalanceStops(nll_N, stop_eos)
-                                        : nll_N);
+    all.push_back(options.stop_weight * (options.balance_stops
+                                             ? BalanceStops(nll_N, stop_eos)
+                                             : nll_N));
   }
   if (!coord_rows.empty()) {
     at::Tensor nll_N =

@@ -123,6 +123,11 @@ struct LossOptions {
   // no object, so eos is the majority, and a model unsure whether a shape is
   // there answers eos first and finds nothing.
   bool balance_stops = false;
+  // Each stop row's loss × this (1: as any other row). The stop rows decide
+  // "another object?", which a model that cannot yet count matching shapes
+  // answers with one fixed distribution; a lower weight keeps that from
+  // taking over rows that share their features (a caption's comma rows).
+  double stop_weight = 1;
 
   bool Taps() const {
     return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0;
