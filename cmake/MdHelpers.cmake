@@ -84,6 +84,16 @@ function(md_add_test)
     ENVIRONMENT "OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")
 endfunction()
 
+# An end-to-end test in Python against the real binaries (label e2e):
+#   md_add_e2e_script(NAME name SCRIPT file.py ARGS arg...)
+function(md_add_e2e_script)
+  cmake_parse_arguments(T "" "NAME;SCRIPT" "ARGS" ${ARGN})
+  add_test(NAME ${T_NAME}
+    COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/${T_SCRIPT} ${T_ARGS})
+  set_tests_properties(${T_NAME} PROPERTIES LABELS e2e TIMEOUT 600
+    ENVIRONMENT "OMP_NUM_THREADS=2;OMP_WAIT_POLICY=PASSIVE")
+endfunction()
+
 # The ThreadSanitizer twin of a test (see md_add_test's TSAN).
 function(md_add_tsan_test name timeout srcs deps)
   foreach(twinned IN LISTS MD_TSAN_TWINNED)

@@ -195,7 +195,8 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
   return rows;
 }
 
-// −log of the attention mass each focus row puts on its positions.
+// Per focus row: −log of the attention mass on its positions, or with
+// `spread` the KL from an even spread over them.
 at::Tensor FocusLoss(const at::Tensor& probs_BTP,
                      absl::Span<const Sequence> sequences, bool spread) {
   const int64_t t = probs_BTP.size(1), p = probs_BTP.size(2);
