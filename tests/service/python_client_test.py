@@ -32,8 +32,8 @@ SERVER, SOURCE = sys.argv[1], sys.argv[2]
 def start_server():
     return server_process.start_server(
         SERVER, f"{SOURCE}/models/tiny-random",
-        # fp32 (not auto's bf16): the drain check needs its 400-token
-        # streams still running a few tenths of a second after SIGTERM.
+        # fp32 (not auto's bf16): the drain check needs its long streams
+        # still running a few tenths of a second after SIGTERM.
         ["--slots=3", "--grace_seconds=60", "--dtype=fp32"], echo_stderr=True)
 
 
@@ -143,7 +143,11 @@ def every_rpc(pb, stub, channel):
 
 def drain_on_sigterm(pb, stub, channel, process, metrics_port):
     # Six long streams (ignore_eos: exactly max_tokens each) on a server with
-    # 3 slots: three run, three wait queued.
+    # 3 slots: three run, three wait queued. 1,200 tokens (the most the
+    # context leaves after the 730-position prefix is ~1,300) keep the first
+    # three running for over a second even on a fast machine: with 400 a
+    # contended CI run once saw them finish before the last three arrived,
+    # so the queue never held three and SIGTERM came after the work.
     started = [threading.Event() for _ in range(6)]
 
     def stream(i):
@@ -151,7 +155,7 @@ def drain_on_sigterm(pb, stub, channel, process, metrics_port):
         for chunk in stub.Query(pb.QueryRequest(
                 image=pb.Image(data=image_bytes("gray_200x150")),
                 question=b"Tell me everything.",
-                settings=pb.SamplingSettings(max_tokens=400, ignore_eos=True)),
+                settings=pb.SamplingSettings(max_tokens=1200, ignore_eos=True)),
                 timeout=300):
             chunks.append(chunk)
             started[i].set()
