@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -295,7 +296,7 @@ TEST(TrainForwardTest, FocusAndPositionLosses) {
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
   const Sequence seq = TextSequence(scenes::TaskKind::kCount, {10, 11}, {17}, 2,
-                                    std::vector<std::vector<int>>{{5, 9}});
+                                    std::vector<Focus>{{{5, 9}, {}}});
   ASSERT_EQ(seq.focuses.size(), 1u);
   const int64_t t_rows = static_cast<int64_t>(seq.rows.size());
   const int64_t p = 730, grid = 27;
@@ -359,6 +360,109 @@ TEST(TrainForwardTest, FocusAndPositionLosses) {
   const auto even = SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(),
                                    o.config, on, &taps, &probe);
   EXPECT_NEAR(even.focus, 0.0, 1e-5);
+
+  // Shares: the KL from the target's own spread, 0 when the mass matches
+  // it, and −Σ s·log p − H(s) when it does not.
+  const Sequence shared =
+      TextSequence(scenes::TaskKind::kCount, {10, 11}, {17}, 2,
+                   std::vector<Focus>{{{0, 5, 9}, {0.5f, 0.25f, 0.25f}}});
+  taps.probs_BTP.zero_();
+  taps.probs_BTP[0][shared.focuses[0].row][0] = 0.5;
+  taps.probs_BTP[0][shared.focuses[0].row][5] = 0.25;
+  taps.probs_BTP[0][shared.focuses[0].row][9] = 0.25;
+  const auto matched = SequenceLosses(rows_BTC, {&shared, 1}, (*t)->weights(),
+                                      o.config, on, &taps, &probe);
+  EXPECT_NEAR(matched.focus, 0.0, 1e-5);
+  taps.probs_BTP[0][shared.focuses[0].row][0] = 0.25;
+  taps.probs_BTP[0][shared.focuses[0].row][5] = 0.5;
+  const double entropy = -(0.5 * std::log(0.5) + 0.5 * std::log(0.25));
+  const auto skewed = SequenceLosses(rows_BTC, {&shared, 1}, (*t)->weights(),
+                                     o.config, on, &taps, &probe);
+  EXPECT_NEAR(skewed.focus,
+              -(0.5 * std::log(0.25 + 1e-6) + 0.25 * std::log(0.5 + 1e-6) +
+                0.25 * std::log(0.25 + 1e-6)) -
+                  entropy,
+              1e-5);
+  EXPECT_GT(skewed.focus, 0.1);
+}
+
+// With ExampleOptions::focus_sink the rows that decide how many attend to
+// bos (position 0) and the shapes not yet answered, in equal shares: the
+// count's digit to all of them, a caption's separators to the shapes not
+// yet named, its eos row and a region's stop row to bos alone.
+TEST(ExamplesTest, FocusSinkRowsDecideHowMany) {
+  const scenes::Scene scene =
+      SceneOf({Square(28 * 10, 28, 42, scenes::Colour::kGreen),
+               Square(28 * 7, 28, 42, scenes::Colour::kBlue),
+               Square(28, 28, 42, scenes::Colour::kRed)});
+  const Focus all = SinkAndShapes(scene, {0, 1, 2}, 27);
+  ASSERT_EQ(all.positions.size(), 1u + 3 * 9);
+  EXPECT_EQ(all.positions[0], 0);
+  EXPECT_FLOAT_EQ(all.shares[0], 0.25f);
+  EXPECT_FLOAT_EQ(all.shares[1], 0.25f / 9);
+  EXPECT_NEAR(std::accumulate(all.shares.begin(), all.shares.end(), 0.0), 1.0,
+              1e-6);
+  const Focus none = SinkAndShapes(scene, {}, 27);
+  EXPECT_EQ(none.positions, std::vector<int>{0});
+  EXPECT_EQ(none.shares, std::vector<float>{1.0f});
+
+  const Tokenizer tokenizer = TinyTokenizer();
+  absl::StatusOr<MoondreamConfig> config =
+      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<SceneExample> plain =
+      MakeSceneExample(scene, *config, tokenizer);
+  absl::StatusOr<SceneExample> sink =
+      MakeSceneExample(scene, *config, tokenizer, {.focus_sink = true});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  ASSERT_EQ(plain->sequences.size(), sink->sequences.size());
+  bool saw_count = false, saw_caption = false, saw_detect = false;
+  for (size_t i = 0; i < sink->sequences.size(); ++i) {
+    const Sequence& s = sink->sequences[i];
+    const Sequence& p = plain->sequences[i];
+    if (s.kind == scenes::TaskKind::kCount) {
+      saw_count = true;
+      ASSERT_EQ(s.focuses.size(), 1u);  // the digit "3"
+      EXPECT_EQ(s.focuses[0].positions, all.positions);
+      EXPECT_EQ(s.focuses[0].shares, all.shares);
+    }
+    if (s.kind == scenes::TaskKind::kCaptionNormal) {
+      saw_caption = true;
+      // "a red square, a blue square and a green square": one more focus
+      // (the eos row's); the two separators differ from the plain layout.
+      ASSERT_EQ(s.focuses.size(), p.focuses.size() + 1);
+      ASSERT_TRUE(tokenizer.Encode("a red square").ok());
+      ASSERT_TRUE(tokenizer.Encode("a red square, a blue square").ok());
+      const size_t comma = tokenizer.Encode("a red square")->size();
+      const size_t and_ =
+          tokenizer.Encode("a red square, a blue square")->size();
+      for (size_t k = 0; k < p.focuses.size(); ++k) {
+        if (k == comma || k == and_) continue;
+        EXPECT_EQ(s.focuses[k].positions, p.focuses[k].positions) << k;
+        EXPECT_TRUE(s.focuses[k].shares.empty()) << k;
+      }
+      const Focus two = SinkAndShapes(scene, {1, 0}, 27);
+      const Focus one = SinkAndShapes(scene, {0}, 27);
+      EXPECT_EQ(s.focuses[comma].positions, two.positions);
+      EXPECT_EQ(s.focuses[comma].shares, two.shares);
+      EXPECT_FLOAT_EQ(s.focuses[comma].shares[0], 1.0f / 3);
+      EXPECT_EQ(s.focuses[and_].positions, one.positions);
+      EXPECT_FLOAT_EQ(s.focuses[and_].shares[0], 0.5f);
+      EXPECT_EQ(s.focuses.back().row, s.tokens.back().row);  // eos
+      EXPECT_EQ(s.focuses.back().positions, none.positions);
+    }
+    if (s.kind == scenes::TaskKind::kDetect && s.coordinates.size() == 6) {
+      saw_detect = true;  // "square": all three, then the stop row
+      ASSERT_EQ(s.focuses.size(), p.focuses.size() + 1);
+      EXPECT_EQ(s.focuses.back().row, s.stops.back().row);
+      EXPECT_TRUE(s.stops.back().eos);
+      EXPECT_EQ(s.focuses.back().positions, none.positions);
+    }
+  }
+  EXPECT_TRUE(saw_count);
+  EXPECT_TRUE(saw_caption);
+  EXPECT_TRUE(saw_detect);
 }
 
 // PatchKinds marks the cells a shape covers with 1 + its kind; the loss

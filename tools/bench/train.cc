@@ -44,6 +44,7 @@ struct Flags {
   bool balance_stops = false;
   double stop_weight = 1;
   bool focus_spread = false;
+  bool focus_sink = false;
   std::string init_vision_from;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -167,6 +168,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("focus-spread", &f.focus_spread,
             "the focus loss asks for the mass spread evenly over the "
             "shapes' cells (KL), not just there");
+  p.AddBool("focus-sink", &f.focus_sink,
+            "rows that decide how many (a count, a caption's separators "
+            "and end, a detection's stop) attend to bos and the shapes not "
+            "yet answered, in equal shares");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -229,6 +234,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.balance_stops = f.balance_stops;
   o.loss.stop_weight = f.stop_weight;
   o.loss.focus_spread = f.focus_spread;
+  o.examples.focus_sink = f.focus_sink;
   o.init_vision_from = f.init_vision_from;
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;

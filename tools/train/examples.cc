@@ -88,40 +88,62 @@ std::vector<bool> CoveredCells(const Scene& scene, const scenes::Shape& shape,
 }
 
 void AddFocus(Sequence& seq, const std::vector<int>& positions) {
-  if (!positions.empty()) seq.focuses.push_back({LastRow(seq), positions});
+  if (!positions.empty()) seq.focuses.push_back({LastRow(seq), positions, {}});
 }
+void AddFocus(Sequence& seq, const Focus& focus) {
+  if (!focus.positions.empty()) {
+    seq.focuses.push_back({LastRow(seq), focus.positions, focus.shares});
+  }
+}
+
+Focus FocusOn(std::vector<int> positions) { return {std::move(positions), {}}; }
 
 // For each token of `answer`, the prefix positions of the shapes its words
 // are about: in a caption, the shape of the phrase the token belongs to
 // (phrases end at each shape's kind name; a separator belongs to the phrase
 // that follows it); otherwise all of `task.targets`. Empty when the
-// tokenizer splits a phrase boundary inside a token.
-absl::StatusOr<std::vector<std::vector<int>>> AnswerFocus(
-    const Scene& scene, const SceneTask& task, absl::Span<const int> answer,
-    const Tokenizer& tokenizer, int grid) {
+// tokenizer splits a phrase boundary inside a token. With `sink`, a count's
+// digit, a caption's separators and its eos row (one entry more) attend to
+// SinkAndShapes of the shapes not yet named instead.
+absl::StatusOr<std::vector<Focus>> AnswerFocus(const Scene& scene,
+                                               const SceneTask& task,
+                                               absl::Span<const int> answer,
+                                               const Tokenizer& tokenizer,
+                                               int grid, bool sink) {
   const bool caption = task.kind == TaskKind::kCaptionShort ||
                        task.kind == TaskKind::kCaptionNormal;
   if (!caption) {
-    return std::vector<std::vector<int>>(
-        answer.size(), FocusPositions(scene, task.targets, grid));
+    return std::vector<Focus>(
+        answer.size(),
+        sink && task.kind == TaskKind::kCount
+            ? SinkAndShapes(scene, task.targets, grid)
+            : FocusOn(FocusPositions(scene, task.targets, grid)));
   }
-  std::vector<std::vector<int>> focus;
+  const std::vector<int> order = scenes::LeftToRight(scene);
+  std::vector<Focus> focus;
   size_t phrase_end = 0;
-  for (int index : scenes::LeftToRight(scene)) {
+  for (size_t k = 0; k < order.size(); ++k) {
+    const int index = order[k];
     const absl::string_view kind = scenes::KindName(scene.shapes[index].kind);
     phrase_end = task.answer.find(std::string(kind), phrase_end);
-    if (phrase_end == std::string::npos) return std::vector<std::vector<int>>();
+    if (phrase_end == std::string::npos) return std::vector<Focus>();
     phrase_end += kind.size();
     ASSIGN_OR_RETURN(std::vector<int> head,
                      tokenizer.Encode(task.answer.substr(0, phrase_end)));
     if (head.size() > answer.size() ||
         !std::equal(head.begin(), head.end(), answer.begin())) {
-      return std::vector<std::vector<int>>();
+      return std::vector<Focus>();
     }
-    focus.resize(head.size(), FocusPositions(scene, {index}, grid));
+    const size_t separator = focus.size();
+    focus.resize(head.size(), FocusOn(FocusPositions(scene, {index}, grid)));
+    if (sink && k > 0 && separator < focus.size()) {
+      focus[separator] = SinkAndShapes(
+          scene, std::vector<int>(order.begin() + k, order.end()), grid);
+    }
   }
-  return focus.size() == answer.size() ? focus
-                                       : std::vector<std::vector<int>>();
+  if (focus.size() != answer.size()) return std::vector<Focus>();
+  if (sink) focus.push_back(SinkAndShapes(scene, {}, grid));
+  return focus;
 }
 
 }  // namespace
@@ -157,6 +179,20 @@ std::vector<int> FocusPositions(const Scene& scene,
   positions.erase(std::unique(positions.begin(), positions.end()),
                   positions.end());
   return positions;
+}
+
+Focus SinkAndShapes(const Scene& scene, absl::Span<const int> shapes,
+                    int grid) {
+  const float share = 1.0f / static_cast<float>(shapes.size() + 1);
+  Focus focus{{0}, {share}};
+  for (int index : shapes) {
+    const std::vector<int> cells = FocusPositions(scene, {index}, grid);
+    for (int position : cells) {
+      focus.positions.push_back(position);
+      focus.shares.push_back(share / static_cast<float>(cells.size()));
+    }
+  }
+  return focus;
 }
 
 namespace {
@@ -229,23 +265,25 @@ PatchTruth ScenePatchTruth(const Scene& scene, int grid) {
 
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
                       absl::Span<const int> answer, int eos_id,
-                      absl::Span<const std::vector<int>> focus) {
+                      absl::Span<const Focus> focus) {
   Sequence seq;
   seq.kind = kind;
   for (int t : prompt) AddToken(seq, t);
   for (size_t i = 0; i < answer.size(); ++i) {
     const int t = answer[i];
     seq.tokens.push_back({LastRow(seq), t});
-    if (!focus.empty()) AddFocus(seq, focus[i]);
+    if (i < focus.size()) AddFocus(seq, focus[i]);
     AddToken(seq, t);
   }
   seq.tokens.push_back({LastRow(seq), eos_id});
+  if (focus.size() > answer.size()) AddFocus(seq, focus[answer.size()]);
   return seq;
 }
 
 Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,
-                        int coordinate_bins, int size_bins) {
+                        int coordinate_bins, int size_bins,
+                        const Focus& stop_focus) {
   (void)eos_id;  // stop targets name eos by meaning, not id
   Sequence seq;
   seq.kind = kind;
@@ -275,6 +313,7 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
     }
   }
   seq.stops.push_back({LastRow(seq), true});
+  AddFocus(seq, stop_focus);
   return seq;
 }
 
@@ -293,7 +332,8 @@ absl::StatusOr<ImageCrops> SceneCrops(const Scene& scene,
 
 absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
                                               const MoondreamConfig& config,
-                                              const Tokenizer& tokenizer) {
+                                              const Tokenizer& tokenizer,
+                                              const ExampleOptions& options) {
   SceneExample example;
   example.scene = scene;
   ASSIGN_OR_RETURN(example.crops, SceneCrops(scene, config.vision));
@@ -306,13 +346,15 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));
     if (IsRegion(task.kind)) {
-      example.sequences.push_back(
-          RegionSequence(task.kind, prompt, TruthOf(scene, task, grid), eos,
-                         coordinate_bins, size_bins));
+      example.sequences.push_back(RegionSequence(
+          task.kind, prompt, TruthOf(scene, task, grid), eos, coordinate_bins,
+          size_bins,
+          options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus()));
     } else {
       ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));
-      ASSIGN_OR_RETURN(std::vector<std::vector<int>> focus,
-                       AnswerFocus(scene, task, answer, tokenizer, grid));
+      ASSIGN_OR_RETURN(std::vector<Focus> focus,
+                       AnswerFocus(scene, task, answer, tokenizer, grid,
+                                   options.focus_sink));
       example.sequences.push_back(
           TextSequence(task.kind, prompt, answer, eos, focus));
     }

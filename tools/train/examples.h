@@ -66,9 +66,16 @@ struct SizeTarget {
 // Training only (--focus-weight): the row's answer is about the shapes that
 // cover these prefix positions (1 + the image token's index in the 27 × 27
 // grid), so the last text layer's first head should attend to them.
+struct Focus {
+  std::vector<int> positions;
+  // Each position's share of the spread the head should match (summing to
+  // 1; --focus-spread); empty: an even spread.
+  std::vector<float> shares;
+};
 struct FocusTarget {
   int row = 0;
   std::vector<int> positions;
+  std::vector<float> shares;  // as Focus::shares
 };
 
 struct Sequence {
@@ -141,27 +148,45 @@ float BinValue(int bin, int n_bins);
 std::vector<int> FocusPositions(const scenes::Scene& scene,
                                 absl::Span<const int> shapes, int grid);
 
+// The sink (prefix position 0, bos) and each of `shapes` in equal shares,
+// each shape's share spread evenly over its FocusPositions. Training only
+// (ExampleOptions::focus_sink): the share of the mass left on the sink,
+// 1 / (1 + n), tells how many shapes there are, and all of it there says
+// there is none, which a row can read off what the head gathers.
+Focus SinkAndShapes(const scenes::Scene& scene, absl::Span<const int> shapes,
+                    int grid);
+
 // Query or caption: `prompt` (template applied) then `answer` then eos.
-// `focus` is empty or holds, for each answer token, the prefix positions
-// that the row predicting it should attend to.
+// `focus` is empty or holds, for each answer token, what the row predicting
+// it should attend to, and optionally one more entry for the eos row.
 Sequence TextSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
                       absl::Span<const int> answer, int eos_id,
-                      absl::Span<const std::vector<int>> focus = {});
-// Detect (with sizes) or point, objects in the order given.
+                      absl::Span<const Focus> focus = {});
+// Detect (with sizes) or point, objects in the order given. `stop_focus`
+// (may be empty) is what the final row, the one that stops, attends to.
 Sequence RegionSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,
-                        int coordinate_bins, int size_bins);
+                        int coordinate_bins, int size_bins,
+                        const Focus& stop_focus = {});
 
 // The scene as the served skills see it: rendered, as RGB (what decoding
 // its PNG gives), cut into the model's crops.
 absl::StatusOr<ImageCrops> SceneCrops(const scenes::Scene& scene,
                                       const VisionConfig& config);
 
+struct ExampleOptions {
+  // Rows that decide how many shapes (a count, a caption's separator or
+  // end, a detection's or point's stop) attend to SinkAndShapes: the sink
+  // and the shapes not yet answered; a region's go-on rows already attend
+  // to the next object.
+  bool focus_sink = false;
+};
+
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in
 // their order), and its crops.
-absl::StatusOr<SceneExample> MakeSceneExample(const scenes::Scene& scene,
-                                              const MoondreamConfig& config,
-                                              const Tokenizer& tokenizer);
+absl::StatusOr<SceneExample> MakeSceneExample(
+    const scenes::Scene& scene, const MoondreamConfig& config,
+    const Tokenizer& tokenizer, const ExampleOptions& options = {});
 
 }  // namespace md::train
 

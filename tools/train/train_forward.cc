@@ -196,7 +196,8 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
 }
 
 // Per focus row: −log of the attention mass on its positions, or with
-// `spread` the KL from an even spread over them.
+// `spread` the KL from the target's spread over them (even unless it gives
+// shares).
 at::Tensor FocusLoss(const at::Tensor& probs_BTP,
                      absl::Span<const Sequence> sequences, bool spread) {
   const int64_t t = probs_BTP.size(1), p = probs_BTP.size(2);
@@ -208,6 +209,17 @@ at::Tensor FocusLoss(const at::Tensor& probs_BTP,
       cells.push_back(static_cast<float>(f.positions.size()));
       const size_t start = mask.size();
       mask.resize(start + p, 0.0f);
+      if (spread && !f.shares.empty()) {
+        // The target's entropy enters as log(exp(H)), so that an even
+        // spread keeps exactly the arithmetic it always had.
+        double entropy = 0;
+        for (size_t j = 0; j < f.positions.size(); ++j) {
+          mask[start + f.positions[j]] += f.shares[j];
+          entropy -= f.shares[j] * std::log(static_cast<double>(f.shares[j]));
+        }
+        cells.back() = static_cast<float>(std::exp(entropy));
+        continue;
+      }
       const float share = spread ? 1.0f / f.positions.size() : 1.0f;
       for (int position : f.positions) mask[start + position] = share;
     }
@@ -218,8 +230,9 @@ at::Tensor FocusLoss(const at::Tensor& probs_BTP,
   const at::Tensor mask_NP =
       at::from_blob(mask.data(), {n, p}, at::kFloat).clone();
   if (!spread) return -at::log((probs_NP * mask_NP).sum(-1) + 1e-6);
-  // KL(uniform over the cells ‖ probs): 0 only when the mass is all there
-  // and even; never below the mass's −log.
+  // KL(target ‖ probs) = −Σ target·log probs − H(target): 0 only when the
+  // mass is all there and spread as the target is; for an even target never
+  // below the mass's −log.
   return -(mask_NP * at::log(probs_NP + 1e-6)).sum(-1) -
          at::log(at::tensor(cells));
 }

@@ -364,8 +364,9 @@ absl::StatusOr<StepStats> Trainer::Step() {
       lap(stats.backward_seconds);
       continue;
     }
-    ASSIGN_OR_RETURN(SceneExample example,
-                     MakeSceneExample(scene, opts_.config, tokenizer_));
+    ASSIGN_OR_RETURN(
+        SceneExample example,
+        MakeSceneExample(scene, opts_.config, tokenizer_, opts_.examples));
     const std::vector<Sequence> sequences = ChooseSequences(example, index);
     lap(stats.data_seconds);
     RETURN_IF_ERROR(CatchTorchStatus("training on a scene", [&] {
@@ -433,8 +434,9 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
   for (int i = 0; i < count; ++i) {
     const scenes::Scene scene = scenes::GenerateScene(
         scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
-    ASSIGN_OR_RETURN(SceneExample example,
-                     MakeSceneExample(scene, opts_.config, tokenizer_));
+    ASSIGN_OR_RETURN(
+        SceneExample example,
+        MakeSceneExample(scene, opts_.config, tokenizer_, opts_.examples));
     RETURN_IF_ERROR(CatchTorchStatus("held-out loss", [&] {
       at::NoGradGuard no_grad;
       total += SceneLosses(example, example.sequences, ServedWeights(),

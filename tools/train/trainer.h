@@ -113,6 +113,7 @@ struct TrainOptions {
   double weight_decay = 0.01;
   double clip_norm = 1.0;
   LossOptions loss;
+  ExampleOptions examples;  // how training sequences are laid out
 
   uint64_t seed = 1;  // initial weights and question draws
   uint64_t train_base_seed = 1000000;
