@@ -671,6 +671,52 @@ TEST(TrainForwardTest, StopWeightScalesTheStopRows) {
               2 * a.stop * a.n_stop / entries, 1e-5);
 }
 
+// HeadInput with centre_gradient: the rows' values unchanged, the gradient
+// that reaches them less its mean over the rows (so it sums to zero), and
+// without it the plain gradient.
+TEST(TrainForwardTest, CentreGradientRemovesTheRowsCommonPush) {
+  const at::Tensor rows_NC = at::randn({5, 4}).requires_grad_(true);
+  const at::Tensor push_NC = at::randn({5, 4}) + 3;  // a common part too
+  LossOptions on;
+  on.centre_gradient = true;
+  const at::Tensor centred = HeadInput(rows_NC, on);
+  EXPECT_TRUE(at::equal(centred.detach(), rows_NC.detach()));
+  (centred * push_NC).sum().backward();
+  const at::Tensor grad_NC = rows_NC.grad().clone();
+  EXPECT_TRUE(at::allclose(grad_NC, push_NC - push_NC.mean(0), 1e-5, 1e-6));
+  EXPECT_LT(grad_NC.sum(0).abs().max().item<double>(), 1e-5);
+  rows_NC.grad().zero_();
+  (HeadInput(rows_NC, LossOptions()) * push_NC).sum().backward();
+  EXPECT_TRUE(at::equal(rows_NC.grad(), push_NC));
+}
+
+// The row-norm penalty: max(0, log(rms / limit)) per target row, its mean
+// reported (and the largest rms) whether or not it is weighted, and added to
+// the total × its weight.
+TEST(TrainForwardTest, RowNormPenalisesOnlyRowsAboveTheLimit) {
+  TrainOptions o = SmallRun("row_norm");
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  // Prompt rows 0, 1; the answer's row 1 (target 17) and row 2 (eos).
+  const Sequence seq =
+      TextSequence(scenes::TaskKind::kCount, {10, 11}, {17}, 2);
+  const int64_t c = o.config.text.dim;
+  at::Tensor rows_BTC = at::ones({1, 3, c});
+  rows_BTC[0][0].fill_(1000);    // a prompt row: not a target, not penalised
+  rows_BTC[0][2].fill_(8 * 24);  // rms 192 = 8 × the limit
+  LossOptions off, on;
+  on.row_norm_weight = 2;
+  const auto a =
+      SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(), o.config, off);
+  const auto b =
+      SequenceLosses(rows_BTC, {&seq, 1}, (*t)->weights(), o.config, on);
+  EXPECT_NEAR(a.row_norm, std::log(8.0) / 2, 1e-5);  // rows 1 and 2
+  EXPECT_NEAR(a.row_rms_max, 192, 1e-3);
+  EXPECT_EQ(a.row_norm, b.row_norm);
+  EXPECT_NEAR(b.total.item<double>() - a.total.item<double>(),
+              2 * std::log(8.0) / 2, 1e-4);
+}
+
 // A row that goes on must make some token other than eos the argmax, as
 // the skills decide by the greedy token: one whose eos is the single most
 // likely token scores badly even when the other tokens together outweigh
@@ -834,6 +880,37 @@ TEST(TrainerTest, AResumeMaySwitchOnAProbe) {
   absl::StatusOr<StepStats> next = (*b)->Step();
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_GT(next->parts.position, 0);
+}
+
+// --reinit: the named parameters start from the values a fresh run starts
+// from, every other one from the checkpoint, and training goes on.
+TEST(TrainerTest, AResumeMayReinitialiseNamedParameters) {
+  TrainOptions o = SmallRun("resume_reinit");
+  absl::StatusOr<std::unique_ptr<Trainer>> fresh = Trainer::Create(o);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  const at::Tensor initial_fc1 =
+      (*fresh)->weights().text.blocks.back().mlp.fc1.weight.clone();
+  Losses(**fresh, 2);
+  ASSERT_TRUE((*fresh)->SaveCheckpoint().ok());
+  const Weights trained = (*fresh)->weights();
+  ASSERT_FALSE(
+      at::equal(trained.text.blocks.back().mlp.fc1.weight, initial_fc1));
+
+  o.resume = true;
+  o.reinit_prefixes = {"model.text.blocks." +
+                       std::to_string(o.config.text.n_layers - 1) + ".mlp"};
+  absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->step(), 2);
+  const Weights after = (*b)->weights();
+  EXPECT_TRUE(at::equal(after.text.blocks.back().mlp.fc1.weight, initial_fc1));
+  EXPECT_TRUE(at::equal(after.text.blocks.back().attn.qkv.weight,
+                        trained.text.blocks.back().attn.qkv.weight));
+  EXPECT_TRUE(at::equal(after.text.blocks[0].mlp.fc1.weight,
+                        trained.text.blocks[0].mlp.fc1.weight));
+  absl::StatusOr<StepStats> next = (*b)->Step();
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_TRUE(std::isfinite(next->loss));
 }
 
 // --stop-after: Run() ends at that step with a checkpoint, and a resumed

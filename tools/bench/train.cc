@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "base/paths.h"
 #include "base/status_macros.h"
 #include "model/config/config.h"
@@ -45,7 +46,11 @@ struct Flags {
   double stop_weight = 1;
   bool focus_spread = false;
   bool focus_sink = false;
+  double row_norm_weight = 0;
+  bool centre_gradient = false;
+  double row_norm_limit = 24;
   std::string init_vision_from;
+  std::string reinit;
   bool center_region_head = false;
   bool fourier_bins = false;
   bool readout_probe = false;
@@ -144,6 +149,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "alike");
   p.AddDouble("stop-weight", &f.stop_weight,
               "each region stop row's loss x this (1: as any other row)");
+  p.AddString("reinit", &f.reinit,
+              "with --resume: comma-separated parameter name prefixes (e.g. "
+              "model.text.blocks.3.mlp) that start from fresh values; the "
+              "optimizer state starts anew");
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
@@ -168,6 +177,15 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("focus-spread", &f.focus_spread,
             "the focus loss asks for the mass spread evenly over the "
             "shapes' cells (KL), not just there");
+  p.AddBool("centre-gradient", &f.centre_gradient,
+            "the region decoders' losses reach their rows less the rows' "
+            "mean gradient (with --center-region-head: keeps the rows' "
+            "common part from drifting)");
+  p.AddDouble("row-norm-weight", &f.row_norm_weight,
+              "training-only loss: max(0, log(rms / limit)) of each target "
+              "row's final hidden state (0: off)");
+  p.AddDouble("row-norm-limit", &f.row_norm_limit,
+              "the rms below which --row-norm-weight leaves a row alone");
   p.AddBool("focus-sink", &f.focus_sink,
             "rows that decide how many (a count, a caption's separators "
             "and end, a detection's stop) attend to bos and the shapes not "
@@ -195,6 +213,13 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
     return absl::InvalidArgumentError(
         "--threads must be >= 1; seeds, --eval-scenes, --warmup and "
         "--stop-after >= 0; --max-shapes in [1, 4]");
+  }
+  if (!f.reinit.empty() && !f.resume) {
+    return absl::InvalidArgumentError("--reinit needs --resume");
+  }
+  if (f.row_norm_weight < 0 || !(f.row_norm_limit > 0)) {
+    return absl::InvalidArgumentError(
+        "--row-norm-weight must be >= 0 and --row-norm-limit > 0");
   }
   f.out_dir = ExpandUser(f.out_dir);
   f.base_dir = ResolveModelFlag(f.base_dir, kBaseModel);
@@ -235,7 +260,14 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.stop_weight = f.stop_weight;
   o.loss.focus_spread = f.focus_spread;
   o.examples.focus_sink = f.focus_sink;
+  o.loss.row_norm_weight = f.row_norm_weight;
+  o.loss.centre_gradient = f.centre_gradient;
+  o.loss.row_norm_limit = f.row_norm_limit;
   o.init_vision_from = f.init_vision_from;
+  for (absl::string_view prefix :
+       absl::StrSplit(f.reinit, ',', absl::SkipEmpty())) {
+    o.reinit_prefixes.emplace_back(prefix);
+  }
   o.center_region_head = f.center_region_head;
   o.fourier_bins = f.fourier_bins;
   o.readout_probe = f.readout_probe;

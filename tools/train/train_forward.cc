@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -249,6 +250,12 @@ at::Tensor PositionLoss(const at::Tensor& values_PD, const LinearWeights& probe,
   return (read_N2 - xy_N2).pow(2).mean() * 12.0;  // variance of U(0,1): 1/12
 }
 
+at::Tensor HeadInput(const at::Tensor& rows_NC, const LossOptions& options) {
+  if (!options.centre_gradient || rows_NC.size(0) == 0) return rows_NC;
+  const at::Tensor mean_C = rows_NC.mean(0);
+  return rows_NC - (mean_C - mean_C.detach());
+}
+
 at::Tensor StopNll(const at::Tensor& logits_NV, absl::Span<const uint8_t> eos,
                    int eos_id) {
   std::vector<int64_t> targets;
@@ -323,14 +330,16 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
   }
   if (!coord_rows.empty()) {
     at::Tensor nll_N =
-        BinLoss(DecodeCoordinate(RowsOf(flat_NC, coord_rows), w.region),
+        BinLoss(DecodeCoordinate(
+                    HeadInput(RowsOf(flat_NC, coord_rows), options), w.region),
                 coord_bins, options.bin_sigma);
     out.coordinate = MeanOf(nll_N.detach());
     out.n_coordinate = static_cast<int>(coord_rows.size());
     all.push_back(nll_N);
   }
   if (!size_rows.empty()) {
-    at::Tensor logits_N2X = DecodeSize(RowsOf(flat_NC, size_rows), w.region);
+    at::Tensor logits_N2X =
+        DecodeSize(HeadInput(RowsOf(flat_NC, size_rows), options), w.region);
     at::Tensor nll_N = BinLoss(logits_N2X.reshape({-1, logits_N2X.size(2)}),
                                size_bins, options.bin_sigma);
     out.size = MeanOf(nll_N.detach());
@@ -338,6 +347,24 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
     all.push_back(nll_N);
   }
   out.total = at::cat(all).mean();
+  {
+    std::vector<int64_t> target_rows = token_rows;
+    target_rows.insert(target_rows.end(), stop_rows.begin(), stop_rows.end());
+    target_rows.insert(target_rows.end(), coord_rows.begin(), coord_rows.end());
+    target_rows.insert(target_rows.end(), size_rows.begin(), size_rows.end());
+    std::sort(target_rows.begin(), target_rows.end());
+    target_rows.erase(std::unique(target_rows.begin(), target_rows.end()),
+                      target_rows.end());
+    const at::Tensor rms_N =
+        RowsOf(flat_NC, target_rows).pow(2).mean(-1).sqrt();
+    const at::Tensor penalty_N =
+        at::relu(at::log(rms_N / options.row_norm_limit));
+    out.row_norm = MeanOf(penalty_N.detach());
+    out.row_rms_max = rms_N.max().item<double>();
+    if (options.row_norm_weight > 0) {
+      out.total = out.total + options.row_norm_weight * penalty_N.mean();
+    }
+  }
   if (taps != nullptr && taps->probs_BTP.defined() &&
       options.focus_weight > 0) {
     at::Tensor nll_N =

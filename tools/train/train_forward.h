@@ -128,6 +128,20 @@ struct LossOptions {
   // answers with one fixed distribution; a lower weight keeps that from
   // taking over rows that share their features (a caption's comma rows).
   double stop_weight = 1;
+  // The row-norm loss: each target row's final hidden state (what the LM
+  // head's norm and the region head read) is penalised by
+  // max(0, log(rms / row_norm_limit)), × this weight. Some rows (those after
+  // a comma or a digit, every region row) grew a common part of rms ~4,000
+  // against ~10 elsewhere: the LM head's LayerNorm then sees one vector on
+  // all of them and answers one fixed distribution, which held the stop
+  // rows at chance and the comma rows on eos. The penalty is scale-free (a
+  // log), 0 below the limit, so ordinary rows are left alone.
+  // The region decoders' losses reach their rows less their mean over the
+  // batch (HeadInput, train_forward.cc); values unchanged. For use with the
+  // trainer's --center-region-head.
+  bool centre_gradient = false;
+  double row_norm_weight = 0;
+  double row_norm_limit = 24;
 
   bool Taps() const {
     return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0;
@@ -154,6 +168,9 @@ struct Losses {
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
          patch_kind = 0, patch_box = 0, patch_colour = 0, head_patch = 0,
          row_box = 0;
+  // Target rows' final hidden state: the row-norm penalty's mean and the
+  // largest rms (per scene; logged whether or not the penalty is on).
+  double row_norm = 0, row_rms_max = 0;
   int n_token = 0, n_stop = 0, n_coordinate = 0, n_size = 0, n_focus = 0;
   // The focus loss over the rows of detect and point answers alone (for
   // logs).
@@ -163,6 +180,14 @@ struct Losses {
 
   int n_targets() const { return n_token + n_stop + n_coordinate + n_size; }
 };
+
+// The rows [N, C] a region decoder reads. With `centre_gradient` their
+// values are unchanged but the gradient's mean over the rows is removed, so
+// that the decoders' losses cannot move the rows' common part: the trainer's
+// --center-region-head folds a detached running mean of it into the
+// decoders' bias, which the model could chase for ever (the common part grew
+// to rms ~4,000 and blinded the LM head on those rows).
+at::Tensor HeadInput(const at::Tensor& rows_NC, const LossOptions& options);
 
 // The heads' losses on the hidden rows [B, T, C] of `sequences`, and the
 // weighted focus and position losses on `taps` (the position probe

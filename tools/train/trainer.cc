@@ -55,6 +55,8 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.patch_colour += scene.patch_colour;
   sum.head_patch += scene.head_patch;
   sum.row_box += scene.row_box;
+  sum.row_norm += scene.row_norm;
+  sum.row_rms_max = std::max(sum.row_rms_max, scene.row_rms_max);
   sum.n_token += scene.n_token;
   sum.n_stop += scene.n_stop;
   sum.n_coordinate += scene.n_coordinate;
@@ -76,6 +78,7 @@ Losses MeanParts(Losses sum) {
   sum.patch_colour = mean(sum.patch_colour, sum.n_scenes);
   sum.head_patch = mean(sum.head_patch, sum.n_scenes);
   sum.row_box = mean(sum.row_box, sum.n_scenes);
+  sum.row_norm = mean(sum.row_norm, sum.n_scenes);
   return sum;
 }
 
@@ -520,16 +523,16 @@ absl::Status Trainer::Run() {
           "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f colour %.3f head "
           "%.3f row %.3f "
           "x-R2 rows "
-          "%.3f gathered %.3f) lr "
+          "%.3f gathered %.3f rms-max %.0f norm %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus,
           parts.focus_region, parts.position, parts.patch_kind, parts.patch_box,
           parts.patch_colour, parts.head_patch, parts.row_box, readout.first,
-          readout.second, s.learning_rate, s.grad_norm,
-          window_sequences / window_seconds, window_seconds / window_steps,
-          100 * window_data / window_seconds,
+          readout.second, parts.row_rms_max, parts.row_norm, s.learning_rate,
+          s.grad_norm, window_sequences / window_seconds,
+          window_seconds / window_steps, 100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,

@@ -78,6 +78,12 @@ struct TrainOptions {
   // from this checkpoint's (typically a vision_only stage's); everything
   // else, the optimizer and the schedule start anew. The shapes must match.
   std::string init_vision_from;
+  // At a resume: parameters whose name (Hugging Face layout, e.g.
+  // "model.text.blocks.3.mlp") starts with one of these keep their fresh
+  // initial values instead of the checkpoint's; AdamW's state and the
+  // region rows' running mean then start anew. Surgery on a run that learnt
+  // something it cannot unlearn at a small learning rate.
+  std::vector<std::string> reinit_prefixes;
   // Start the vision position embedding as SinCosPositions (below) rather
   // than fan-in noise. Off by default: it has not yet shown a gain.
   bool sincos_positions = false;

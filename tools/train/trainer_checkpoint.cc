@@ -9,6 +9,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -95,8 +96,14 @@ absl::Status Trainer::LoadCheckpoint() {
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng);
     at::NoGradGuard no_grad;
-    int fresh_probes = 0;
+    int fresh_probes = 0, fresh_weights = 0;
     for (auto& [name, tensor] : params_) {
+      if (absl::c_any_of(opts_.reinit_prefixes, [&](const std::string& p) {
+            return absl::StartsWith(name, p);
+          })) {
+        ++fresh_weights;
+        continue;
+      }
       at::Tensor saved;
       if (!archive.try_read("param/" + name, saved)) {
         // A probe switched on at this resume starts fresh (a curriculum).
@@ -110,8 +117,15 @@ absl::Status Trainer::LoadCheckpoint() {
       tensor.copy_(saved);
     }
     at::Tensor mean_C;
-    if (archive.try_read("region_rows_mean", mean_C)) {
+    if (fresh_weights == 0 && archive.try_read("region_rows_mean", mean_C)) {
       region_rows_mean_C_ = mean_C;
+    }
+    if (fresh_weights > 0) {
+      std::printf(
+          "train: %d tensors re-initialised (--reinit); the optimizer state "
+          "and the region rows' mean start anew\n",
+          fresh_weights);
+      return;
     }
     if (fresh_probes > 0) {
       // AdamW's state is stored per parameter in order: with new ones it no
