@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the shipped demo model (models/scenes-demo) from scratch: every
-# stage of its training, in order, on 2 threads (~2 hours on a 2-core VM).
+# stage of its training, in order, on 2 threads (~3.5 hours on a 2-core VM).
 # Resumable: rerun it after a stop and it goes on from the last checkpoint
 # (a stage that finished leaves a marker file and is skipped).
 #
 #   tools/train/recipe.sh [OUT]     # OUT: default ~/scenes-recipe
-#   tools/train/ship_model.py OUT/final/model   # evaluate it and ship it
+#   tools/train/ship_model.py OUT/norm/model    # evaluate it and ship it
 #
 # Each stage is deterministic for its flags and thread count; a stopped and
 # resumed stage goes on exactly as one that never stopped (train_test). The
@@ -64,7 +64,9 @@ stage v3 "$OUT/v3" $VISION --patch-kind-weight=1 --patch-box-weight=1 \
   --patch-colour-weight=1 --steps=1000 "${V3_START[@]}"
 
 # 3. The text decoder and region head on the frozen tower.
-S="--vision-lr-scale=0 --head-patch-weight=1 --row-box-weight=1 --center-region-head --fourier-bins --clip=1000 --lr=1e-3 --warmup=50 --bin-sigma=16 --eval-every=200 --readout-probe"
+S0="--vision-lr-scale=0 --head-patch-weight=1 --row-box-weight=1 --center-region-head --fourier-bins --clip=1000"
+S1="--warmup=50 --bin-sigma=16 --eval-every=200 --readout-probe"
+S="$S0 --lr=1e-3 $S1"
 if [ ! -f "$OUT/s5/checkpoint.pt" ]; then
   S5_START=(--init-vision-from="$OUT/v3/checkpoint.pt")
 else
@@ -96,4 +98,24 @@ stage p2 "$OUT/p2" $S --focus-weight=4 --max-shapes=4 --balance-stops \
 copy "$OUT/p2" "$OUT/final"
 stage final "$OUT/final" $S --focus-weight=4 --focus-spread --max-shapes=4 \
   --balance-stops --position-weight=1 --steps=7500 --threads=2
-echo "done: $OUT/final/model (tools/train/ship_model.py $OUT/final/model)"
+# 9. The rows that decide how many (a count, a caption's separators and end,
+#    a region's stop) attend to bos and the shapes left (--focus-sink), at
+#    half the learning rate; the run that found the rows' massive common part
+#    went on to 10,790, the recipe stops where the next stage took it over.
+copy "$OUT/final" "$OUT/sink"
+stage sink "$OUT/sink" $S0 --lr=5e-4 $S1 --focus-weight=4 --focus-spread \
+  --focus-sink --max-shapes=4 --balance-stops --position-weight=1 \
+  --steps=13500 --stop-after=10700 --threads=2
+# 10. The last block's MLP starts afresh (it made the common part), and the
+#     common part is kept from coming back (--centre-gradient, and a row-norm
+#     penalty of weight 10). --reinit only at this stage's first start: while
+#     its checkpoint is still the one copied in.
+copy "$OUT/sink" "$OUT/norm"
+NORM_START=()
+if cmp -s "$OUT/sink/checkpoint.pt" "$OUT/norm/checkpoint.pt"; then
+  NORM_START=(--reinit=model.text.blocks.3.mlp)
+fi
+stage norm "$OUT/norm" $S --focus-weight=4 --focus-spread --focus-sink \
+  --max-shapes=4 --balance-stops --position-weight=1 --row-norm-weight=10 \
+  --centre-gradient --steps=16000 --threads=2 "${NORM_START[@]}"
+echo "done: $OUT/norm/model (tools/train/ship_model.py $OUT/norm/model)"
