@@ -87,15 +87,13 @@ std::vector<bool> CoveredCells(const Scene& scene, const scenes::Shape& shape,
   return covered;
 }
 
-void AddFocus(Sequence& seq, const std::vector<int>& positions) {
-  if (!positions.empty()) seq.focuses.push_back({LastRow(seq), positions, {}});
-}
 void AddFocus(Sequence& seq, const Focus& focus) {
   if (!focus.positions.empty()) {
     seq.focuses.push_back({LastRow(seq), focus.positions, focus.shares});
   }
 }
 
+// An even spread over `positions`.
 Focus FocusOn(std::vector<int> positions) { return {std::move(positions), {}}; }
 
 // For each token of `answer`, the prefix positions of the shapes its words
@@ -294,15 +292,15 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
     const int y_bin = ValueBin(o.y, coordinate_bins);
     seq.stops.push_back({LastRow(seq), false});
     seq.coordinates.push_back({LastRow(seq), x_bin});
-    AddFocus(seq, o.focus);
+    AddFocus(seq, FocusOn(o.focus));
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(x_bin, coordinate_bins), 0}});
     seq.coordinates.push_back({LastRow(seq), y_bin});
-    AddFocus(seq, o.focus);
+    AddFocus(seq, FocusOn(o.focus));
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(y_bin, coordinate_bins), 0}});
     if (kind == TaskKind::kDetect) {
-      AddFocus(seq, o.focus);
+      AddFocus(seq, FocusOn(o.focus));
       const int w_bin = ValueBin(o.w, size_bins);
       const int h_bin = ValueBin(o.h, size_bins);
       seq.sizes.push_back({LastRow(seq), w_bin, h_bin});

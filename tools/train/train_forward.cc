@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 
 #include "model/net/layers.h"
@@ -87,6 +88,17 @@ at::Tensor BinLoss(const at::Tensor& logits_NX,
 
 at::Tensor RowsOf(const at::Tensor& flat_NC, const std::vector<int64_t>& rows) {
   return flat_NC.index_select(0, at::tensor(rows, at::kLong));
+}
+
+std::vector<int64_t> UnionOf(
+    std::initializer_list<const std::vector<int64_t>*> lists) {
+  std::vector<int64_t> all;
+  for (const std::vector<int64_t>* list : lists) {
+    all.insert(all.end(), list->begin(), list->end());
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  return all;
 }
 
 double MeanOf(const at::Tensor& losses) {
@@ -348,15 +360,13 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
   }
   out.total = at::cat(all).mean();
   {
-    std::vector<int64_t> target_rows = token_rows;
-    target_rows.insert(target_rows.end(), stop_rows.begin(), stop_rows.end());
-    target_rows.insert(target_rows.end(), coord_rows.begin(), coord_rows.end());
-    target_rows.insert(target_rows.end(), size_rows.begin(), size_rows.end());
-    std::sort(target_rows.begin(), target_rows.end());
-    target_rows.erase(std::unique(target_rows.begin(), target_rows.end()),
-                      target_rows.end());
+    // A stop row is also a coordinate row: each row once.
     const at::Tensor rms_N =
-        RowsOf(flat_NC, target_rows).pow(2).mean(-1).sqrt();
+        RowsOf(flat_NC,
+               UnionOf({&token_rows, &stop_rows, &coord_rows, &size_rows}))
+            .pow(2)
+            .mean(-1)
+            .sqrt();
     const at::Tensor penalty_N =
         at::relu(at::log(rms_N / options.row_norm_limit));
     out.row_norm = MeanOf(penalty_N.detach());

@@ -128,6 +128,10 @@ struct LossOptions {
   // answers with one fixed distribution; a lower weight keeps that from
   // taking over rows that share their features (a caption's comma rows).
   double stop_weight = 1;
+  // The region decoders' losses reach their rows less their mean over the
+  // batch (HeadInput, train_forward.cc); values unchanged. For use with the
+  // trainer's --center-region-head.
+  bool centre_gradient = false;
   // The row-norm loss: each target row's final hidden state (what the LM
   // head's norm and the region head read) is penalised by
   // max(0, log(rms / row_norm_limit)), × this weight. Some rows (those after
@@ -136,10 +140,6 @@ struct LossOptions {
   // all of them and answers one fixed distribution, which held the stop
   // rows at chance and the comma rows on eos. The penalty is scale-free (a
   // log), 0 below the limit, so ordinary rows are left alone.
-  // The region decoders' losses reach their rows less their mean over the
-  // batch (HeadInput, train_forward.cc); values unchanged. For use with the
-  // trainer's --center-region-head.
-  bool centre_gradient = false;
   double row_norm_weight = 0;
   double row_norm_limit = 24;
 
