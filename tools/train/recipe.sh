@@ -115,13 +115,11 @@ NORM_START=()
 if cmp -s "$OUT/sink/checkpoint.pt" "$OUT/norm/checkpoint.pt"; then
   NORM_START=(--reinit=model.text.blocks.3.mlp)
 fi
-stage norm "$OUT/norm" $S --focus-weight=4 --focus-spread --focus-sink \
-  --max-shapes=4 --balance-stops --position-weight=1 --row-norm-weight=10 \
-  --centre-gradient --steps=16000 --threads=2 "${NORM_START[@]}"
+NORM="--focus-weight=4 --focus-spread --focus-sink --max-shapes=4 \
+  --balance-stops --position-weight=1 --row-norm-weight=10 --centre-gradient"
+stage norm "$OUT/norm" $S $NORM --steps=16000 --threads=2 "${NORM_START[@]}"
 # 11. The same stage longer (its held-out curve still fell at 16,000): a new
 #     cosine from 1.95e-4 at 16,000 ("norm" ended at 1e-4) down to 6e-5.
 copy "$OUT/norm" "$OUT/long"
-stage long "$OUT/long" $S0 --lr=6e-4 $S1 --focus-weight=4 --focus-spread \
-  --focus-sink --max-shapes=4 --balance-stops --position-weight=1 \
-  --row-norm-weight=10 --centre-gradient --steps=24000 --threads=2
+stage long "$OUT/long" $S0 --lr=6e-4 $S1 $NORM --steps=24000 --threads=2
 echo "done: $OUT/long/model (tools/train/ship_model.py $OUT/long/model)"
