@@ -17,6 +17,7 @@
 
 #include "model/bundle.h"
 #include "model/config/config.h"
+#include "model/io/safetensors.h"
 #include "model/io/weights.h"
 #include "model/net/moondream.h"
 #include "model/net/region.h"
@@ -1018,6 +1019,69 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
                 DecodeCoordinate(hidden_NC, (*loaded)->weights().region)));
   EXPECT_TRUE(at::equal(DecodeSize(hidden_NC, served.region).detach(),
                         DecodeSize(hidden_NC, (*loaded)->weights().region)));
+}
+
+// The "step" a written model directory's weights carry in their metadata.
+std::string WrittenStep(const std::string& model_dir) {
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::Open(model_dir + "/model.safetensors");
+  if (!file.ok()) return file.status().ToString();
+  const auto step = (*file)->metadata().find("step");
+  return step == (*file)->metadata().end() ? "none" : step->second;
+}
+
+// A new stage on a written model (its checkpoint gone): every weight comes
+// from the directory, and the served function does not jump when the first
+// step measures the region rows' mean the directory's heads have folded in.
+TEST(TrainerTest, AFreshRunMayStartFromAWrittenModel) {
+  TrainOptions o = SmallRun("init_from_source");
+  o.center_region_head = true;
+  absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  Losses(**a, 3);
+  ASSERT_TRUE((*a)->WriteModelDirectory((*a)->model_dir()).ok());
+  absl::StatusOr<double> a_loss = (*a)->HeldOutLoss(11, 2);
+  ASSERT_TRUE(a_loss.ok()) << a_loss.status();
+
+  TrainOptions next = SmallRun("init_from");
+  next.center_region_head = true;
+  next.init_from = (*a)->model_dir();
+  next.learning_rate = 1e-12;  // a step that measures the mean, moves nothing
+  absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(next);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->step(), 0);
+  const auto want = NamedParameters(o.config, (*a)->weights());
+  const auto got = NamedParameters(o.config, (*b)->weights());
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(at::equal(want[i].second.detach(), got[i].second.detach()))
+        << want[i].first;
+  }
+  absl::StatusOr<double> b_loss = (*b)->HeldOutLoss(11, 2);
+  ASSERT_TRUE(b_loss.ok()) << b_loss.status();
+  EXPECT_EQ(*b_loss, *a_loss);
+  Losses(**b, 1);
+  absl::StatusOr<double> stepped = (*b)->HeldOutLoss(11, 2);
+  ASSERT_TRUE(stepped.ok()) << stepped.status();
+  EXPECT_NEAR(*stepped, *a_loss, 1e-4 * *a_loss);
+
+  // The written model counts the source's 3 steps and this stage's; so does
+  // a resume of this stage.
+  ASSERT_TRUE((*b)->WriteModelDirectory((*b)->model_dir()).ok());
+  EXPECT_EQ(WrittenStep((*b)->model_dir()), "4");
+  ASSERT_TRUE((*b)->SaveCheckpoint().ok());
+  next.resume = true;
+  absl::StatusOr<std::unique_ptr<Trainer>> resumed = Trainer::Create(next);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_TRUE((*resumed)->WriteModelDirectory((*resumed)->model_dir()).ok());
+  EXPECT_EQ(WrittenStep((*resumed)->model_dir()), "4");
+
+  // Another model shape is refused, naming the tensor.
+  TrainOptions other = SmallRun("init_from_other");
+  other.init_from = (*a)->model_dir();
+  other.config.region.inner_dim *= 2;
+  absl::StatusOr<std::unique_ptr<Trainer>> refused = Trainer::Create(other);
+  EXPECT_FALSE(refused.ok());
 }
 
 TEST(TrainerTest, WritesADirectoryTheServerLoads) {

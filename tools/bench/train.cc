@@ -50,6 +50,7 @@ struct Flags {
   bool centre_gradient = false;
   double row_norm_limit = 24;
   std::string init_vision_from;
+  std::string init_from;
   std::string reinit;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -157,6 +158,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
               "--vision-only run's)");
+  p.AddString("init-from", &f.init_from,
+              "a fresh run starts every model weight from this model "
+              "directory (e.g. a shipped one); probes, the optimizer and the "
+              "schedule start anew");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -225,6 +230,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   f.base_dir = ResolveModelFlag(f.base_dir, kBaseModel);
   f.config_path = ExpandUser(f.config_path);
   f.init_vision_from = ExpandUser(f.init_vision_from);
+  f.init_from = ExpandUser(f.init_from);
+  if (!f.init_from.empty() && !f.init_vision_from.empty()) {
+    return absl::InvalidArgumentError(
+        "--init-from and --init-vision-from exclude each other");
+  }
   return f;
 }
 
@@ -264,6 +274,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.centre_gradient = f.centre_gradient;
   o.loss.row_norm_limit = f.row_norm_limit;
   o.init_vision_from = f.init_vision_from;
+  o.init_from = f.init_from;
   for (absl::string_view prefix :
        absl::StrSplit(f.reinit, ',', absl::SkipEmpty())) {
     o.reinit_prefixes.emplace_back(prefix);

@@ -169,6 +169,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
   RETURN_IF_ERROR(t->InitWeights());
   if (t->opts_.resume) {
     RETURN_IF_ERROR(t->LoadCheckpoint());
+  } else if (!t->opts_.init_from.empty()) {
+    RETURN_IF_ERROR(t->LoadModelFrom(t->opts_.init_from));
   } else if (!t->opts_.init_vision_from.empty()) {
     RETURN_IF_ERROR(t->LoadVisionFrom(t->opts_.init_vision_from));
   }
@@ -272,6 +274,15 @@ void Trainer::UpdateRowStats(const at::Tensor& rows_BTC,
       region_rows_mean_C_.defined()
           ? region_rows_mean_C_ + kMomentum * (mean_C - region_rows_mean_C_)
           : mean_C;
+  if (unfold_region_mean_) {
+    // ServedWeights subtracts W·mean from here on: the loaded biases, which
+    // already had a mean folded in, get this one back.
+    for (LinearWeights* fc1 : {&weights_.region.coord_decoder.fc1,
+                               &weights_.region.size_decoder.fc1}) {
+      fc1->bias.add_(at::mv(fc1->weight, region_rows_mean_C_));
+    }
+    unfold_region_mean_ = false;
+  }
 }
 
 Weights Trainer::ServedWeights() const {

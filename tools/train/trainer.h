@@ -78,6 +78,13 @@ struct TrainOptions {
   // from this checkpoint's (typically a vision_only stage's); everything
   // else, the optimizer and the schedule start anew. The shapes must match.
   std::string init_vision_from;
+  // A fresh run starts every model weight from this model directory's
+  // model.safetensors (one WriteModelDirectory wrote, e.g. a shipped model):
+  // a new stage on a model whose checkpoint is gone. Probes, the optimizer
+  // and the schedule start anew; with center_region_head the mean the
+  // directory's region heads have folded in is unfolded at the first step,
+  // so the served function does not jump.
+  std::string init_from;
   // At a resume: parameters whose name (Hugging Face layout, e.g.
   // "model.text.blocks.3.mlp") starts with one of these keep their fresh
   // initial values instead of the checkpoint's; AdamW's state and the
@@ -208,6 +215,7 @@ class Trainer {
   void MakeOptimizer();
   absl::Status LoadCheckpoint();
   absl::Status LoadVisionFrom(const std::string& checkpoint);
+  absl::Status LoadModelFrom(const std::string& model_dir);
   double LearningRate(int step) const;
   std::vector<Sequence> ChooseSequences(const SceneExample& example,
                                         uint64_t scene_index) const;
@@ -259,6 +267,12 @@ class Trainer {
   // (undefined until the first step): the trainable fc1s act on
   // hidden − mean.
   at::Tensor region_rows_mean_C_;
+  // Set by LoadModelFrom: the loaded fc1 biases already hold −W·mean, and the
+  // first mean measured is added back to them (UpdateRowStats).
+  bool unfold_region_mean_ = false;
+  // Steps the --init-from model had behind it (its metadata "step"): the
+  // written model's "step" is these plus step_.
+  int64_t steps_before_ = 0;
   void UpdateRowStats(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences);
   // weights_ with center_region_head's mean folded into the heads' biases:

@@ -11,10 +11,13 @@
 
 #include "absl/algorithm/container.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "model/bundle.h"
+#include "model/io/safetensors.h"
 #include "model/io/tensor_io.h"
+#include "model/io/weights.h"
 #include "tools/train/trainer.h"
 
 namespace md::train {
@@ -58,6 +61,9 @@ absl::Status Trainer::SaveCheckpoint() const {
     torch::serialize::OutputArchive archive;
     archive.write("config", c10::IValue(ConfigToJson(opts_.config)));
     archive.write("step", at::tensor(static_cast<int64_t>(step_)));
+    if (steps_before_ > 0) {
+      archive.write("steps_before", at::tensor(steps_before_));
+    }
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
     for (const auto& [name, tensor] : params_) {
       archive.write("param/" + name, tensor.detach());
@@ -92,6 +98,10 @@ absl::Status Trainer::LoadCheckpoint() {
     at::Tensor step, rng;
     archive.read("step", step);
     step_ = static_cast<int>(step.item<int64_t>());
+    at::Tensor steps_before;
+    if (archive.try_read("steps_before", steps_before)) {
+      steps_before_ = steps_before.item<int64_t>();
+    }
     archive.read("rng", rng);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng);
@@ -168,6 +178,38 @@ absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
   });
 }
 
+absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
+  const std::string path = (fs::path(model_dir) / "model.safetensors").string();
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                   SafetensorsFile::Open(path));
+  // Checks every tensor's presence and shape against this run's config.
+  ASSIGN_OR_RETURN(Weights loaded, LoadWeights(*file, opts_.config, {}));
+  const auto loaded_params = NamedParameters(opts_.config, loaded);
+  RETURN_IF_ERROR(CatchTorchStatus("starting from a model", [&] {
+    at::NoGradGuard no_grad;
+    int copied = 0;
+    for (const auto& [name, saved] : loaded_params) {
+      const auto it = absl::c_find_if(
+          params_, [&](const auto& p) { return p.first == name; });
+      if (it == params_.end()) {
+        throw std::runtime_error(absl::StrCat("the trainer has no ", name));
+      }
+      it->second.copy_(saved);
+      ++copied;
+    }
+    std::printf("train: all %d model tensors from %s\n", copied, path.c_str());
+  }));
+  unfold_region_mean_ = opts_.center_region_head;
+  // The written model's "step" counts every step behind its weights.
+  const auto step = file->metadata().find("step");
+  if (step != file->metadata().end() &&
+      !absl::SimpleAtoi(step->second, &steps_before_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": metadata step '", step->second, "' is not a number"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
   const fs::path final_dir(dir);
   const fs::path tmp = fs::path(dir + ".writing");
@@ -197,7 +239,7 @@ absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
       {"format", "pt"},
       {"weights", "trained"},
       {"trainer", "moondream-bench train (synthetic scenes, issue 14)"},
-      {"step", std::to_string(step_)}};
+      {"step", std::to_string(steps_before_ + step_)}};
   Weights served;
   RETURN_IF_ERROR(CatchTorchStatus("folding the head statistics", [&] {
     at::NoGradGuard no_grad;
