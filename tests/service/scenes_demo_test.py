@@ -13,6 +13,9 @@ must still be well formed), and the log says how each went. Then
 `moondream-bench scenes-eval` evaluates the shipped weights on held-out
 scenes of seed 2 again and must meet the claimed skills' targets.
 
+Both run in fp32, the dtype of the card's claims: in bf16 the answers
+depend on the CPU's path (AVX512-BF16 kernels or ATen's emulation).
+
 usage: scenes_demo_test.py SERVER_BINARY BENCH_BINARY SOURCE_DIR
 """
 
@@ -106,7 +109,7 @@ def evaluate_shipped_weights(skills):
     names = [n for skill in sorted(skills) for n in SKILL_METRICS[skill]]
     result = subprocess.run(
         [BENCH, "scenes-eval", f"--model={MODEL}", "--count=100", "--seed=2",
-         "--threads=2",
+         "--threads=2", "--dtype=fp32",
          "--require=" + ",".join(names)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(result.stdout, flush=True)
@@ -174,7 +177,8 @@ def main():
         scenes = json.load(f)["scenes"]
     http_port = server_process.free_port()
     process, _, _ = server_process.start_server(
-        SERVER, None, [f"--http_port={http_port}", "--log_level=warning"])
+        SERVER, None, [f"--http_port={http_port}", "--log_level=warning",
+                       "--dtype=fp32"])
     tally = {}
     try:
         banner = "".join(process.startup_stderr)
