@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "model/net/kernels/batched_matmul.h"
 #include "model/net/kernels/decode_attention.h"
 #include "model/net/kernels/softmax_bf16.h"
 #include "model/net/layers.h"
@@ -231,7 +232,7 @@ at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& keys_HKD,
                           const SequenceChunk& chunk,
                           const at::Tensor& hidden_keys_1TK) {
   at::Tensor scores_HTK =
-      at::matmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2));
+      BatchedMatmul(q_THD.transpose(0, 1), keys_HKD.transpose(1, 2));
   if (hidden_keys_1TK.defined()) {
     scores_HTK.masked_fill_(hidden_keys_1TK,
                             -std::numeric_limits<double>::infinity());
@@ -242,7 +243,7 @@ at::Tensor ChunkAttention(const at::Tensor& q_THD, const at::Tensor& keys_HKD,
       ScaledSoftmaxBf16InPlace(scores_HTK, /*scale=*/1.0)
           ? scores_HTK
           : at::softmax(scores_HTK, -1, at::kFloat).to(q_THD.scalar_type());
-  at::Tensor out_HTD = at::matmul(probs_HTK, values_HKD);
+  at::Tensor out_HTD = BatchedMatmul(probs_HTK, values_HKD);
   return out_HTD.transpose(0, 1).reshape({chunk.n_tokens, -1});
 }
 

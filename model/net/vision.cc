@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "model/net/kernels/batched_matmul.h"
 #include "model/net/kernels/softmax_bf16.h"
 #include "model/net/layers.h"
 
@@ -35,12 +36,12 @@ at::Tensor SelfAttention(const at::Tensor& x_BPE, const AttentionWeights& w,
   };
   at::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
   const double scale = 1.0 / std::sqrt(d);
-  at::Tensor scores_BHPP = at::matmul(q, k.transpose(-2, -1));
+  at::Tensor scores_BHPP = BatchedMatmul(q, k.transpose(-2, -1));
   // bf16: the scale and the softmax in one fp32 pass, in place.
   at::Tensor probs_BHPP = ScaledSoftmaxBf16InPlace(scores_BHPP, scale)
                               ? scores_BHPP
                               : at::softmax(scores_BHPP * scale, -1);
-  at::Tensor out_BHPD = at::matmul(probs_BHPP, v);
+  at::Tensor out_BHPD = BatchedMatmul(probs_BHPP, v);
   return Linear(out_BHPD.transpose(1, 2).reshape({b, p, e}), w.proj);
 }
 
