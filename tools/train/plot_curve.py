@@ -4,7 +4,9 @@
 usage: plot_curve.py TRAIN_LOG [TRAIN_LOG ...] OUT.png [--title TEXT]
 
 Several logs (the stages of one recipe, in order) draw one curve; a dotted
-line marks where each later stage starts.
+line marks where each later stage starts. A stage whose steps count from 0
+again (it began from a written model, --init-from) is drawn after the one
+before it.
 
 Top: the training loss and its parts (text tokens, stop decisions, x/y and
 w/h KL) per progress line, and the held-out loss at each evaluation. Bottom:
@@ -48,6 +50,12 @@ def main():
         if not more_steps:
             raise SystemExit(f"{log}: no progress lines")
         if steps:
+            if more_steps[0][0] <= steps[-1][0]:
+                # A stage that began from a written model (--init-from)
+                # counts from 0: it goes on where the previous one ended.
+                offset = steps[-1][0]
+                more_steps = [[s[0] + offset] + s[1:] for s in more_steps]
+                more_evals = [(e[0] + offset,) + e[1:] for e in more_evals]
             starts.append(more_steps[0][0])
         steps += more_steps
         evals += more_evals
