@@ -13,8 +13,8 @@ must still be well formed), and the log says how each went. Then
 `moondream-bench scenes-eval` evaluates the shipped weights on held-out
 scenes of seed 2 again and must meet the claimed skills' targets.
 
-Both run in fp32, the dtype of the card's claims: in bf16 the answers
-depend on the CPU's path (AVX512-BF16 kernels or ATen's emulation).
+Both run in fp32, the dtype of the card's claims (bf16 answers differ a
+little, and by the CPU's path: AVX512-BF16 kernels or ATen's).
 
 usage: scenes_demo_test.py SERVER_BINARY BENCH_BINARY SOURCE_DIR
 """

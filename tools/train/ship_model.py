@@ -86,8 +86,8 @@ def format_value(m):
 
 
 def scenes_eval(bench, seed, report):
-    """scenes-eval's report on 200 fresh scenes of `seed`, in fp32: in bf16
-    the answers depend on the CPU's path (AVX512-BF16 kernels or ATen's)."""
+    """scenes-eval's report on 200 fresh scenes of `seed`, in fp32: the
+    claims hold for one dtype, not for whichever bf16 path a CPU has."""
     subprocess.run([bench, "scenes-eval", f"--model={DEST}", "--count=200",
                     f"--seed={seed}", "--threads=2", "--dtype=fp32",
                     f"--json={report}"], check=True)
