@@ -78,7 +78,7 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
   const std::filesystem::path json = dir / "report.json";
   const Result r = RunBench(
       "scenes-eval --model=models/tiny-random --count=2 --seed=1 --threads=2 "
-      "--max-tokens=8 --max-objects=4 --show-errors=2 --json=" +
+      "--max-tokens=8 --max-objects=4 --show-errors=40 --json=" +
       json.string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const char* row : {"count", "color", "shape", "caption short",
@@ -86,6 +86,9 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
                           "point recall", ">= 90%", ">= 0.80", "wrong: "}) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
   }
+  // A wrong detect answer shows the target boxes next to the answer's.
+  EXPECT_NE(r.out.find("detect 'circle': expected [("), std::string::npos)
+      << r.out;
   const nlohmann::json report = nlohmann::json::parse(ReadFile(json));
   EXPECT_EQ(report["scenes"], 2);
   EXPECT_EQ(report["random_weights"], true);

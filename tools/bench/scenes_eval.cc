@@ -244,13 +244,35 @@ std::string Shortened(const std::string& text) {
   return text.size() <= kMaxChars ? text : text.substr(0, kMaxChars) + "...";
 }
 
-std::string Describe(const SceneTask& task, const Answer& answer) {
+std::string BoxText(double x_min, double y_min, double x_max, double y_max) {
+  return absl::StrFormat("(%.3f,%.3f)-(%.3f,%.3f)", x_min, y_min, x_max, y_max);
+}
+
+// The target shapes' boxes as fractions of the image, as a detect answer
+// gives them, so that a wrong answer's error shows (place or size).
+std::string TargetBoxes(const Scene& scene, const SceneTask& task) {
+  std::vector<std::string> boxes;
+  for (int index : task.targets) {
+    const scenes::PixelBox& b = scene.shapes[index].box;
+    boxes.push_back(
+        BoxText(1.0 * b.x_min / scene.width, 1.0 * b.y_min / scene.height,
+                1.0 * b.x_max / scene.width, 1.0 * b.y_max / scene.height));
+  }
+  return absl::StrJoin(boxes, " ");
+}
+
+std::string Describe(const Scene& scene, const SceneTask& task,
+                     const Answer& answer) {
   const std::string what = absl::StrCat(
       scenes::TaskKindName(task.kind),
       task.input.empty() ? "" : absl::StrCat(" '", task.input, "'"));
   if (task.kind == TaskKind::kDetect) {
-    return absl::StrCat(what, ": expected ", task.targets.size(),
-                        " box(es), got ", answer.boxes.size());
+    std::vector<std::string> boxes;
+    for (const Box& b : answer.boxes) {
+      boxes.push_back(BoxText(b.x_min, b.y_min, b.x_max, b.y_max));
+    }
+    return absl::StrCat(what, ": expected [", TargetBoxes(scene, task),
+                        "], got [", absl::StrJoin(boxes, " "), "]");
   }
   if (task.kind == TaskKind::kPoint) {
     std::vector<std::string> points;
@@ -290,7 +312,8 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
       if (!Score(scene, task, answer, run.tally) &&
           errors_shown < opts.show_errors) {
         ++errors_shown;
-        std::printf("wrong: scene %d: %s\n", i, Describe(task, answer).c_str());
+        std::printf("wrong: scene %d: %s\n", i,
+                    Describe(scene, task, answer).c_str());
       }
     }
     if ((i + 1) % 10 == 0 || i + 1 == opts.count) {
