@@ -100,6 +100,15 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
     EXPECT_TRUE(report["metrics"][metric].contains("pass")) << metric;
   }
   EXPECT_EQ(report["tallies"]["count"]["asked"], 2);
+  // The same answers split by the image's aspect: every scene in one bucket.
+  EXPECT_NE(r.out.find("by image aspect"), std::string::npos) << r.out;
+  int bucketed = 0, counts_asked = 0;
+  for (const nlohmann::json& bucket : report["by_aspect"]) {
+    bucketed += bucket["scenes"].get<int>();
+    counts_asked += bucket["tallies"]["count"]["asked"].get<int>();
+  }
+  EXPECT_EQ(bucketed, 2);
+  EXPECT_EQ(counts_asked, 2);
 
   // The same targets as a gate: the random model fails it.
   const Result gated = RunBench(
