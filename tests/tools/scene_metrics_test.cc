@@ -160,12 +160,48 @@ TEST(SceneMetricsTest, ReportMarksTargets) {
   EXPECT_NE(table.find("FAIL"), std::string::npos);
   EXPECT_NE(table.find("targets NOT all met"), std::string::npos);
 
+  // Values only, on one line; detect precision (no target) and shape
+  // (nothing asked) left out.
+  EXPECT_EQ(FormatValuesLine(lines),
+            "count 90.0%, color 80.0%, caption short 75.0%, caption normal "
+            "50.0%, detect F1 0.889, point inside 90.0%, point recall 0.700");
+
   const nlohmann::ordered_json json = ReportJson(tally, lines);
   EXPECT_EQ(json["all_pass"], false);
   EXPECT_EQ(json["metrics"]["count"]["pass"], true);
   EXPECT_DOUBLE_EQ(json["metrics"]["point inside"]["value"].get<double>(),
                    90.0);
   EXPECT_EQ(json["tallies"]["detect"]["false_negatives"], 1);
+}
+
+TEST(SceneMetricsTest, TalliesAdd) {
+  EvalTally a, b;
+  a.count = {2, 1};
+  a.detect = {3, 1, 2};
+  a.point = {4, 3, 4, 2};
+  b.count = {1, 1};
+  b.caption_normal = {2, 2};
+  b.detect = {1, 0, 1};
+  b.point = {1, 1, 2, 1};
+  a += b;
+  EXPECT_EQ(a.count.asked, 3);
+  EXPECT_EQ(a.count.correct, 2);
+  EXPECT_EQ(a.caption_normal.asked, 2);
+  EXPECT_EQ(a.caption_normal.correct, 2);
+  EXPECT_EQ(a.colour.asked, 0);
+  EXPECT_EQ(a.detect.true_positives, 4);
+  EXPECT_EQ(a.detect.false_negatives, 3);
+  EXPECT_EQ(a.point.points, 5);
+  EXPECT_EQ(a.point.reached, 3);
+}
+
+TEST(SceneMetricsTest, NormalizedBoxIsTheShapesBoxInImageFractions) {
+  const Scene scene = ThreeShapes();
+  const Box b = NormalizedBox(scene, scene.shapes[1]);
+  EXPECT_DOUBLE_EQ(b.x_min, 0.5);
+  EXPECT_DOUBLE_EQ(b.y_min, 0.2);
+  EXPECT_DOUBLE_EQ(b.x_max, 0.7);
+  EXPECT_DOUBLE_EQ(b.y_max, 273.0 / 500);
 }
 
 TEST(SceneMetricsTest, PerfectAnswersMeetEveryTarget) {

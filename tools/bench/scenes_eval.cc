@@ -246,21 +246,9 @@ std::string Shortened(const std::string& text) {
   return text.size() <= kMaxChars ? text : text.substr(0, kMaxChars) + "...";
 }
 
-std::string BoxText(double x_min, double y_min, double x_max, double y_max) {
-  return absl::StrFormat("(%.3f,%.3f)-(%.3f,%.3f)", x_min, y_min, x_max, y_max);
-}
-
-// The target shapes' boxes as fractions of the image, as a detect answer
-// gives them, so that a wrong answer's error shows (place or size).
-std::string TargetBoxes(const Scene& scene, const SceneTask& task) {
-  std::vector<std::string> boxes;
-  for (int index : task.targets) {
-    const scenes::PixelBox& b = scene.shapes[index].box;
-    boxes.push_back(
-        BoxText(1.0 * b.x_min / scene.width, 1.0 * b.y_min / scene.height,
-                1.0 * b.x_max / scene.width, 1.0 * b.y_max / scene.height));
-  }
-  return absl::StrJoin(boxes, " ");
+std::string BoxText(const Box& b) {
+  return absl::StrFormat("(%.3f,%.3f)-(%.3f,%.3f)", b.x_min, b.y_min, b.x_max,
+                         b.y_max);
 }
 
 std::string Describe(const Scene& scene, const SceneTask& task,
@@ -269,11 +257,14 @@ std::string Describe(const Scene& scene, const SceneTask& task,
       scenes::TaskKindName(task.kind),
       task.input.empty() ? "" : absl::StrCat(" '", task.input, "'"));
   if (task.kind == TaskKind::kDetect) {
-    std::vector<std::string> boxes;
-    for (const Box& b : answer.boxes) {
-      boxes.push_back(BoxText(b.x_min, b.y_min, b.x_max, b.y_max));
+    // The targets' boxes next to the answer's: place or size shows.
+    std::vector<std::string> targets, boxes;
+    for (int index : task.targets) {
+      targets.push_back(
+          BoxText(scenes::NormalizedBox(scene, scene.shapes[index])));
     }
-    return absl::StrCat(what, ": expected [", TargetBoxes(scene, task),
+    for (const Box& b : answer.boxes) boxes.push_back(BoxText(b));
+    return absl::StrCat(what, ": expected [", absl::StrJoin(targets, " "),
                         "], got [", absl::StrJoin(boxes, " "), "]");
   }
   if (task.kind == TaskKind::kPoint) {
@@ -290,8 +281,8 @@ std::string Describe(const Scene& scene, const SceneTask& task,
 }
 
 // Scenes by the ratio of the image's longer side to its shorter: the
-// prefix's 27×27 grid squeezes a wide image's shapes into few columns (a
-// shape in a 2:1 image spans 1.4 to 3.3 of them), so the region answers'
+// prefix's 27×27 grid squeezes a wide image's shapes into few columns (2 to
+// 4.7 of them in a 2:1 image, 1.4 to 3.2 at 3:1), so the region answers'
 // precision depends on it. Bucket i < kAspectLimits.size() holds ratios
 // below kAspectLimits[i]; the last bucket holds the rest.
 constexpr std::array<double, 2> kAspectLimits = {1.3, 1.8};
@@ -300,12 +291,9 @@ constexpr size_t kAspectBuckets = kAspectLimits.size() + 1;
 int AspectBucket(const Scene& scene) {
   const double ratio = 1.0 * std::max(scene.width, scene.height) /
                        std::min(scene.width, scene.height);
-  int bucket = 0;
-  while (bucket < static_cast<int>(kAspectLimits.size()) &&
-         ratio >= kAspectLimits[bucket]) {
-    ++bucket;
-  }
-  return bucket;
+  return static_cast<int>(
+      std::upper_bound(kAspectLimits.begin(), kAspectLimits.end(), ratio) -
+      kAspectLimits.begin());
 }
 
 std::string AspectBucketName(int bucket) {
@@ -318,8 +306,8 @@ std::string AspectBucketName(int bucket) {
 }
 
 struct EvalRun {
-  scenes::EvalTally tally;
-  // The same answers split by AspectBucket.
+  scenes::EvalTally tally;  // the buckets' sum
+  // The answers by AspectBucket.
   std::array<scenes::EvalTally, kAspectBuckets> by_aspect;
   std::array<int, kAspectBuckets> scenes_by_aspect{};
   int questions = 0;
@@ -344,8 +332,7 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
     for (const SceneTask& task : scenes::SceneTasks(scene)) {
       ASSIGN_OR_RETURN(Answer answer, runner.Run(encoded, task));
       ++run.questions;
-      Score(scene, task, answer, run.by_aspect[bucket]);
-      if (!Score(scene, task, answer, run.tally) &&
+      if (!Score(scene, task, answer, run.by_aspect[bucket]) &&
           errors_shown < opts.show_errors) {
         ++errors_shown;
         std::printf("wrong: scene %d: %s\n", i,
@@ -358,20 +345,9 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
     }
   }
   std::fprintf(stderr, "\n");
+  for (const scenes::EvalTally& bucket : run.by_aspect) run.tally += bucket;
   run.seconds = watch.ElapsedMs() / 1000;
   return run;
-}
-
-// The metrics without a target's verdict, on one line: "count 92.0%, ...".
-std::string CompactLine(absl::Span<const scenes::MetricLine> lines) {
-  std::vector<std::string> parts;
-  for (const scenes::MetricLine& line : lines) {
-    if (!line.measured || !line.has_target) continue;
-    parts.push_back(line.percent
-                        ? absl::StrFormat("%s %.1f%%", line.name, line.value)
-                        : absl::StrFormat("%s %.3f", line.name, line.value));
-  }
-  return absl::StrJoin(parts, ", ");
 }
 
 // One line per aspect bucket (text), and the bucket's report (JSON).
@@ -384,7 +360,7 @@ std::string AspectReport(const EvalRun& run, nlohmann::ordered_json* json) {
         scenes::ReportLines(run.by_aspect[b]);
     const std::string name = AspectBucketName(static_cast<int>(b));
     absl::StrAppendFormat(&text, "  %-8s %3d scenes: %s\n", name, n,
-                          CompactLine(lines));
+                          scenes::FormatValuesLine(lines));
     nlohmann::ordered_json bucket = {{"aspect", name}, {"scenes", n}};
     bucket.update(scenes::ReportJson(run.by_aspect[b], lines));
     json->push_back(std::move(bucket));

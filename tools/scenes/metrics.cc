@@ -15,13 +15,6 @@ double Ratio(int numerator, int denominator) {
   return denominator == 0 ? 0.0 : static_cast<double>(numerator) / denominator;
 }
 
-Box NormalizedBox(const Scene& scene, const Shape& shape) {
-  return {static_cast<double>(shape.box.x_min) / scene.width,
-          static_cast<double>(shape.box.y_min) / scene.height,
-          static_cast<double>(shape.box.x_max) / scene.width,
-          static_cast<double>(shape.box.y_max) / scene.height};
-}
-
 double Area(const Box& b) {
   return std::max(0.0, b.x_max - b.x_min) * std::max(0.0, b.y_max - b.y_min);
 }
@@ -97,6 +90,30 @@ double DetectTally::recall() const {
 double DetectTally::f1() const {
   const double p = precision(), r = recall();
   return p + r == 0 ? 0.0 : 2 * p * r / (p + r);
+}
+
+Box NormalizedBox(const Scene& scene, const Shape& shape) {
+  return {static_cast<double>(shape.box.x_min) / scene.width,
+          static_cast<double>(shape.box.y_min) / scene.height,
+          static_cast<double>(shape.box.x_max) / scene.width,
+          static_cast<double>(shape.box.y_max) / scene.height};
+}
+
+TextTally& TextTally::operator+=(const TextTally& other) {
+  asked += other.asked;
+  correct += other.correct;
+  return *this;
+}
+
+EvalTally& EvalTally::operator+=(const EvalTally& other) {
+  count += other.count;
+  colour += other.colour;
+  shape += other.shape;
+  caption_short += other.caption_short;
+  caption_normal += other.caption_normal;
+  detect += other.detect;
+  point += other.point;
+  return *this;
 }
 
 DetectTally& DetectTally::operator+=(const DetectTally& other) {
@@ -270,6 +287,15 @@ std::string FormatReport(absl::Span<const MetricLine> lines) {
   }
   out += AllTargetsMet(lines) ? "all targets met\n" : "targets NOT all met\n";
   return out;
+}
+
+std::string FormatValuesLine(absl::Span<const MetricLine> lines) {
+  std::vector<std::string> parts;
+  for (const MetricLine& line : lines) {
+    if (!line.measured || !line.has_target) continue;
+    parts.push_back(absl::StrCat(line.name, " ", ValueText(line)));
+  }
+  return absl::StrJoin(parts, ", ");
 }
 
 nlohmann::ordered_json ReportJson(const EvalTally& tally,

@@ -30,6 +30,8 @@ inline constexpr double kMatchIou = 0.5;
 struct TextTally {
   int asked = 0;
   int correct = 0;
+
+  TextTally& operator+=(const TextTally& other);
 };
 
 struct DetectTally {
@@ -78,7 +80,12 @@ struct EvalTally {
   // The text tally a query or caption task counts in (nullptr for detect
   // and point).
   TextTally* TextFor(TaskKind kind);
+  EvalTally& operator+=(const EvalTally& other);
 };
+
+// A shape's box as fractions of the image's width and height, as a detect
+// answer gives boxes.
+Box NormalizedBox(const Scene& scene, const Shape& shape);
 
 // One line of the report: a metric, its target and whether it is met. A
 // metric with nothing to measure (e.g. no colour question was asked) is
@@ -108,6 +115,9 @@ absl::Status NamedTargetsMet(absl::Span<const MetricLine> lines,
 
 // The lines as an aligned text table, one metric per row.
 std::string FormatReport(absl::Span<const MetricLine> lines);
+// The measured lines with a target on one line, values only:
+// "count 92.0%, ..., detect F1 0.507, ...".
+std::string FormatValuesLine(absl::Span<const MetricLine> lines);
 
 // {"metrics": {name: {value, unit, measured, target, pass, detail}},
 //  "all_pass": bool} plus the raw tallies under "tallies".
