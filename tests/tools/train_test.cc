@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/bundle.h"
@@ -526,6 +528,46 @@ TEST(ExamplesTest, ShrinkSceneFitsOneCrop) {
   const scenes::Scene fits = ShrinkScene(small, 378);
   EXPECT_EQ(fits.width, small.width);
   EXPECT_EQ(fits.shapes[0].box.x_max, small.shapes[0].box.x_max);
+}
+
+// TrainingScene: with no wide share it is the specification's scene of
+// that seed; with one, about that share of the scenes are redrawn to the
+// aspect asked for, the rest kept, each still within the specification and
+// the same on every call.
+TEST(ExamplesTest, TrainingSceneOversamplesWideImages) {
+  constexpr uint64_t kBase = 1000000;
+  constexpr int kScenes = 400;
+  auto same = [](const scenes::Scene& a, const scenes::Scene& b) {
+    return a.seed == b.seed && a.width == b.width && a.height == b.height &&
+           a.shapes.size() == b.shapes.size();
+  };
+  int wide_before = 0, wide_after = 0, kept = 0;
+  for (int i = 0; i < kScenes; ++i) {
+    const scenes::Scene spec =
+        scenes::GenerateScene(scenes::SceneSeed(kBase, i));
+    EXPECT_TRUE(same(TrainingScene(kBase, i, 0, 1.8), spec));
+    const scenes::Scene drawn = TrainingScene(kBase, i, 0.5, 1.8);
+    EXPECT_TRUE(same(drawn, TrainingScene(kBase, i, 0.5, 1.8)));
+    EXPECT_GE(std::min(drawn.width, drawn.height), scenes::kMinCanvasSide);
+    EXPECT_LE(std::max(drawn.width, drawn.height), scenes::kMaxCanvasSide);
+    wide_before += SceneAspect(spec) >= 1.8;
+    wide_after += SceneAspect(drawn) >= 1.8;
+    kept += same(drawn, spec);
+    // Every scene redrawn is one of the aspect asked for.
+    if (!same(drawn, spec)) {
+      EXPECT_GE(SceneAspect(drawn), 1.8);
+    }
+  }
+  // The specification: ~20% at 1.8 or more; half redrawn: ~60%.
+  EXPECT_NEAR(wide_before, 0.2 * kScenes, 0.06 * kScenes);
+  EXPECT_NEAR(wide_after, 0.6 * kScenes, 0.08 * kScenes);
+  EXPECT_NEAR(kept, 0.6 * kScenes, 0.08 * kScenes);
+  scenes::Scene tall;
+  tall.width = 300;
+  tall.height = 750;
+  EXPECT_DOUBLE_EQ(SceneAspect(tall), 2.5);
+  std::swap(tall.width, tall.height);
+  EXPECT_DOUBLE_EQ(SceneAspect(tall), 2.5);
 }
 
 // --vision-only: steps lower the patch-kind loss by changing the vision

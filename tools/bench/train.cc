@@ -33,6 +33,8 @@ struct Flags {
   int sequences_per_scene = 0;
   int scene_cycle = 0;
   int max_shapes = scenes::kMaxShapes;
+  double wide_share = 0;
+  double wide_aspect = 1.5;
   bool sincos_positions = false;
   bool mimetic_attention = false;
   bool vision_only = false;
@@ -105,6 +107,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddInt("max-shapes", &f.max_shapes,
            "training scenes keep at most this many shapes (1-4; a curriculum "
            "starts low, then resumes higher)");
+  p.AddDouble("wide-scenes", &f.wide_share,
+              "share of training scenes (0-1) drawn again until their aspect "
+              "(longer side / shorter) is at least --wide-aspect");
+  p.AddDouble("wide-aspect", &f.wide_aspect,
+              "the aspect --wide-scenes draws to (>= 1)");
   p.AddBool("center-region-head", &f.center_region_head,
             "precondition the region head: its first layers see the rows "
             "less their running mean (folded into the bias when written)");
@@ -219,6 +226,12 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
         "--threads must be >= 1; seeds, --eval-scenes, --warmup and "
         "--stop-after >= 0; --max-shapes in [1, 4]");
   }
+  if (!(f.wide_share >= 0 && f.wide_share <= 1) || !(f.wide_aspect >= 1) ||
+      f.wide_aspect > 2.5) {
+    return absl::InvalidArgumentError(
+        "--wide-scenes must be in [0, 1] and --wide-aspect in [1, 2.5] (the "
+        "specification's sides, 256 to 768 px, allow at most 3)");
+  }
   if (!f.reinit.empty() && !f.resume) {
     return absl::InvalidArgumentError("--reinit needs --resume");
   }
@@ -257,6 +270,8 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.sequences_per_scene = f.sequences_per_scene;
   o.scene_cycle = f.scene_cycle;
   o.max_shapes = f.max_shapes;
+  o.wide_share = f.wide_share;
+  o.wide_min_aspect = f.wide_aspect;
   o.sincos_positions = f.sincos_positions;
   o.mimetic_attention = f.mimetic_attention;
   o.vision_only = f.vision_only;

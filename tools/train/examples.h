@@ -124,6 +124,20 @@ std::vector<int> PatchColours(const scenes::Scene& scene, int grid);
 std::vector<PatchBox> PatchBoxes(const scenes::Scene& scene, int grid);
 PatchTruth ScenePatchTruth(const scenes::Scene& scene, int grid);
 
+// How much longer the scene's longer side is than its shorter.
+double SceneAspect(const scenes::Scene& scene);
+
+// Training scene `index` of the set from `base_seed`: the specification's
+// GenerateScene(SceneSeed(base_seed, index)), except that a share
+// `wide_share` of the indices (chosen by a hash of the index) take the first
+// of that seed's successors whose aspect is at least `min_aspect`. Training
+// only (TrainOptions::wide_share): the boxes and points of wide and tall
+// images lag, and the specification draws W and H uniformly, so only a fifth
+// of its scenes have an aspect of 1.8 or more. Every scene still meets the
+// specification; the same arguments give the same scene.
+scenes::Scene TrainingScene(uint64_t base_seed, uint64_t index,
+                            double wide_share, double min_aspect);
+
 // The scene scaled down (pixel boxes rounded) so that its longer side is at
 // most `max_side`; unchanged when it already fits. Training only
 // (TrainOptions::vision_only): an image that fits one crop is encoded as 2

@@ -361,8 +361,8 @@ absl::StatusOr<StepStats> Trainer::Step() {
     uint64_t index = static_cast<uint64_t>(step_) * opts_.scenes_per_step + j;
     if (opts_.scene_cycle > 0)
       index %= static_cast<uint64_t>(opts_.scene_cycle);
-    scenes::Scene scene =
-        scenes::GenerateScene(scenes::SceneSeed(opts_.train_base_seed, index));
+    scenes::Scene scene = TrainingScene(
+        opts_.train_base_seed, index, opts_.wide_share, opts_.wide_min_aspect);
     // A curriculum's easier scenes: the first shapes of the scene, which
     // still meet the specification (only the count's spread narrows).
     if (scene.shapes.size() > static_cast<size_t>(opts_.max_shapes)) {

@@ -4,7 +4,8 @@
 // and `moondream-bench scenes-eval` load.
 //
 // Data: step s uses scenes SceneSeed(train_base_seed, s·scenes_per_step + j)
-// for j < scenes_per_step, generated on the fly on one thread; scenes-eval
+// for j < scenes_per_step (TrainingScene: with wide_share, some redrawn from
+// that seed's successors), generated on the fly on one thread; scenes-eval
 // and the held-out checks use small base seeds (1, eval_base_seed), whose
 // sets SceneSeed keeps apart from the training set (their index offsets
 // differ by (train_base_seed − base)·φ mod 2^64, far beyond any count).
@@ -60,6 +61,11 @@ struct TrainOptions {
   // Training scenes keep at most this many shapes (the held-out checks
   // always use the full specification): a curriculum starts low.
   int max_shapes = scenes::kMaxShapes;
+  // A share of the training scenes (0 to 1) drawn again until the longer
+  // side is at least wide_min_aspect × the shorter (TrainingScene): more
+  // wide and tall images while their region answers lag.
+  double wide_share = 0;
+  double wide_min_aspect = 1.5;
   // A cheap first stage of a curriculum: steps train only the vision
   // encoder and projection (and the probe) on the patch-kind loss, with no
   // text decoder, on scenes shrunk to fit one crop (ShrinkScene: 2 crops
