@@ -100,6 +100,14 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
     EXPECT_TRUE(report["metrics"][metric].contains("pass")) << metric;
   }
   EXPECT_EQ(report["tallies"]["count"]["asked"], 2);
+  // How the detect boxes miss, measured whether or not any box overlaps.
+  EXPECT_NE(r.out.find("box geometry"), std::string::npos) << r.out;
+  EXPECT_TRUE(report["box_geometry"].contains("aspect_slope"));
+  // Each pair is one answered box: at most the boxes the answers gave.
+  const nlohmann::json& detect = report["tallies"]["detect"];
+  EXPECT_LE(report["box_geometry"]["pairs"].get<int>(),
+            detect["true_positives"].get<int>() +
+                detect["false_positives"].get<int>());
   // The same answers split by the image's aspect: every scene in one bucket.
   EXPECT_NE(r.out.find("by image aspect"), std::string::npos) << r.out;
   int bucketed = 0, counts_asked = 0;

@@ -232,6 +232,8 @@ bool Score(const Scene& scene, const SceneTask& task, const Answer& answer,
     const scenes::DetectTally d =
         scenes::ScoreDetections(scene, task.targets, answer.boxes);
     tally.detect += d;
+    tally.box_geometry +=
+        scenes::MeasureBoxGeometry(scene, task.targets, answer.boxes);
     return d.false_positives == 0 && d.false_negatives == 0;
   }
   const scenes::PointTally p =
@@ -406,7 +408,9 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
       std::string(DTypeLabel(model_options.dtype)).c_str(), opts.n_threads,
       run.seconds, scenes::FormatReport(lines).c_str());
   nlohmann::ordered_json by_aspect = nlohmann::ordered_json::array();
-  std::printf("%s", AspectReport(run, &by_aspect).c_str());
+  std::printf("%s\n%s",
+              scenes::FormatBoxGeometry(run.tally.box_geometry).c_str(),
+              AspectReport(run, &by_aspect).c_str());
   if (!opts.json_path.empty()) {
     nlohmann::ordered_json report = {
         {"model", opts.model_dir},

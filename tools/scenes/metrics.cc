@@ -113,6 +113,7 @@ EvalTally& EvalTally::operator+=(const EvalTally& other) {
   caption_normal += other.caption_normal;
   detect += other.detect;
   point += other.point;
+  box_geometry += other.box_geometry;
   return *this;
 }
 
@@ -335,6 +336,7 @@ nlohmann::ordered_json ReportJson(const EvalTally& tally,
           {"inside", p.inside},
           {"targets", p.targets},
           {"reached", p.reached}}}}},
+      {"box_geometry", BoxGeometryJson(tally.box_geometry)},
   };
 }
 

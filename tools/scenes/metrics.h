@@ -20,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "model/skills/skill_types.h"
+#include "tools/scenes/box_geometry.h"
 #include "tools/scenes/questions.h"
 #include "tools/scenes/scene.h"
 
@@ -76,6 +77,7 @@ struct EvalTally {
   TextTally count, colour, shape, caption_short, caption_normal;
   DetectTally detect;
   PointTally point;
+  BoxGeometryTally box_geometry;  // of the detect answers' boxes
 
   // The text tally a query or caption task counts in (nullptr for detect
   // and point).
@@ -120,7 +122,8 @@ std::string FormatReport(absl::Span<const MetricLine> lines);
 std::string FormatValuesLine(absl::Span<const MetricLine> lines);
 
 // {"metrics": {name: {value, unit, measured, target, pass, detail}},
-//  "all_pass": bool} plus the raw tallies under "tallies".
+//  "all_pass": bool} plus the raw tallies under "tallies" and the detect
+// boxes' BoxGeometryJson under "box_geometry".
 nlohmann::ordered_json ReportJson(const EvalTally& tally,
                                   absl::Span<const MetricLine> lines);
 
