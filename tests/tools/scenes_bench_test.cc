@@ -129,6 +129,14 @@ TEST(ScenesBenchTest, BadFlagsAreClearErrors) {
   EXPECT_EQ(RunBench("scenes --count=2").exit_code, 2);  // no --out
   EXPECT_EQ(RunBench("scenes-eval --count=0").exit_code, 2);
   EXPECT_EQ(RunBench("scenes-eval --max-objects=99").exit_code, 2);
+  // The trainer's scene flags: a share is a fraction, and no scene of the
+  // specification is wider than 3:1.
+  const std::string out =
+      "train --steps=0 --out=" + FreshDir("bad_train").string();
+  EXPECT_EQ(RunBench(out + " --wide-scenes=1.5").exit_code, 2);
+  EXPECT_EQ(RunBench(out + " --wide-scenes=0.5 --wide-aspect=3.5").exit_code,
+            2);
+  EXPECT_EQ(RunBench(out + " --max-shapes=5").exit_code, 2);
 }
 
 }  // namespace

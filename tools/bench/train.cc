@@ -111,7 +111,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "share of training scenes (0-1) drawn again until their aspect "
               "(longer side / shorter) is at least --wide-aspect");
   p.AddDouble("wide-aspect", &f.wide_aspect,
-              "the aspect --wide-scenes draws to (>= 1)");
+              "the aspect --wide-scenes draws to (1 to 2.5)");
   p.AddBool("center-region-head", &f.center_region_head,
             "precondition the region head: its first layers see the rows "
             "less their running mean (folded into the bias when written)");
