@@ -550,12 +550,12 @@ TEST(ExamplesTest, TrainingSceneOversamplesWideImages) {
     EXPECT_TRUE(same(drawn, TrainingScene(kBase, i, 0.5, 1.8)));
     EXPECT_GE(std::min(drawn.width, drawn.height), scenes::kMinCanvasSide);
     EXPECT_LE(std::max(drawn.width, drawn.height), scenes::kMaxCanvasSide);
-    wide_before += SceneAspect(spec) >= 1.8;
-    wide_after += SceneAspect(drawn) >= 1.8;
+    wide_before += scenes::SceneAspect(spec) >= 1.8;
+    wide_after += scenes::SceneAspect(drawn) >= 1.8;
     kept += same(drawn, spec);
     // Every scene redrawn is one of the aspect asked for.
     if (!same(drawn, spec)) {
-      EXPECT_GE(SceneAspect(drawn), 1.8);
+      EXPECT_GE(scenes::SceneAspect(drawn), 1.8);
     }
   }
   // The specification: ~20% at 1.8 or more; half redrawn: ~60%.
@@ -565,9 +565,9 @@ TEST(ExamplesTest, TrainingSceneOversamplesWideImages) {
   scenes::Scene tall;
   tall.width = 300;
   tall.height = 750;
-  EXPECT_DOUBLE_EQ(SceneAspect(tall), 2.5);
+  EXPECT_DOUBLE_EQ(scenes::SceneAspect(tall), 2.5);
   std::swap(tall.width, tall.height);
-  EXPECT_DOUBLE_EQ(SceneAspect(tall), 2.5);
+  EXPECT_DOUBLE_EQ(scenes::SceneAspect(tall), 2.5);
 }
 
 // --vision-only: steps lower the patch-kind loss by changing the vision

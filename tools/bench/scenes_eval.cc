@@ -291,11 +291,10 @@ constexpr std::array<double, 2> kAspectLimits = {1.3, 1.8};
 constexpr size_t kAspectBuckets = kAspectLimits.size() + 1;
 
 int AspectBucket(const Scene& scene) {
-  const double ratio = 1.0 * std::max(scene.width, scene.height) /
-                       std::min(scene.width, scene.height);
-  return static_cast<int>(
-      std::upper_bound(kAspectLimits.begin(), kAspectLimits.end(), ratio) -
-      kAspectLimits.begin());
+  return static_cast<int>(std::upper_bound(kAspectLimits.begin(),
+                                           kAspectLimits.end(),
+                                           scenes::SceneAspect(scene)) -
+                          kAspectLimits.begin());
 }
 
 std::string AspectBucketName(int bucket) {

@@ -1,8 +1,6 @@
 #include "tools/scenes/box_geometry.h"
 
-#include <algorithm>
 #include <cmath>
-#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -43,10 +41,6 @@ void AddPair(const Box& shape, const Box& answer, bool wide,
   ++tally.pairs;
 }
 
-bool HasArea(const Box& box) {
-  return box.x_max > box.x_min && box.y_max > box.y_min;
-}
-
 }  // namespace
 
 double BoxGeometryTally::MeanCentreError(int axis) const {
@@ -82,27 +76,13 @@ BoxGeometryTally& BoxGeometryTally::operator+=(const BoxGeometryTally& other) {
 BoxGeometryTally MeasureBoxGeometry(const Scene& scene,
                                     absl::Span<const int> targets,
                                     absl::Span<const Box> answered) {
-  std::vector<Box> shapes;
-  for (int t : targets) shapes.push_back(NormalizedBox(scene, scene.shapes[t]));
-  std::vector<std::tuple<double, size_t, size_t>> overlaps;
-  for (size_t a = 0; a < answered.size(); ++a) {
-    if (!HasArea(answered[a])) continue;  // no extent to compare
-    for (size_t s = 0; s < shapes.size(); ++s) {
-      const double iou = Iou(answered[a], shapes[s]);
-      if (iou > 0) overlaps.emplace_back(iou, a, s);
-    }
-  }
-  std::stable_sort(overlaps.begin(), overlaps.end(),
-                   [](const auto& x, const auto& y) {
-                     return std::get<0>(x) > std::get<0>(y);
-                   });
-  std::vector<bool> answer_used(answered.size()), shape_used(shapes.size());
+  const std::vector<Box> shapes = TargetBoxes(scene, targets);
   const bool wide = scene.width >= scene.height;
   BoxGeometryTally tally;
-  for (const auto& [iou, a, s] : overlaps) {
-    if (answer_used[a] || shape_used[s]) continue;
-    answer_used[a] = shape_used[s] = true;
-    AddPair(shapes[s], answered[a], wide, tally);
+  // Any overlap pairs: a box with no area overlaps nothing, so every pair
+  // has extents to compare.
+  for (const BoxMatch& m : MatchBoxes(answered, shapes, /*min_iou=*/0)) {
+    AddPair(shapes[m.target], answered[m.answer], wide, tally);
   }
   return tally;
 }

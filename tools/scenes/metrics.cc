@@ -1,7 +1,6 @@
 #include "tools/scenes/metrics.h"
 
 #include <algorithm>
-#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -145,30 +144,40 @@ double Iou(const Box& a, const Box& b) {
   return either <= 0 ? 0.0 : shared / either;
 }
 
-DetectTally ScoreDetections(const Scene& scene, absl::Span<const int> targets,
-                            absl::Span<const Box> predicted) {
-  // Every qualifying (IoU, prediction, target) pair, best first; each side
-  // is used at most once.
-  std::vector<std::tuple<double, size_t, size_t>> pairs;
-  for (size_t p = 0; p < predicted.size(); ++p) {
+std::vector<BoxMatch> MatchBoxes(absl::Span<const Box> answers,
+                                 absl::Span<const Box> targets,
+                                 double min_iou) {
+  std::vector<BoxMatch> candidates;
+  for (size_t a = 0; a < answers.size(); ++a) {
     for (size_t t = 0; t < targets.size(); ++t) {
-      const double iou =
-          Iou(predicted[p], NormalizedBox(scene, scene.shapes[targets[t]]));
-      if (iou >= kMatchIou) pairs.emplace_back(iou, p, t);
+      const double iou = Iou(answers[a], targets[t]);
+      if (iou >= min_iou && iou > 0) candidates.push_back({iou, a, t});
     }
   }
-  std::stable_sort(pairs.begin(), pairs.end(),
-                   [](const auto& a, const auto& b) {
-                     return std::get<0>(a) > std::get<0>(b);
-                   });
-  std::vector<bool> prediction_used(predicted.size()),
-      target_used(targets.size());
-  int matched = 0;
-  for (const auto& [iou, p, t] : pairs) {
-    if (prediction_used[p] || target_used[t]) continue;
-    prediction_used[p] = target_used[t] = true;
-    ++matched;
+  std::stable_sort(
+      candidates.begin(), candidates.end(),
+      [](const BoxMatch& x, const BoxMatch& y) { return x.iou > y.iou; });
+  std::vector<bool> answer_used(answers.size()), target_used(targets.size());
+  std::vector<BoxMatch> matches;
+  for (const BoxMatch& m : candidates) {
+    if (answer_used[m.answer] || target_used[m.target]) continue;
+    answer_used[m.answer] = target_used[m.target] = true;
+    matches.push_back(m);
   }
+  return matches;
+}
+
+std::vector<Box> TargetBoxes(const Scene& scene,
+                             absl::Span<const int> targets) {
+  std::vector<Box> boxes;
+  for (int t : targets) boxes.push_back(NormalizedBox(scene, scene.shapes[t]));
+  return boxes;
+}
+
+DetectTally ScoreDetections(const Scene& scene, absl::Span<const int> targets,
+                            absl::Span<const Box> predicted) {
+  const int matched = static_cast<int>(
+      MatchBoxes(predicted, TargetBoxes(scene, targets), kMatchIou).size());
   DetectTally tally;
   tally.true_positives = matched;
   tally.false_positives = static_cast<int>(predicted.size()) - matched;

@@ -12,6 +12,7 @@
 #ifndef MOONDREAM_TOOLS_SCENES_METRICS_H_
 #define MOONDREAM_TOOLS_SCENES_METRICS_H_
 
+#include <cstddef>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -62,8 +63,23 @@ bool AnswerMatches(absl::string_view answer, absl::string_view expected);
 // Intersection over union of two boxes (any consistent units).
 double Iou(const Box& a, const Box& b);
 
+// An answered box paired with a target box.
+struct BoxMatch {
+  double iou = 0;
+  size_t answer = 0, target = 0;
+};
+
+// Pairs answered boxes with target boxes greedily, highest IoU first, each
+// side used at most once; a pair needs IoU >= min_iou and > 0 (boxes
+// without area pair with nothing). In the order they were paired.
+std::vector<BoxMatch> MatchBoxes(absl::Span<const Box> answers,
+                                 absl::Span<const Box> targets, double min_iou);
+
+// The boxes of `scene.shapes[targets]` as NormalizedBox gives them.
+std::vector<Box> TargetBoxes(const Scene& scene, absl::Span<const int> targets);
+
 // `predicted` boxes (fractions of the image, as detect answers) against the
-// boxes of `scene.shapes[targets]`.
+// boxes of `scene.shapes[targets]`, paired by MatchBoxes at kMatchIou.
 DetectTally ScoreDetections(const Scene& scene, absl::Span<const int> targets,
                             absl::Span<const Box> predicted);
 

@@ -299,6 +299,11 @@ bool ShapeContains(const Shape& shape, double x, double y) {
   return false;
 }
 
+double SceneAspect(const Scene& scene) {
+  return static_cast<double>(std::max(scene.width, scene.height)) /
+         std::min(scene.width, scene.height);
+}
+
 std::vector<int> LeftToRight(const Scene& scene) {
   std::vector<int> order(scene.shapes.size());
   std::iota(order.begin(), order.end(), 0);

@@ -95,6 +95,9 @@ struct Scene {
 // The scene a seed gives, the same on every platform and standard library.
 Scene GenerateScene(uint64_t seed);
 
+// How many times longer the longer side is than the shorter (>= 1).
+double SceneAspect(const Scene& scene);
+
 // The scene drawn in OpenCV's order: CV_8UC3, BGR.
 cv::Mat RenderScene(const Scene& scene);
 

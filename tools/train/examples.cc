@@ -223,11 +223,6 @@ std::vector<int> PatchColours(const Scene& scene, int grid) {
   });
 }
 
-double SceneAspect(const Scene& scene) {
-  return static_cast<double>(std::max(scene.width, scene.height)) /
-         std::min(scene.width, scene.height);
-}
-
 Scene TrainingScene(uint64_t base_seed, uint64_t index, double wide_share,
                     double min_aspect) {
   const uint64_t seed = scenes::SceneSeed(base_seed, index);
@@ -240,7 +235,8 @@ Scene TrainingScene(uint64_t base_seed, uint64_t index, double wide_share,
   // About 2 in 5 of the specification's scenes have an aspect of 1.5 or
   // more, 1 in 5 of 1.8; the bound only keeps a bad min_aspect from looping.
   constexpr int kMaxDraws = 10000;
-  for (int k = 1; k <= kMaxDraws && SceneAspect(scene) < min_aspect; ++k) {
+  for (int k = 1; k <= kMaxDraws && scenes::SceneAspect(scene) < min_aspect;
+       ++k) {
     scene = scenes::GenerateScene(scenes::SceneSeed(seed, k));
   }
   return scene;

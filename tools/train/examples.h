@@ -124,9 +124,6 @@ std::vector<int> PatchColours(const scenes::Scene& scene, int grid);
 std::vector<PatchBox> PatchBoxes(const scenes::Scene& scene, int grid);
 PatchTruth ScenePatchTruth(const scenes::Scene& scene, int grid);
 
-// How much longer the scene's longer side is than its shorter.
-double SceneAspect(const scenes::Scene& scene);
-
 // Training scene `index` of the set from `base_seed`: the specification's
 // GenerateScene(SceneSeed(base_seed, index)), except that a share
 // `wide_share` of the indices (chosen by a hash of the index) take the first
