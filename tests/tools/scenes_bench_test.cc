@@ -1,6 +1,6 @@
-// Runs the real moondream-bench `scenes` and `scenes-eval` subcommands; the
-// evaluation on the tiny random model, whose answers are all wrong: the
-// point is that it runs end to end and reports.
+// Runs the real moondream-bench `scenes`, `scenes-eval` and `feature-probe`
+// subcommands; the evaluation on the tiny random model, whose answers are all
+// wrong: the point is that it runs end to end and reports.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -137,6 +137,27 @@ TEST(ScenesBenchTest, BadFlagsAreClearErrors) {
   EXPECT_EQ(RunBench(out + " --wide-scenes=0.5 --wide-aspect=3.5").exit_code,
             2);
   EXPECT_EQ(RunBench(out + " --max-shapes=5").exit_code, 2);
+  EXPECT_EQ(RunBench("feature-probe --count=4").exit_code, 2);
+  EXPECT_EQ(RunBench("feature-probe --model=/nonexistent").exit_code, 1);
+}
+
+// feature-probe on the shipped demo model: the table and its JSON, every
+// readout with an R² per target (the probes' own test is
+// feature_probe_test).
+TEST(ScenesBenchTest, FeatureProbeReportsEveryReadout) {
+  const std::filesystem::path json = FreshDir("feature_probe") / "probe.json";
+  std::filesystem::create_directories(json.parent_path());
+  const Result r =
+      RunBench("feature-probe --count=8 --threads=2 --json=" + json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("cell mask (truth)"), std::string::npos) << r.out;
+  const nlohmann::json report = nlohmann::json::parse(ReadFile(json));
+  EXPECT_EQ(report["scenes"], 8);
+  ASSERT_EQ(report["readouts"].size(), 5u);
+  for (const auto& readout : report["readouts"]) {
+    EXPECT_EQ(readout["r2"].size(), 5u) << readout.dump();
+    EXPECT_GT(readout["rows"].get<int>(), 0) << readout.dump();
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 //   moondream-bench scenes [flags]      synthetic shape scenes and their truth
 //   moondream-bench scenes-eval [flags] a model's accuracy on those scenes
 //   moondream-bench train [flags]       train a tiny model on those scenes
+//   moondream-bench feature-probe [flags] is a shape's box in its features?
 //   moondream-bench <cmd> --help    a subcommand's flags
 #include <cstdio>
 #include <cstdlib>
@@ -59,6 +60,9 @@ constexpr Subcommand kSubcommands[] = {
      md::bench::RunScenesEval},
     {"train", "train a tiny model from scratch on synthetic scenes (fp32)",
      md::bench::RunTrain},
+    {"feature-probe",
+     "linear probes: how well a model's image features say each shape's box",
+     md::bench::RunFeatureProbe},
 };
 
 void PrintUsage(std::FILE* out) {
@@ -66,7 +70,7 @@ void PrintUsage(std::FILE* out) {
                "usage: moondream-bench <subcommand> [flags]\n\n"
                "subcommands:\n");
   for (const Subcommand& cmd : kSubcommands) {
-    std::fprintf(out, "  %-12s %s\n", cmd.name, cmd.summary);
+    std::fprintf(out, "  %-13s %s\n", cmd.name, cmd.summary);
   }
   std::fprintf(out,
                "\n'moondream-bench <subcommand> --help' lists its flags.\n");

@@ -13,6 +13,11 @@ namespace md::bench {
 
 absl::Status RunTrain(const std::vector<std::string>& args);
 
+// `moondream-bench feature-probe`: linear probes of each shape's box on a
+// model's image features (tools/train/feature_probe.h), a training
+// diagnostic.
+absl::Status RunFeatureProbe(const std::vector<std::string>& args);
+
 }  // namespace md::bench
 
 #endif  // MOONDREAM_TOOLS_BENCH_TRAIN_H_

@@ -72,22 +72,6 @@ int LastRow(const Sequence& seq) {
   return static_cast<int>(seq.rows.size()) - 1;
 }
 
-// For each cell of the grid × grid image tokens, row by row: whether the
-// shape covers the cell's centre.
-std::vector<bool> CoveredCells(const Scene& scene, const scenes::Shape& shape,
-                               int grid) {
-  std::vector<bool> covered(static_cast<size_t>(grid) * grid, false);
-  const double cell_w = static_cast<double>(scene.width) / grid;
-  const double cell_h = static_cast<double>(scene.height) / grid;
-  for (int row = 0; row < grid; ++row) {
-    for (int col = 0; col < grid; ++col) {
-      covered[row * grid + col] = scenes::ShapeContains(
-          shape, (col + 0.5) * cell_w, (row + 0.5) * cell_h);
-    }
-  }
-  return covered;
-}
-
 void AddFocus(Sequence& seq, const Focus& focus) {
   if (!focus.positions.empty()) {
     seq.focuses.push_back({LastRow(seq), focus.positions, focus.shares});
@@ -210,6 +194,20 @@ std::vector<int> PatchLabels(const Scene& scene, int grid, Label label) {
 }
 
 }  // namespace
+
+std::vector<bool> CoveredCells(const Scene& scene, const scenes::Shape& shape,
+                               int grid) {
+  std::vector<bool> covered(static_cast<size_t>(grid) * grid, false);
+  const double cell_w = static_cast<double>(scene.width) / grid;
+  const double cell_h = static_cast<double>(scene.height) / grid;
+  for (int row = 0; row < grid; ++row) {
+    for (int col = 0; col < grid; ++col) {
+      covered[row * grid + col] = scenes::ShapeContains(
+          shape, (col + 0.5) * cell_w, (row + 0.5) * cell_h);
+    }
+  }
+  return covered;
+}
 
 std::vector<int> PatchKinds(const Scene& scene, int grid) {
   return PatchLabels(scene, grid, [](const scenes::Shape& s) {

@@ -114,6 +114,10 @@ struct SceneExample {
   PatchTruth patches;  // training only
 };
 
+// For each cell of the grid × grid image tokens, row by row: whether
+// `shape` covers the cell's centre.
+std::vector<bool> CoveredCells(const scenes::Scene& scene,
+                               const scenes::Shape& shape, int grid);
 // For each cell of the grid × grid image tokens, row by row: 0 when its
 // centre is background, else 1 + the ShapeKind of the shape covering it.
 std::vector<int> PatchKinds(const scenes::Scene& scene, int grid);

@@ -185,6 +185,11 @@ struct PatchProbeEval {
 // fitted on the even rows and scored on the odd ones; 0 under 64 rows.
 // The readout diagnostic's measure.
 double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N);
+// The same with the rows to fit and to score given (index tensors), e.g.
+// whole scenes on each side, so that rows of one object never fall on both;
+// 0 under 32 rows on either side.
+double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N,
+                 const at::Tensor& fit, const at::Tensor& test);
 
 class Trainer {
  public:

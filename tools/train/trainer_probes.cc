@@ -158,10 +158,15 @@ void KeepLast(at::Tensor& kept, const at::Tensor& more, int64_t keep) {
 
 double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N) {
   if (!x_NF.defined() || x_NF.size(0) < 64) return 0;
+  const int64_t n = x_NF.size(0);
+  return HeldOutR2(x_NF, y_N, at::arange(0, n, 2), at::arange(1, n, 2));
+}
+
+double HeldOutR2(const at::Tensor& x_NF, const at::Tensor& y_N,
+                 const at::Tensor& fit, const at::Tensor& test) {
+  if (!x_NF.defined() || fit.numel() < 32 || test.numel() < 32) return 0;
   at::NoGradGuard no_grad;
   const at::Tensor x = x_NF.to(at::kDouble), y = y_N.to(at::kDouble);
-  const int64_t n = x.size(0);
-  const at::Tensor fit = at::arange(0, n, 2), test = at::arange(1, n, 2);
   const at::Tensor mean_F = x.index_select(0, fit).mean(0);
   // Standardised features: the residual stream's directions differ in
   // scale by orders of magnitude, and a ridge on raw ones is dominated by

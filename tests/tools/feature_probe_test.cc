@@ -1,0 +1,129 @@
+// The feature probe (tools/train/feature_probe.h): its held-out R² uses only
+// the rows it is told to fit, every shape and covered cell of the scenes
+// becomes a row, and the truth readout (which cells a shape covers) reads
+// the boxes, which is the grid's resolution the other readouts are
+// compared with.
+#include "tools/train/feature_probe.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/io/weights.h"
+#include "model/net/moondream.h"
+#include "tests/tools/train_test_support.h"
+#include "tools/scenes/random.h"
+#include "tools/scenes/scene.h"
+#include "tools/train/examples.h"
+#include "tools/train/trainer.h"
+
+namespace md::train {
+namespace {
+
+// Fitted on the given rows only: a test side whose relation is the
+// opposite of the fitted side's scores far below 0.
+TEST(FeatureProbeTest, HeldOutR2FitsOnlyTheGivenRows) {
+  at::manual_seed(11);
+  at::Tensor x_NF = at::randn({2000, 16}, at::kDouble);
+  const at::Tensor signal_N = at::matmul(x_NF, at::randn({16}, at::kDouble));
+  const at::Tensor fit = at::arange(0, 1000), test = at::arange(1000, 2000);
+  EXPECT_GT(HeldOutR2(x_NF, signal_N, fit, test), 0.999);
+  at::Tensor flipped_N = signal_N.clone();
+  flipped_N.narrow(0, 1000, 1000).neg_();
+  EXPECT_LT(HeldOutR2(x_NF, flipped_N, fit, test), -2.0);
+  EXPECT_EQ(HeldOutR2(x_NF, signal_N, fit, at::arange(1000, 1020)), 0);
+}
+
+class FeatureProbeModelTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kSeed = 5;
+  static constexpr int kScenes = 80;
+
+  static void SetUpTestSuite() {
+    const MoondreamConfig config = TestConfig();
+    absl::StatusOr<Weights> weights =
+        RandomWeights(config, {at::kFloat, at::kCPU}, 77);
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        Model::Create(config, *weights, {at::kFloat, at::kCPU});
+    ASSERT_TRUE(model.ok()) << model.status();
+    absl::StatusOr<FeatureProbeReport> report =
+        ProbeImageFeatures(**model, kSeed, kScenes);
+    ASSERT_TRUE(report.ok()) << report.status();
+    report_ = new FeatureProbeReport(*std::move(report));
+  }
+  static void TearDownTestSuite() { delete report_; }
+
+  static const FeatureReadout& Readout(const std::string& name) {
+    for (const FeatureReadout& r : report_->readouts) {
+      if (r.name == name) return r;
+    }
+    ADD_FAILURE() << "no readout " << name;
+    return report_->readouts.front();
+  }
+
+  static FeatureProbeReport* report_;
+};
+FeatureProbeReport* FeatureProbeModelTest::report_ = nullptr;
+
+TEST_F(FeatureProbeModelTest, EveryShapeAndCoveredCellIsARow) {
+  ASSERT_NE(report_, nullptr);
+  int shapes = 0, with_cells = 0, cells = 0;
+  for (int i = 0; i < kScenes; ++i) {
+    const scenes::Scene scene = scenes::GenerateScene(
+        scenes::SceneSeed(kSeed, static_cast<uint64_t>(i)));
+    for (const scenes::Shape& s : scene.shapes) {
+      ++shapes;
+      int covered = 0;
+      for (bool c : CoveredCells(scene, s, 27)) covered += c;
+      with_cells += covered > 0;
+      cells += covered;
+    }
+  }
+  EXPECT_EQ(report_->scenes, kScenes);
+  EXPECT_EQ(report_->shapes, with_cells);
+  EXPECT_EQ(report_->shapes + report_->shapes_without_cells, shapes);
+  EXPECT_EQ(report_->shape_cells, cells);
+  ASSERT_EQ(report_->readouts.size(), 5u);
+  for (const FeatureReadout& r : report_->readouts) {
+    EXPECT_EQ(r.rows, r.name == "prefix, per cell" ? cells : with_cells)
+        << r.name;
+    for (double r2 : r.r2) {
+      EXPECT_TRUE(std::isfinite(r2)) << r.name;
+      EXPECT_LE(r2, 1.0) << r.name;
+    }
+  }
+}
+
+// The cells a shape covers say where it is and how big, on held-out
+// scenes: the 27×27 grid resolves the boxes, so a tower that fails to is
+// the tower's limit, not the grid's.
+TEST_F(FeatureProbeModelTest, TheCoveredCellsReadTheBox) {
+  ASSERT_NE(report_, nullptr);
+  const FeatureReadout& mask = Readout("cell mask (truth)");
+  EXPECT_GT(mask.r2[0], 0.95);  // cx
+  EXPECT_GT(mask.r2[1], 0.95);  // cy
+  EXPECT_GT(mask.r2[2], 0.7);   // w
+  EXPECT_GT(mask.r2[3], 0.7);   // h
+  EXPECT_GT(mask.r2[4], 0.6);   // log(w / h)
+}
+
+TEST_F(FeatureProbeModelTest, TheTableNamesEveryReadoutAndTarget) {
+  ASSERT_NE(report_, nullptr);
+  const std::string table = FormatFeatureProbe(*report_);
+  std::printf("%s", table.c_str());
+  for (const FeatureReadout& r : report_->readouts) {
+    EXPECT_NE(table.find(r.name), std::string::npos) << table;
+  }
+  for (const char* target : kProbeTargetNames) {
+    EXPECT_NE(table.find(target), std::string::npos) << table;
+  }
+}
+
+}  // namespace
+}  // namespace md::train

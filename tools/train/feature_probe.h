@@ -1,0 +1,69 @@
+// What a model's vision tower tells the decoder about each shape's box: a
+// diagnostic for issue 14's region skills, which answer boxes that ignore
+// the image's aspect. Closed-form linear probes (ridge regressions,
+// HeldOutR2) read each shape's box from the image features of held-out
+// scenes, fitted on the even scenes and scored on the odd ones, so no
+// shape is on both sides. Nothing is trained and no weight changes: minutes
+// where a training run takes hours to answer "is it in the features?".
+//
+// The readouts, each scored per target (the box's centre x and y, width,
+// height, and log(width / height), in the image's fractions, as detect
+// answers them):
+// - cell mask (truth): which grid cells the shape covers (its first and
+//   last column and row, cell count, extents), read from the scene itself:
+//   what a perfect tower could say at the 27×27 grid's resolution.
+// - prefix, per cell: each covered cell's image token (what the decoder's
+//   prefix holds) on its own.
+// - prefix, shape mean: the mean of the shape's tokens, what a decoder head
+//   that attends evenly over the shape gathers.
+// - global crop / local crops, shape mean: the same from the two halves the
+//   projection concatenates (the global crop's features and the local
+//   crops' reconstructed and pooled), before it.
+#ifndef MOONDREAM_TOOLS_TRAIN_FEATURE_PROBE_H_
+#define MOONDREAM_TOOLS_TRAIN_FEATURE_PROBE_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace md {
+class Model;
+}
+
+namespace md::train {
+
+inline constexpr int kProbeTargets = 5;
+// Column names, in the order of FeatureReadout::r2.
+inline constexpr std::array<const char*, kProbeTargets> kProbeTargetNames = {
+    "cx", "cy", "w", "h", "log_aspect"};
+
+struct FeatureReadout {
+  std::string name;
+  std::array<double, kProbeTargets> r2 = {};
+  int rows = 0;  // probe rows, both halves
+};
+
+struct FeatureProbeReport {
+  int scenes = 0;
+  int shapes = 0;  // shapes that cover at least one cell's centre
+  int shapes_without_cells = 0;
+  int shape_cells = 0;
+  std::vector<FeatureReadout> readouts;
+};
+
+// Encodes scenes SceneSeed(base_seed, 0 .. count−1) at full size, as
+// served, with `model` (fp32 or bf16; features are read as fp32) and fits
+// every readout above.
+absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(const Model& model,
+                                                      uint64_t base_seed,
+                                                      int count);
+
+// A table: one row per readout, R² per target.
+std::string FormatFeatureProbe(const FeatureProbeReport& report);
+
+}  // namespace md::train
+
+#endif  // MOONDREAM_TOOLS_TRAIN_FEATURE_PROBE_H_
