@@ -1072,6 +1072,48 @@ std::string WrittenStep(const std::string& model_dir) {
   return step == (*file)->metadata().end() ? "none" : step->second;
 }
 
+// A vision-only stage writes a model directory only when it started from
+// one: then the directory holds its tower on the decoder it started from,
+// unchanged; from scratch the decoder is noise and nothing is written.
+TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
+  TrainOptions o = SmallRun("vision_only_source");
+  o.steps = 0;
+  absl::StatusOr<std::unique_ptr<Trainer>> source = Trainer::Create(o);
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_TRUE((*source)->Run().ok());
+  ASSERT_TRUE(std::filesystem::exists((*source)->model_dir()));
+
+  TrainOptions v = SmallRun("vision_only_from_model");
+  v.vision_only = true;
+  v.loss.patch_kind_weight = 1;
+  v.steps = 2;
+  TrainOptions scratch = v;
+  scratch.out_dir += "_scratch";
+  std::filesystem::remove_all(scratch.out_dir);
+  absl::StatusOr<std::unique_ptr<Trainer>> from_scratch =
+      Trainer::Create(scratch);
+  ASSERT_TRUE(from_scratch.ok()) << from_scratch.status();
+  EXPECT_FALSE((*from_scratch)->WritesModelDirectory());
+  ASSERT_TRUE((*from_scratch)->Run().ok());
+  EXPECT_FALSE(std::filesystem::exists((*from_scratch)->model_dir()));
+
+  v.init_from = (*source)->model_dir();
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(v);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE((*t)->WritesModelDirectory());
+  ASSERT_TRUE((*t)->Run().ok());
+  absl::StatusOr<std::unique_ptr<Model>> written =
+      Model::Load((*t)->model_dir(), Moondream2Config(), {});
+  ASSERT_TRUE(written.ok()) << written.status();
+  const Weights& before = (*source)->weights();
+  const Weights& after = (*written)->weights();
+  EXPECT_TRUE(at::equal(after.text.wte, before.text.wte));
+  EXPECT_TRUE(at::equal(after.region.coord_decoder.fc2.weight,
+                        before.region.coord_decoder.fc2.weight));
+  EXPECT_FALSE(
+      at::equal(after.vision.patch_emb.weight, before.vision.patch_emb.weight));
+}
+
 // A new stage on a written model (its checkpoint gone): every weight comes
 // from the directory, and the served function does not jump when the first
 // step measures the region rows' mean the directory's heads have folded in.

@@ -477,7 +477,10 @@ absl::Status Trainer::Evaluate() {
         opts_.eval_scenes);
     std::fflush(stdout);
   }
-  if (opts_.vision_only) return absl::OkStatus();
+  if (opts_.vision_only) {
+    return WritesModelDirectory() ? WriteModelDirectory(model_dir())
+                                  : absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(double held_out,
                    HeldOutLoss(opts_.eval_base_seed, opts_.eval_scenes));
   // Through the served path: the directory written, loaded as the server
@@ -565,8 +568,7 @@ absl::Status Trainer::Run() {
   }
   if (!saved) RETURN_IF_ERROR(SaveCheckpoint());
   if (opts_.eval_every > 0 && !evaluated) return Evaluate();
-  // A vision-only stage has no model worth serving yet.
-  if (!evaluated && !opts_.vision_only) {
+  if (!evaluated && WritesModelDirectory()) {
     return WriteModelDirectory(model_dir());
   }
   return absl::OkStatus();

@@ -218,6 +218,13 @@ class Trainer {
   const MoondreamConfig& config() const { return opts_.config; }
   std::string checkpoint_path() const;
   std::string model_dir() const;
+  // Whether the run writes model_dir(): not a vision-only stage from
+  // scratch, whose decoder is still noise; one that started from a model
+  // directory (init_from) writes its tower on the decoder it started from,
+  // for feature-probe and the next stage's init_from.
+  bool WritesModelDirectory() const {
+    return !opts_.vision_only || !opts_.init_from.empty();
+  }
 
  private:
   explicit Trainer(TrainOptions opts, Tokenizer tokenizer);
