@@ -5,19 +5,18 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
 #include "base/paths.h"
 #include "base/status_macros.h"
 #include "model/bundle.h"
 #include "model/net/dtype_choice.h"
 #include "tools/bench/flags.h"
+#include "tools/bench/json_report.h"
 #include "tools/bench/train.h"
 
 namespace md::bench {
@@ -70,7 +69,7 @@ absl::StatusOr<ProbeFlags> ParseProbeFlags(const std::vector<std::string>& args,
         "--count must be >= 8, --threads >= 1 and --seed >= 0");
   }
   f.model_dir = ResolveModelFlag(f.model_dir, kDefaultModel);
-  f.json_path = f.json_path == "-" ? "-" : ExpandUser(f.json_path);
+  f.json_path = JsonReportPath(f.json_path);
   return f;
 }
 
@@ -117,17 +116,7 @@ absl::Status RunFeatureProbe(const std::vector<std::string>& args) {
   std::printf("%s(seed %d, %.1f s)\n",
               train::FormatFeatureProbe(report).c_str(), f.seed, seconds);
   if (f.json_path.empty()) return absl::OkStatus();
-  const std::string text = ProbeJson(report, f).dump(1);
-  if (f.json_path == "-") {
-    std::printf("%s\n", text.c_str());
-    return absl::OkStatus();
-  }
-  std::ofstream out(f.json_path);
-  out << text << "\n";
-  out.close();
-  if (!out)
-    return absl::InternalError(absl::StrCat("could not write ", f.json_path));
-  return absl::OkStatus();
+  return WriteJsonReport(ProbeJson(report, f), f.json_path);
 }
 
 }  // namespace md::bench

@@ -7,7 +7,6 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <string>
@@ -29,6 +28,7 @@
 #include "model/skills/skills.h"
 #include "model/tokenizer/detokenizer.h"
 #include "tools/bench/flags.h"
+#include "tools/bench/json_report.h"
 #include "tools/bench/scenes.h"
 #include "tools/bench/stats.h"
 #include "tools/scenes/metrics.h"
@@ -118,7 +118,7 @@ absl::StatusOr<EvalOptions> ParseOptions(const std::vector<std::string>& args,
         absl::StrCat("--max-objects must be in [1, ", kMaxObjects, "]"));
   }
   opts.model_dir = ResolveModelFlag(opts.model_dir, kDefaultModel);
-  opts.json_path = opts.json_path == "-" ? "-" : ExpandUser(opts.json_path);
+  opts.json_path = JsonReportPath(opts.json_path);
   return opts;
 }
 
@@ -369,19 +369,6 @@ std::string AspectReport(const EvalRun& run, nlohmann::ordered_json* json) {
   return text;
 }
 
-absl::Status WriteReportJson(const nlohmann::ordered_json& report,
-                             const std::string& path) {
-  if (path == "-") {
-    std::printf("%s\n", report.dump(1).c_str());
-    return absl::OkStatus();
-  }
-  std::ofstream out(path);
-  out << report.dump(1) << "\n";
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("could not write ", path));
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status RunScenesEval(const std::vector<std::string>& args) {
@@ -423,7 +410,7 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
     };
     report.update(scenes::ReportJson(run.tally, lines));
     report["by_aspect"] = std::move(by_aspect);
-    RETURN_IF_ERROR(WriteReportJson(report, opts.json_path));
+    RETURN_IF_ERROR(WriteJsonReport(report, opts.json_path));
   }
   if (opts.require_targets && !scenes::AllTargetsMet(lines)) {
     return absl::FailedPreconditionError("not every target is met");
