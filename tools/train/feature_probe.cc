@@ -12,6 +12,7 @@
 #include "base/status_macros.h"
 #include "model/io/tensor_io.h"
 #include "model/net/moondream.h"
+#include "tools/scenes/metrics.h"
 #include "tools/scenes/random.h"
 #include "tools/scenes/scene.h"
 #include "tools/train/examples.h"
@@ -39,11 +40,13 @@ struct ProbeRows {
   }
 };
 
+// The shape's box as detect answers it (NormalizedBox: the image's
+// fractions), as centre, size and log aspect.
 Targets BoxTargets(const scenes::Scene& scene, const scenes::Shape& s) {
-  const double image_w = scene.width, image_h = scene.height;
-  const double w = s.box.width() / image_w, h = s.box.height() / image_h;
-  return {(s.box.x_min + s.box.x_max) / (2 * image_w),
-          (s.box.y_min + s.box.y_max) / (2 * image_h), w, h, std::log(w / h)};
+  const Box b = scenes::NormalizedBox(scene, s);
+  const double w = b.x_max - b.x_min, h = b.y_max - b.y_min;
+  return {(b.x_min + b.x_max) / 2, (b.y_min + b.y_max) / 2, w, h,
+          std::log(w / h)};
 }
 
 // What the covered cells alone say (in grid units scaled to [0, 1]): the
