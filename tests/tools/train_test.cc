@@ -25,6 +25,7 @@
 #include "model/net/region.h"
 #include "model/tokenizer/tokenizer.h"
 #include "tests/tools/train_test_support.h"
+#include "tools/scenes/metrics.h"
 #include "tools/scenes/random.h"
 #include "tools/train/examples.h"
 #include "tools/train/train_forward.h"
@@ -505,6 +506,61 @@ TEST(TrainForwardTest, PatchKindsAndTheirLoss) {
   EXPECT_LT(PatchClassLoss(image_PC, kinds, reader).item<double>(), 1e-9);
 }
 
+// PatchExtentLoss reads log(w), log(h) of the covering shape, in image
+// fractions, on its cells only; guessing the typical size scores about 1.
+TEST(TrainForwardTest, PatchExtentLossReadsLogSizes) {
+  const scenes::Scene scene =
+      SceneOf({Square(28, 28, 42, scenes::Colour::kRed)});
+  const std::vector<int> kinds = PatchKinds(scene, 27);
+  const std::vector<PatchBox> boxes = PatchBoxes(scene, 27);
+  const at::Tensor image_PC = at::ones({729, 4});
+  const Box truth = scenes::NormalizedBox(scene, scene.shapes[0]);
+  const double log_w = std::log(truth.x_max - truth.x_min);
+  const double log_h = std::log(truth.y_max - truth.y_min);
+  LinearWeights exact;
+  exact.weight = at::zeros({2, 4});
+  exact.bias =
+      at::tensor({static_cast<float>(log_w), static_cast<float>(log_h)});
+  EXPECT_LT(PatchExtentLoss(image_PC, kinds, boxes, exact).item<double>(),
+            1e-9);
+  LinearWeights quarter;
+  quarter.weight = at::zeros({2, 4});
+  quarter.bias = at::full({2}, std::log(0.25));
+  const double miss_w = log_w - std::log(0.25), miss_h = log_h - std::log(0.25);
+  EXPECT_NEAR(PatchExtentLoss(image_PC, kinds, boxes, quarter).item<double>(),
+              (miss_w * miss_w + miss_h * miss_h) / 2 / 0.1, 1e-5);
+  // Background-only scenes cost nothing.
+  EXPECT_EQ(PatchExtentLoss(image_PC, std::vector<int>(729, 0), boxes, exact)
+                .item<double>(),
+            0);
+
+  // Over generated scenes, a probe guessing the mean log size scores ~1.
+  std::vector<scenes::Scene> drawn;
+  double sum = 0;
+  int n = 0;
+  for (int i = 0; i < 200; ++i) {
+    drawn.push_back(scenes::GenerateScene(scenes::SceneSeed(4242, i)));
+    for (const scenes::Shape& s : drawn.back().shapes) {
+      const Box b = scenes::NormalizedBox(drawn.back(), s);
+      sum += std::log(b.x_max - b.x_min) + std::log(b.y_max - b.y_min);
+      n += 2;
+    }
+  }
+  LinearWeights mean;
+  mean.weight = at::zeros({2, 4});
+  mean.bias = at::full({2}, sum / n);
+  double loss = 0;
+  for (const scenes::Scene& s : drawn) {
+    loss +=
+        PatchExtentLoss(image_PC, PatchKinds(s, 27), PatchBoxes(s, 27), mean)
+            .item<double>() /
+        drawn.size();
+  }
+  std::printf("patch-extent loss of the mean guess: %.3f\n", loss);
+  EXPECT_GT(loss, 0.5);
+  EXPECT_LT(loss, 2.0);
+}
+
 // ShrinkScene: a scene too big for one crop is scaled to fit it, boxes
 // rounded; one that fits is left alone.
 TEST(ExamplesTest, ShrinkSceneFitsOneCrop) {
@@ -579,6 +635,7 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   EXPECT_FALSE(Trainer::Create(o).ok());
   o.loss.patch_kind_weight = 1;
   o.loss.patch_box_weight = 1;
+  o.loss.patch_extent_weight = 1;
   o.loss.patch_colour_weight = 1;
   o.vision_only_max_side = -1;
   EXPECT_FALSE(Trainer::Create(o).ok());
@@ -610,6 +667,7 @@ TEST(TrainerTest, VisionOnlyTrainsTheTowerAlone) {
   ASSERT_TRUE(eval.ok()) << eval.status();
   EXPECT_GT(eval->kind_loss, 0);
   EXPECT_GT(eval->box_loss, 0);
+  EXPECT_GT(eval->extent_loss, 0);
   EXPECT_GT(eval->colour_loss, 0);
   EXPECT_GE(eval->shape_cell_accuracy, 0);
   EXPECT_LE(eval->shape_cell_accuracy, 1);

@@ -41,6 +41,7 @@ struct Flags {
   double vision_lr_scale = 1.0;
   int vision_only_side = 0;
   double patch_box_weight = 0;
+  double patch_extent_weight = 0;
   double patch_colour_weight = 0;
   double head_patch_weight = 0;
   double row_box_weight = 0;
@@ -132,7 +133,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("vision-only", &f.vision_only,
             "train only the vision tower and projection on the patch "
             "losses, on scenes shrunk to one crop (a first stage; needs "
-            "--patch-kind-, --patch-colour- or --patch-box-weight)");
+            "--patch-kind-, --patch-colour-, --patch-box- or "
+            "--patch-extent-weight)");
   p.AddInt("vision-only-side", &f.vision_only_side,
            "--vision-only scenes are shrunk to this longer side (0: one "
            "crop, 2 crops each; 768: full size)");
@@ -142,6 +144,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("patch-box-weight", &f.patch_box_weight,
               "training-only loss: a linear probe reads the box of the "
               "shape covering each image token's cell (0: off)");
+  p.AddDouble("patch-extent-weight", &f.patch_extent_weight,
+              "training-only loss: a linear probe reads log width and "
+              "height of the shape covering each image token's cell (0: "
+              "off)");
   p.AddDouble("patch-colour-weight", &f.patch_colour_weight,
               "training-only loss: a linear probe tells the colour of the "
               "shape covering each image token's cell (0: off)");
@@ -278,6 +284,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.vision_lr_scale = f.vision_lr_scale;
   o.vision_only_max_side = f.vision_only_side;
   o.loss.patch_box_weight = f.patch_box_weight;
+  o.loss.patch_extent_weight = f.patch_extent_weight;
   o.loss.patch_colour_weight = f.patch_colour_weight;
   o.loss.head_patch_weight = f.head_patch_weight;
   o.loss.row_box_weight = f.row_box_weight;

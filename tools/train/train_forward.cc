@@ -444,6 +444,29 @@ at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
   return 12 * (guess_N4 - target_N4).pow(2).mean();
 }
 
+at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
+                           absl::Span<const int> patch_kinds,
+                           absl::Span<const PatchBox> patch_boxes,
+                           const LinearWeights& probe) {
+  // The variance of log(w) over scenes: sides of 15–35% of the shorter
+  // side, over image sides whose ratio is up to 3.
+  constexpr double kLogExtentVariance = 0.1;
+  std::vector<int64_t> cells;
+  std::vector<float> targets;
+  for (size_t p = 0; p < patch_kinds.size(); ++p) {
+    if (patch_kinds[p] == 0) continue;
+    cells.push_back(static_cast<int64_t>(p));
+    targets.push_back(std::log(patch_boxes[p].cx_cy_w_h[2]));
+    targets.push_back(std::log(patch_boxes[p].cx_cy_w_h[3]));
+  }
+  if (cells.empty()) return at::zeros({}, image_PC.options());
+  const int64_t n = static_cast<int64_t>(cells.size());
+  const at::Tensor target_N2 = at::tensor(targets).view({n, 2});
+  const at::Tensor guess_N2 =
+      Linear(image_PC.index_select(0, at::tensor(cells)), probe);
+  return (guess_N2 - target_N2).pow(2).mean() / kLogExtentVariance;
+}
+
 at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, int coordinate_bins,
                       int size_bins, const LinearWeights& probe) {

@@ -98,6 +98,13 @@ struct LossOptions {
   // for values uniform in [0, 1] scores 1).
   double patch_box_weight = 0;
 
+  // The patch-extent loss: as the patch-box loss, with only the size, as
+  // log(w) and log(h) in image fractions (the scale the region head's size
+  // bins use), scaled so that guessing the typical size scores about 1. The
+  // box loss's error is mostly the centres' (their spread is ~10× the
+  // sizes'), so it barely asks the tower how far a shape extends.
+  double patch_extent_weight = 0;
+
   // The patch-colour loss: as the patch-kind loss, with the colour of the
   // shape covering the cell (PatchColours), so that a first stage that
   // trains the tower alone keeps what colour answers need.
@@ -166,8 +173,8 @@ at::Tensor StopNll(const at::Tensor& logits_NV, absl::Span<const uint8_t> eos,
 struct Losses {
   at::Tensor total;
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
-         patch_kind = 0, patch_box = 0, patch_colour = 0, head_patch = 0,
-         row_box = 0;
+         patch_kind = 0, patch_box = 0, patch_extent = 0, patch_colour = 0,
+         head_patch = 0, row_box = 0;
   // Target rows' final hidden state: the row-norm penalty's mean and the
   // largest rms (per scene; logged whether or not the penalty is on).
   double row_norm = 0, row_rms_max = 0;
@@ -212,6 +219,14 @@ at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
                         absl::Span<const int> patch_kinds,
                         absl::Span<const PatchBox> patch_boxes,
                         const LinearWeights& probe);
+
+// PatchExtentLoss: the probe [2, C] reads log(w), log(h) of the covering
+// shape's box from the image tokens [729, C] of its cells (see
+// LossOptions::patch_extent_weight).
+at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
+                           absl::Span<const int> patch_kinds,
+                           absl::Span<const PatchBox> patch_boxes,
+                           const LinearWeights& probe);
 
 // The row-box loss over the rows [B, T, C] of `sequences`; the probe [4, C]
 // answers (x, y, w, h) and each row is scored on its own part (0 when the

@@ -52,6 +52,7 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.position += scene.position;  // one per scene
   sum.patch_kind += scene.patch_kind;
   sum.patch_box += scene.patch_box;
+  sum.patch_extent += scene.patch_extent;
   sum.patch_colour += scene.patch_colour;
   sum.head_patch += scene.head_patch;
   sum.row_box += scene.row_box;
@@ -75,6 +76,7 @@ Losses MeanParts(Losses sum) {
   sum.position = mean(sum.position, sum.n_scenes);
   sum.patch_kind = mean(sum.patch_kind, sum.n_scenes);
   sum.patch_box = mean(sum.patch_box, sum.n_scenes);
+  sum.patch_extent = mean(sum.patch_extent, sum.n_scenes);
   sum.patch_colour = mean(sum.patch_colour, sum.n_scenes);
   sum.head_patch = mean(sum.head_patch, sum.n_scenes);
   sum.row_box = mean(sum.row_box, sum.n_scenes);
@@ -124,10 +126,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
         "steps must be >= 0, scenes per step and log interval >= 1");
   }
   if (opts.vision_only && opts.loss.patch_kind_weight <= 0 &&
-      opts.loss.patch_box_weight <= 0 && opts.loss.patch_colour_weight <= 0) {
+      opts.loss.patch_box_weight <= 0 && opts.loss.patch_extent_weight <= 0 &&
+      opts.loss.patch_colour_weight <= 0) {
     return absl::InvalidArgumentError(
-        "vision-only training needs a patch-kind, patch-box or patch-colour "
-        "loss weight > 0: they are that stage's only losses");
+        "vision-only training needs a patch-kind, patch-box, patch-extent or "
+        "patch-colour loss weight > 0: they are that stage's only losses");
   }
   if (opts.vision_only && opts.vision_lr_scale == 0) {
     return absl::InvalidArgumentError(
@@ -464,6 +467,7 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
 absl::Status Trainer::Evaluate() {
   const auto start = std::chrono::steady_clock::now();
   if (opts_.loss.patch_kind_weight > 0 || opts_.loss.patch_box_weight > 0 ||
+      opts_.loss.patch_extent_weight > 0 ||
       opts_.loss.patch_colour_weight > 0) {
     ASSIGN_OR_RETURN(
         PatchProbeEval probes,
@@ -471,10 +475,10 @@ absl::Status Trainer::Evaluate() {
     std::printf(
         "eval step %d: held-out patch-kind loss %.4f, %.1f%% of shape cells "
         "told right, patch-colour loss %.4f, %.1f%% right, patch-box loss "
-        "%.4f, on %d full-size scenes\n",
+        "%.4f, patch-extent loss %.4f, on %d full-size scenes\n",
         step_, probes.kind_loss, 100 * probes.shape_cell_accuracy,
         probes.colour_loss, 100 * probes.colour_cell_accuracy, probes.box_loss,
-        opts_.eval_scenes);
+        probes.extent_loss, opts_.eval_scenes);
     std::fflush(stdout);
   }
   if (opts_.vision_only) {
@@ -534,7 +538,9 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f colour %.3f head "
+          "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f extent %.3f "
+          "colour "
+          "%.3f head "
           "%.3f row %.3f "
           "x-R2 rows "
           "%.3f gathered %.3f rms-max %.0f norm %.3f) lr "
@@ -543,10 +549,11 @@ absl::Status Trainer::Run() {
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus,
           parts.focus_region, parts.position, parts.patch_kind, parts.patch_box,
-          parts.patch_colour, parts.head_patch, parts.row_box, readout.first,
-          readout.second, parts.row_rms_max, parts.row_norm, s.learning_rate,
-          s.grad_norm, window_sequences / window_seconds,
-          window_seconds / window_steps, 100 * window_data / window_seconds,
+          parts.patch_extent, parts.patch_colour, parts.head_patch,
+          parts.row_box, readout.first, readout.second, parts.row_rms_max,
+          parts.row_norm, s.learning_rate, s.grad_norm,
+          window_sequences / window_seconds, window_seconds / window_steps,
+          100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,

@@ -176,6 +176,7 @@ struct PatchProbeEval {
   // Cells covered by a shape whose kind the probe's argmax names.
   double shape_cell_accuracy = 0;
   double box_loss = 0;     // PatchBoxLoss, mean over scenes
+  double extent_loss = 0;  // PatchExtentLoss, mean over scenes
   double colour_loss = 0;  // the patch-colour loss, mean over scenes
   // Cells covered by a shape whose colour the colour probe names.
   double colour_cell_accuracy = 0;
@@ -254,6 +255,8 @@ class Trainer {
   LinearWeights patch_kind_probe_;
   // LossOptions::patch_box_weight's probe (training only).
   LinearWeights patch_box_probe_;
+  // LossOptions::patch_extent_weight's probe (training only).
+  LinearWeights patch_extent_probe_;
   // LossOptions::patch_colour_weight's probe (training only).
   LinearWeights patch_colour_probe_;
   // LossOptions::head_patch_weight's probes (training only; not vision

@@ -42,6 +42,10 @@ void Trainer::AddProbes(at::Generator& gen) {
   if (opts_.loss.patch_box_weight > 0) {
     add("patch_box_probe", patch_box_probe_, 4, dim, typical_box.clone());
   }
+  if (opts_.loss.patch_extent_weight > 0) {
+    add("patch_extent_probe", patch_extent_probe_, 2, dim,
+        at::full({2}, std::log(0.25)));
+  }
   if (opts_.loss.patch_colour_weight > 0) {
     const int64_t classes = 1 + scenes::kAllColours.size();
     add("patch_colour_probe", patch_colour_probe_, classes, dim,
@@ -83,6 +87,12 @@ at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
     losses.patch_box = box.item<double>();
     total = total + opts_.loss.patch_box_weight * box;
   }
+  if (opts_.loss.patch_extent_weight > 0) {
+    const at::Tensor extent = PatchExtentLoss(image_PC, truth.kinds,
+                                              truth.boxes, patch_extent_probe_);
+    losses.patch_extent = extent.item<double>();
+    total = total + opts_.loss.patch_extent_weight * extent;
+  }
   return total;
 }
 
@@ -119,6 +129,7 @@ absl::StatusOr<PatchProbeEval> Trainer::HeldOutPatchProbes(uint64_t base_seed,
       eval.kind_loss += losses.patch_kind / count;
       eval.colour_loss += losses.patch_colour / count;
       eval.box_loss += losses.patch_box / count;
+      eval.extent_loss += losses.patch_extent / count;
       // Shape cells whose label the probe's argmax names.
       auto tally = [&](const LinearWeights& probe,
                        const std::vector<int>& labels, int& right) {
