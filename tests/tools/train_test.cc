@@ -1172,6 +1172,57 @@ TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
       at::equal(after.vision.patch_emb.weight, before.vision.patch_emb.weight));
 }
 
+// --grow-vision: a model with fewer vision layers starts a deeper tower
+// that computes exactly what it did (the appended blocks add nothing);
+// without the flag, or when anything but the vision layers differs, or to
+// shrink, it is an error.
+TEST(TrainerTest, GrowVisionAppendsBlocksThatAddNothing) {
+  TrainOptions o = SmallRun("grow_source");
+  o.steps = 0;
+  absl::StatusOr<std::unique_ptr<Trainer>> source = Trainer::Create(o);
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_TRUE((*source)->Run().ok());
+
+  TrainOptions g = SmallRun("grow");
+  g.config.vision.enc_n_layers = 4;
+  g.init_from = (*source)->model_dir();
+  EXPECT_FALSE(Trainer::Create(g).ok());  // the shapes differ
+  g.grow_vision = true;
+  absl::StatusOr<std::unique_ptr<Trainer>> grown = Trainer::Create(g);
+  ASSERT_TRUE(grown.ok()) << grown.status();
+  const Weights& before = (*source)->weights();
+  const Weights& after = (*grown)->weights();
+  ASSERT_EQ(after.vision.blocks.size(), 4u);
+  EXPECT_TRUE(at::equal(after.vision.blocks[1].attn.qkv.weight,
+                        before.vision.blocks[1].attn.qkv.weight));
+  for (int layer : {2, 3}) {
+    const VisionBlockWeights& b = after.vision.blocks[layer];
+    EXPECT_EQ(b.attn.proj.weight.abs().max().item<float>(), 0);
+    EXPECT_EQ(b.mlp.fc2.bias.abs().max().item<float>(), 0);
+    EXPECT_GT(b.attn.qkv.weight.abs().max().item<float>(), 0);  // fresh
+  }
+  const scenes::Scene scene = scenes::GenerateScene(scenes::SceneSeed(77, 0));
+  absl::StatusOr<ImageCrops> crops = SceneCrops(scene, o.config.vision);
+  ASSERT_TRUE(crops.ok()) << crops.status();
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(at::equal(ImageEmbedding(*crops, after, g.config.vision),
+                        ImageEmbedding(*crops, before, o.config.vision)));
+
+  TrainOptions other = g;
+  other.config.text.n_layers = 3;
+  absl::StatusOr<std::unique_ptr<Trainer>> mismatch = Trainer::Create(other);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("vision layers alone"),
+            std::string::npos)
+      << mismatch.status();
+  TrainOptions shrink = g;
+  shrink.config.vision.enc_n_layers = 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> smaller = Trainer::Create(shrink);
+  ASSERT_FALSE(smaller.ok());
+  EXPECT_NE(smaller.status().message().find("only grows"), std::string::npos)
+      << smaller.status();
+}
+
 // A new stage on a written model (its checkpoint gone): every weight comes
 // from the directory, and the served function does not jump when the first
 // step measures the region rows' mean the directory's heads have folded in.

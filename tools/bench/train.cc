@@ -54,6 +54,7 @@ struct Flags {
   double row_norm_limit = 24;
   std::string init_vision_from;
   std::string init_from;
+  bool grow_vision = false;
   std::string reinit;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -175,6 +176,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "a fresh run starts every model weight from this model "
               "directory (e.g. a shipped one); probes, the optimizer and the "
               "schedule start anew");
+  p.AddBool("grow-vision", &f.grow_vision,
+            "with --init-from: the directory's model may have fewer vision "
+            "layers than --config; the layers it lacks are appended as "
+            "blocks that start adding nothing");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -254,6 +259,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
     return absl::InvalidArgumentError(
         "--init-from and --init-vision-from exclude each other");
   }
+  if (f.grow_vision && f.init_from.empty()) {
+    return absl::InvalidArgumentError("--grow-vision needs --init-from");
+  }
   return f;
 }
 
@@ -297,6 +305,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.row_norm_limit = f.row_norm_limit;
   o.init_vision_from = f.init_vision_from;
   o.init_from = f.init_from;
+  o.grow_vision = f.grow_vision;
   for (absl::string_view prefix :
        absl::StrSplit(f.reinit, ',', absl::SkipEmpty())) {
     o.reinit_prefixes.emplace_back(prefix);

@@ -91,6 +91,12 @@ struct TrainOptions {
   // directory's region heads have folded in is unfolded at the first step,
   // so the served function does not jump.
   std::string init_from;
+  // With init_from: the directory's model may have fewer vision layers than
+  // this run's config (its config.json otherwise equal). Its layers become
+  // the first ones; each layer it lacks is appended with its attention
+  // output and MLP output zeroed, a residual block that adds nothing, so
+  // the grown tower starts computing exactly what the smaller one did.
+  bool grow_vision = false;
   // At a resume: parameters whose name (Hugging Face layout, e.g.
   // "model.text.blocks.3.mlp") starts with one of these keep their fresh
   // initial values instead of the checkpoint's; AdamW's state and the
@@ -235,6 +241,12 @@ class Trainer {
   absl::Status LoadCheckpoint();
   absl::Status LoadVisionFrom(const std::string& checkpoint);
   absl::Status LoadModelFrom(const std::string& model_dir);
+  // init_from's model's config: this run's, or with grow_vision the
+  // directory's, checked to differ in the vision layers alone.
+  absl::StatusOr<MoondreamConfig> SourceConfig(
+      const std::string& model_dir) const;
+  // Zeroes a block's attention and MLP output projections (grow_vision).
+  void ZeroResidualOutputs(const std::string& block);
   double LearningRate(int step) const;
   std::vector<Sequence> ChooseSequences(const SceneExample& example,
                                         uint64_t scene_index) const;

@@ -178,13 +178,53 @@ absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
   });
 }
 
+// Called under NoGradGuard.
+void Trainer::ZeroResidualOutputs(const std::string& block) {
+  for (const char* part : {".attn.proj.", ".mlp.fc2."}) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string name = absl::StrCat(block, part, kind);
+      const auto it = absl::c_find_if(
+          params_, [&](const auto& p) { return p.first == name; });
+      if (it == params_.end()) {
+        throw std::runtime_error(absl::StrCat("the trainer has no ", name));
+      }
+      it->second.zero_();
+    }
+  }
+}
+
+absl::StatusOr<MoondreamConfig> Trainer::SourceConfig(
+    const std::string& model_dir) const {
+  if (!opts_.grow_vision) return opts_.config;
+  ASSIGN_OR_RETURN(
+      MoondreamConfig source,
+      LoadConfigFile((fs::path(model_dir) / "config.json").string(),
+                     opts_.config));
+  const int source_layers = source.vision.enc_n_layers;
+  source.vision.enc_n_layers = opts_.config.vision.enc_n_layers;
+  if (ConfigToJson(source) != ConfigToJson(opts_.config)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_dir,
+                     ": growing the vision tower needs a model whose config "
+                     "differs from this run's in the vision layers alone"));
+  }
+  if (source_layers > opts_.config.vision.enc_n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model_dir, " has ", source_layers, " vision layers, more than ",
+        opts_.config.vision.enc_n_layers, ": a tower only grows"));
+  }
+  source.vision.enc_n_layers = source_layers;
+  return source;
+}
+
 absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
   const std::string path = (fs::path(model_dir) / "model.safetensors").string();
   ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
                    SafetensorsFile::Open(path));
-  // Checks every tensor's presence and shape against this run's config.
-  ASSIGN_OR_RETURN(Weights loaded, LoadWeights(*file, opts_.config, {}));
-  const auto loaded_params = NamedParameters(opts_.config, loaded);
+  ASSIGN_OR_RETURN(const MoondreamConfig source, SourceConfig(model_dir));
+  // Checks every tensor's presence and shape against the source's config.
+  ASSIGN_OR_RETURN(Weights loaded, LoadWeights(*file, source, {}));
+  const auto loaded_params = NamedParameters(source, loaded);
   RETURN_IF_ERROR(CatchTorchStatus("starting from a model", [&] {
     at::NoGradGuard no_grad;
     int copied = 0;
@@ -198,6 +238,15 @@ absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
       ++copied;
     }
     std::printf("train: all %d model tensors from %s\n", copied, path.c_str());
+    for (int layer = source.vision.enc_n_layers;
+         layer < opts_.config.vision.enc_n_layers; ++layer) {
+      ZeroResidualOutputs(absl::StrCat("model.vision.blocks.", layer));
+    }
+    if (source.vision.enc_n_layers < opts_.config.vision.enc_n_layers) {
+      std::printf("train: vision layers %d..%d appended as identity blocks\n",
+                  source.vision.enc_n_layers,
+                  opts_.config.vision.enc_n_layers - 1);
+    }
   }));
   unfold_region_mean_ = opts_.center_region_head;
   // The written model's "step" counts every step behind its weights.
