@@ -1170,6 +1170,14 @@ TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
                         before.region.coord_decoder.fc2.weight));
   EXPECT_FALSE(
       at::equal(after.vision.patch_emb.weight, before.vision.patch_emb.weight));
+  // Its start-up banner says the decoder cannot read the new tower yet.
+  absl::StatusOr<ModelBundle> bundle =
+      LoadModelBundle((*t)->model_dir(), "moondream2", {});
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_NE(bundle->demo_description.find("vision-only training stage"),
+            std::string::npos)
+      << bundle->demo_description;
+  EXPECT_NE(bundle->demo_description.find("meaningless"), std::string::npos);
 }
 
 // --grow-vision: a model with fewer vision layers starts a deeper tower

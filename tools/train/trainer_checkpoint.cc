@@ -46,6 +46,16 @@ constexpr char kDemoDescription[] =
     "point at them. How well it does: moondream-bench scenes-eval "
     "--model=<this directory>. Other images get meaningless answers.\n";
 
+// A vision-only stage's directory: its decoder was trained to read another
+// tower's features, so what it answers means nothing yet.
+constexpr char kVisionStageDescription[] =
+    "a vision-only training stage of a tiny Moondream for synthetic scenes "
+    "(moondream-bench train --vision-only): its vision tower was retrained "
+    "alone, so its text decoder has not learnt to read it and every answer "
+    "is meaningless until a text stage starts from this directory "
+    "(--init-from). moondream-bench feature-probe reads what its tower "
+    "holds.\n";
+
 }  // namespace
 
 std::string Trainer::checkpoint_path() const {
@@ -283,7 +293,9 @@ absl::Status Trainer::WriteModelDirectory(const std::string& dir) const {
     return absl::InternalError(absl::StrCat(
         "cannot copy '", opts_.tokenizer_path, "': ", ec.message()));
   }
-  RETURN_IF_ERROR(WriteTextFile(tmp / kDemoModelMarker, kDemoDescription));
+  RETURN_IF_ERROR(WriteTextFile(
+      tmp / kDemoModelMarker,
+      opts_.vision_only ? kVisionStageDescription : kDemoDescription));
   const std::map<std::string, std::string> metadata = {
       {"format", "pt"},
       {"weights", "trained"},
