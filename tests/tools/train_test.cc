@@ -1130,16 +1130,24 @@ std::string WrittenStep(const std::string& model_dir) {
   return step == (*file)->metadata().end() ? "none" : step->second;
 }
 
+// A trainer of `o` that ran no step and wrote its model directory (nullptr,
+// with a test failure, when it cannot).
+std::unique_ptr<Trainer> WrittenModel(TrainOptions o) {
+  o.steps = 0;
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (!t.ok() || !(*t)->Run().ok()) return nullptr;
+  EXPECT_TRUE(std::filesystem::exists((*t)->model_dir()));
+  return std::move(*t);
+}
+
 // A vision-only stage writes a model directory only when it started from
 // one: then the directory holds its tower on the decoder it started from,
 // unchanged; from scratch the decoder is noise and nothing is written.
 TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
   TrainOptions o = SmallRun("vision_only_source");
-  o.steps = 0;
-  absl::StatusOr<std::unique_ptr<Trainer>> source = Trainer::Create(o);
-  ASSERT_TRUE(source.ok()) << source.status();
-  ASSERT_TRUE((*source)->Run().ok());
-  ASSERT_TRUE(std::filesystem::exists((*source)->model_dir()));
+  const std::unique_ptr<Trainer> source = WrittenModel(o);
+  ASSERT_NE(source, nullptr);
 
   TrainOptions v = SmallRun("vision_only_from_model");
   v.vision_only = true;
@@ -1155,7 +1163,7 @@ TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
   ASSERT_TRUE((*from_scratch)->Run().ok());
   EXPECT_FALSE(std::filesystem::exists((*from_scratch)->model_dir()));
 
-  v.init_from = (*source)->model_dir();
+  v.init_from = source->model_dir();
   absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(v);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_TRUE((*t)->WritesModelDirectory());
@@ -1163,7 +1171,7 @@ TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
   absl::StatusOr<std::unique_ptr<Model>> written =
       Model::Load((*t)->model_dir(), Moondream2Config(), {});
   ASSERT_TRUE(written.ok()) << written.status();
-  const Weights& before = (*source)->weights();
+  const Weights& before = source->weights();
   const Weights& after = (*written)->weights();
   EXPECT_TRUE(at::equal(after.text.wte, before.text.wte));
   EXPECT_TRUE(at::equal(after.region.coord_decoder.fc2.weight,
@@ -1185,20 +1193,18 @@ TEST(TrainerTest, AVisionOnlyStageFromAModelWritesItsDirectory) {
 // without the flag, or when anything but the vision layers differs, or to
 // shrink, it is an error.
 TEST(TrainerTest, GrowVisionAppendsBlocksThatAddNothing) {
-  TrainOptions o = SmallRun("grow_source");
-  o.steps = 0;
-  absl::StatusOr<std::unique_ptr<Trainer>> source = Trainer::Create(o);
-  ASSERT_TRUE(source.ok()) << source.status();
-  ASSERT_TRUE((*source)->Run().ok());
+  const TrainOptions o = SmallRun("grow_source");
+  const std::unique_ptr<Trainer> source = WrittenModel(o);
+  ASSERT_NE(source, nullptr);
 
   TrainOptions g = SmallRun("grow");
   g.config.vision.enc_n_layers = 4;
-  g.init_from = (*source)->model_dir();
+  g.init_from = source->model_dir();
   EXPECT_FALSE(Trainer::Create(g).ok());  // the shapes differ
   g.grow_vision = true;
   absl::StatusOr<std::unique_ptr<Trainer>> grown = Trainer::Create(g);
   ASSERT_TRUE(grown.ok()) << grown.status();
-  const Weights& before = (*source)->weights();
+  const Weights& before = source->weights();
   const Weights& after = (*grown)->weights();
   ASSERT_EQ(after.vision.blocks.size(), 4u);
   EXPECT_TRUE(at::equal(after.vision.blocks[1].attn.qkv.weight,

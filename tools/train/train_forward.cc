@@ -6,6 +6,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <limits>
+#include <utility>
 
 #include "model/net/layers.h"
 #include "model/net/region.h"
@@ -425,23 +426,35 @@ at::Tensor PatchClassLoss(const at::Tensor& image_PC,
   return 0.5 * (mean_over(shape_P) + mean_over(background_P));
 }
 
+namespace {
+
+// The image tokens of the cells a shape covers [N, C] and, per such cell,
+// its shape's box [N, 4] (cx, cy, w, h); N is 0 when no shape covers a cell.
+std::pair<at::Tensor, at::Tensor> ShapeCellBoxes(
+    const at::Tensor& image_PC, absl::Span<const int> patch_kinds,
+    absl::Span<const PatchBox> patch_boxes) {
+  std::vector<int64_t> cells;
+  std::vector<float> boxes;
+  for (size_t p = 0; p < patch_kinds.size(); ++p) {
+    if (patch_kinds[p] == 0) continue;
+    cells.push_back(static_cast<int64_t>(p));
+    for (float v : patch_boxes[p].cx_cy_w_h) boxes.push_back(v);
+  }
+  const int64_t n = static_cast<int64_t>(cells.size());
+  return {image_PC.index_select(0, at::tensor(cells, at::kLong)),
+          at::tensor(boxes, at::kFloat).view({n, 4})};
+}
+
+}  // namespace
+
 at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
                         absl::Span<const int> patch_kinds,
                         absl::Span<const PatchBox> patch_boxes,
                         const LinearWeights& probe) {
-  std::vector<int64_t> cells;
-  std::vector<float> targets;
-  for (size_t p = 0; p < patch_kinds.size(); ++p) {
-    if (patch_kinds[p] == 0) continue;
-    cells.push_back(static_cast<int64_t>(p));
-    for (float v : patch_boxes[p].cx_cy_w_h) targets.push_back(v);
-  }
-  if (cells.empty()) return at::zeros({}, image_PC.options());
-  const int64_t n = static_cast<int64_t>(cells.size());
-  const at::Tensor target_N4 = at::tensor(targets).view({n, 4});
-  const at::Tensor guess_N4 =
-      Linear(image_PC.index_select(0, at::tensor(cells)), probe);
-  return 12 * (guess_N4 - target_N4).pow(2).mean();
+  const auto [cells_NC, box_N4] =
+      ShapeCellBoxes(image_PC, patch_kinds, patch_boxes);
+  if (box_N4.size(0) == 0) return at::zeros({}, image_PC.options());
+  return 12 * (Linear(cells_NC, probe) - box_N4).pow(2).mean();
 }
 
 at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
@@ -451,20 +464,12 @@ at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
   // The variance of log(w) over scenes: sides of 15–35% of the shorter
   // side, over image sides whose ratio is up to 3.
   constexpr double kLogExtentVariance = 0.1;
-  std::vector<int64_t> cells;
-  std::vector<float> targets;
-  for (size_t p = 0; p < patch_kinds.size(); ++p) {
-    if (patch_kinds[p] == 0) continue;
-    cells.push_back(static_cast<int64_t>(p));
-    targets.push_back(std::log(patch_boxes[p].cx_cy_w_h[2]));
-    targets.push_back(std::log(patch_boxes[p].cx_cy_w_h[3]));
-  }
-  if (cells.empty()) return at::zeros({}, image_PC.options());
-  const int64_t n = static_cast<int64_t>(cells.size());
-  const at::Tensor target_N2 = at::tensor(targets).view({n, 2});
-  const at::Tensor guess_N2 =
-      Linear(image_PC.index_select(0, at::tensor(cells)), probe);
-  return (guess_N2 - target_N2).pow(2).mean() / kLogExtentVariance;
+  const auto [cells_NC, box_N4] =
+      ShapeCellBoxes(image_PC, patch_kinds, patch_boxes);
+  if (box_N4.size(0) == 0) return at::zeros({}, image_PC.options());
+  const at::Tensor log_size_N2 = box_N4.narrow(1, 2, 2).log();
+  return (Linear(cells_NC, probe) - log_size_N2).pow(2).mean() /
+         kLogExtentVariance;
 }
 
 at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,

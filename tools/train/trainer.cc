@@ -539,11 +539,8 @@ absl::Status Trainer::Run() {
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
           "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f extent %.3f "
-          "colour "
-          "%.3f head "
-          "%.3f row %.3f "
-          "x-R2 rows "
-          "%.3f gathered %.3f rms-max %.0f norm %.3f) lr "
+          "colour %.3f head %.3f row %.3f x-R2 rows %.3f gathered %.3f "
+          "rms-max %.0f norm %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,

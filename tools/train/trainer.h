@@ -245,6 +245,9 @@ class Trainer {
   // directory's, checked to differ in the vision layers alone.
   absl::StatusOr<MoondreamConfig> SourceConfig(
       const std::string& model_dir) const;
+  // The trainable parameter of this name; throws when there is none (for
+  // loaders, which run inside CatchTorchStatus).
+  at::Tensor& Parameter(const std::string& name);
   // Zeroes a block's attention and MLP output projections (grow_vision).
   void ZeroResidualOutputs(const std::string& block);
   double LearningRate(int step) const;

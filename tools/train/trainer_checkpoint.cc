@@ -188,17 +188,21 @@ absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
   });
 }
 
+at::Tensor& Trainer::Parameter(const std::string& name) {
+  const auto it =
+      absl::c_find_if(params_, [&](const auto& p) { return p.first == name; });
+  if (it == params_.end()) {
+    throw std::runtime_error(absl::StrCat("the trainer has no ", name));
+  }
+  return it->second;
+}
+
 // Called under NoGradGuard.
 void Trainer::ZeroResidualOutputs(const std::string& block) {
   for (const char* part : {".attn.proj.", ".mlp.fc2."}) {
     for (const char* kind : {"weight", "bias"}) {
       const std::string name = absl::StrCat(block, part, kind);
-      const auto it = absl::c_find_if(
-          params_, [&](const auto& p) { return p.first == name; });
-      if (it == params_.end()) {
-        throw std::runtime_error(absl::StrCat("the trainer has no ", name));
-      }
-      it->second.zero_();
+      Parameter(name).zero_();
     }
   }
 }
@@ -239,12 +243,7 @@ absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
     at::NoGradGuard no_grad;
     int copied = 0;
     for (const auto& [name, saved] : loaded_params) {
-      const auto it = absl::c_find_if(
-          params_, [&](const auto& p) { return p.first == name; });
-      if (it == params_.end()) {
-        throw std::runtime_error(absl::StrCat("the trainer has no ", name));
-      }
-      it->second.copy_(saved);
+      Parameter(name).copy_(saved);
       ++copied;
     }
     std::printf("train: all %d model tensors from %s\n", copied, path.c_str());
