@@ -16,7 +16,9 @@
 
 #include "model/io/weights.h"
 #include "model/net/moondream.h"
+#include "model/tokenizer/tokenizer.h"
 #include "tests/tools/train_test_support.h"
+#include "tools/scenes/questions.h"
 #include "tools/scenes/random.h"
 #include "tools/scenes/scene.h"
 #include "tools/train/examples.h"
@@ -52,8 +54,11 @@ class FeatureProbeModelTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Model>> model =
         Model::Create(config, *weights, {at::kFloat, at::kCPU});
     ASSERT_TRUE(model.ok()) << model.status();
+    absl::StatusOr<Tokenizer> tokenizer =
+        Tokenizer::FromHuggingFaceJson(kTinyDir + "/tokenizer.json");
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     absl::StatusOr<FeatureProbeReport> report =
-        ProbeImageFeatures(**model, kSeed, kScenes);
+        ProbeImageFeatures(**model, &*tokenizer, kSeed, kScenes);
     ASSERT_TRUE(report.ok()) << report.status();
     report_ = new FeatureProbeReport(*std::move(report));
   }
@@ -73,10 +78,15 @@ FeatureProbeReport* FeatureProbeModelTest::report_ = nullptr;
 
 TEST_F(FeatureProbeModelTest, EveryShapeAndCoveredCellIsARow) {
   ASSERT_NE(report_, nullptr);
-  int shapes = 0, with_cells = 0, cells = 0;
+  int shapes = 0, with_cells = 0, cells = 0, detected = 0;
   for (int i = 0; i < kScenes; ++i) {
     const scenes::Scene scene = scenes::GenerateScene(
         scenes::SceneSeed(kSeed, static_cast<uint64_t>(i)));
+    for (const scenes::SceneTask& task : scenes::SceneTasks(scene)) {
+      if (task.kind == scenes::TaskKind::kDetect) {
+        detected += static_cast<int>(task.targets.size());
+      }
+    }
     for (const scenes::Shape& s : scene.shapes) {
       ++shapes;
       int covered = 0;
@@ -89,9 +99,14 @@ TEST_F(FeatureProbeModelTest, EveryShapeAndCoveredCellIsARow) {
   EXPECT_EQ(report_->shapes, with_cells);
   EXPECT_EQ(report_->shapes + report_->shapes_without_cells, shapes);
   EXPECT_EQ(report_->shape_cells, cells);
-  ASSERT_EQ(report_->readouts.size(), 5u);
+  ASSERT_EQ(report_->readouts.size(), 10u);
   for (const FeatureReadout& r : report_->readouts) {
-    EXPECT_EQ(r.rows, r.name == "prefix, per cell" ? cells : with_cells)
+    const bool per_cell = r.name.find("per cell") != std::string::npos;
+    const bool size_row = r.name.find("size row") != std::string::npos ||
+                          r.name == "region head's answers";
+    EXPECT_EQ(r.rows, per_cell   ? cells
+                      : size_row ? detected
+                                 : with_cells)
         << r.name;
     for (double r2 : r.r2) {
       EXPECT_TRUE(std::isfinite(r2)) << r.name;
@@ -111,6 +126,14 @@ TEST_F(FeatureProbeModelTest, TheCoveredCellsReadTheBox) {
   EXPECT_GT(mask.r2[2], 0.7);   // w
   EXPECT_GT(mask.r2[3], 0.7);   // h
   EXPECT_GT(mask.r2[4], 0.6);   // log(w / h)
+}
+
+// The size row is fed the object's y (the region encoder's embedding of
+// it), so even a random decoder's residual stream there reads y back: the
+// readout takes the rows the region head reads the size from, not others.
+TEST_F(FeatureProbeModelTest, TheSizeRowIsTheRowFedTheObjectsY) {
+  ASSERT_NE(report_, nullptr);
+  EXPECT_GT(Readout("detect size row").r2[1], 0.99);  // cy
 }
 
 TEST_F(FeatureProbeModelTest, TheTableNamesEveryReadoutAndTarget) {

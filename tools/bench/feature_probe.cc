@@ -107,9 +107,10 @@ absl::Status RunFeatureProbe(const std::vector<std::string>& args) {
                    LoadModelBundle(f.model_dir, f.preset, model_options));
   std::fprintf(stderr, "%s\n", DescribeBundle(bundle).c_str());
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(const train::FeatureProbeReport report,
-                   train::ProbeImageFeatures(
-                       *bundle.model, static_cast<uint64_t>(f.seed), f.count));
+  ASSIGN_OR_RETURN(
+      const train::FeatureProbeReport report,
+      train::ProbeImageFeatures(*bundle.model, bundle.tokenizer.get(),
+                                static_cast<uint64_t>(f.seed), f.count));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();

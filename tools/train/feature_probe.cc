@@ -9,13 +9,17 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "base/status_macros.h"
 #include "model/io/tensor_io.h"
 #include "model/net/moondream.h"
+#include "model/net/region.h"
+#include "model/tokenizer/tokenizer.h"
 #include "tools/scenes/metrics.h"
 #include "tools/scenes/random.h"
 #include "tools/scenes/scene.h"
 #include "tools/train/examples.h"
+#include "tools/train/train_forward.h"
 #include "tools/train/trainer.h"
 
 namespace md::train {
@@ -73,6 +77,120 @@ at::Tensor MaskFeatures(const std::vector<int64_t>& cells, int grid) {
                     at::kDouble);
 }
 
+// The decoder over the prefix and `rows_BTC` (EmbedSequences), fp32 out:
+// the rows' last residual stream, where the region head reads it. `taps`
+// receives the last text layer's first head (the head the trainer's focus
+// loss points at a shape): its values over the prefix, what that head can
+// gather from the image after the decoder's earlier layers, and where each
+// row looks.
+at::Tensor DecoderRows(const Model& model, const at::Tensor& image_PC,
+                       const at::Tensor& rows_BTC, const RotaryTable& rotary,
+                       FocusTaps& taps) {
+  const MoondreamConfig& config = model.config();
+  const Weights& w = model.weights();
+  const at::Tensor prefix_PC = PrefixEmbeddings(image_PC, w, config);
+  at::Tensor out_BTC = DecoderForward(prefix_PC, rows_BTC.to(prefix_PC.dtype()),
+                                      w.text, config.text, rotary, &taps);
+  taps.values_PD = taps.values_PD.to(at::kFloat);
+  taps.probs_BTP = taps.probs_BTP.to(at::kFloat);
+  return out_BTC.to(at::kFloat);
+}
+
+// The scene's detect questions, teacher-forced, as the trainer lays them
+// out (examples.h); empty without a tokenizer.
+absl::StatusOr<std::vector<Sequence>> DetectSequences(
+    const scenes::Scene& scene, const Model& model,
+    const Tokenizer* tokenizer) {
+  std::vector<Sequence> detects;
+  if (tokenizer == nullptr) return detects;
+  ASSIGN_OR_RETURN(SceneExample example,
+                   MakeSceneExample(scene, model.config(), *tokenizer));
+  for (Sequence& seq : example.sequences) {
+    if (!seq.sizes.empty()) detects.push_back(std::move(seq));
+  }
+  return detects;
+}
+
+// What the region head itself answers on the teacher-forced rows (x on the
+// x row, y on the y row, w and h on the size row, argmax bins as the
+// skills take them) next to the truth: scored directly, nothing fitted.
+struct HeadAnswers {
+  std::vector<Targets> answers, truths;
+  std::vector<bool> fit;
+};
+
+int ArgmaxBin(const at::Tensor& logits_X) {
+  return static_cast<int>(logits_X.argmax().item<int64_t>());
+}
+
+// R² of the answers themselves on the scored (odd) scenes, per target.
+FeatureReadout ScoreAnswers(const HeadAnswers& a) {
+  FeatureReadout out;
+  out.name = "region head's answers";
+  out.rows = static_cast<int>(a.truths.size());
+  for (int t = 0; t < kProbeTargets; ++t) {
+    double sum = 0, n = 0;
+    for (size_t i = 0; i < a.truths.size(); ++i) {
+      if (!a.fit[i]) sum += a.truths[i][t], ++n;
+    }
+    if (n < 2) return out;
+    double residual = 0, variance = 0;
+    for (size_t i = 0; i < a.truths.size(); ++i) {
+      if (a.fit[i]) continue;
+      residual += std::pow(a.answers[i][t] - a.truths[i][t], 2);
+      variance += std::pow(a.truths[i][t] - sum / n, 2);
+    }
+    out.r2[t] = variance > 0 ? 1 - residual / variance : 0;
+  }
+  return out;
+}
+
+// Each answered object's size row in `detects`: the residual stream there
+// (`rows`) and what the focus head gathered there (`gathered`), with the
+// object's box as the sequence's targets say it (bins to values).
+void AddSizeRows(absl::Span<const Sequence> detects, const at::Tensor& out_BTC,
+                 const FocusTaps& taps, const Model& model, bool fit_side,
+                 ProbeRows& rows, ProbeRows& gathered, HeadAnswers& answers) {
+  const MoondreamConfig& config = model.config();
+  const RegionWeights& region = model.weights().region;
+  const at::ScalarType dtype = region.coord_decoder.fc1.weight.scalar_type();
+  const int coordinate_bins = config.region.coord_out_dim;
+  const int size_bins = config.region.size_out_dim / 2;
+  auto row_of = [&](int64_t b, int row) {
+    return out_BTC[b][row].unsqueeze(0).to(dtype);
+  };
+  for (size_t i = 0; i < detects.size(); ++i) {
+    const Sequence& seq = detects[i];
+    for (size_t k = 0; k < seq.sizes.size(); ++k) {
+      const SizeTarget& size = seq.sizes[k];
+      const double w = BinValue(size.w_bin, size_bins);
+      const double h = BinValue(size.h_bin, size_bins);
+      const Targets t = {
+          BinValue(seq.coordinates[2 * k].bin, coordinate_bins),
+          BinValue(seq.coordinates[2 * k + 1].bin, coordinate_bins), w, h,
+          std::log(w / h)};
+      const int64_t b = static_cast<int64_t>(i);
+      rows.Add(out_BTC[b][size.row], t, fit_side);
+      gathered.Add(at::matmul(taps.probs_BTP[b][size.row], taps.values_PD), t,
+                   fit_side);
+      const at::Tensor x_X =
+          DecodeCoordinate(row_of(b, seq.coordinates[2 * k].row), region)[0];
+      const at::Tensor y_X = DecodeCoordinate(
+          row_of(b, seq.coordinates[2 * k + 1].row), region)[0];
+      const at::Tensor size_2X =
+          DecodeSize(row_of(b, size.row), region).view({2, -1});
+      const double aw = BinValue(ArgmaxBin(size_2X[0]), size_bins);
+      const double ah = BinValue(ArgmaxBin(size_2X[1]), size_bins);
+      answers.answers.push_back(
+          {BinValue(ArgmaxBin(x_X), coordinate_bins),
+           BinValue(ArgmaxBin(y_X), coordinate_bins), aw, ah,
+           std::log(std::max(aw, 1e-3) / std::max(ah, 1e-3))});
+      answers.truths.push_back(t);
+      answers.fit.push_back(fit_side);
+    }
+  }
+}
+
 FeatureReadout FitReadout(const ProbeRows& rows) {
   FeatureReadout out;
   out.name = rows.name;
@@ -95,14 +213,18 @@ FeatureReadout FitReadout(const ProbeRows& rows) {
 
 }  // namespace
 
-absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(const Model& model,
-                                                      uint64_t base_seed,
-                                                      int count) {
+absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
+    const Model& model, const Tokenizer* tokenizer, uint64_t base_seed,
+    int count) {
   const VisionConfig& v = model.config().vision;
   const int grid = static_cast<int>(v.grid());
+  const RotaryTable rotary = MakeRotaryTable(model.config().text, at::kCPU);
   ProbeRows mask("cell mask (truth)"), cell("prefix, per cell"),
       mean("prefix, shape mean"), global("global crop, shape mean"),
-      local("local crops, shape mean");
+      local("local crops, shape mean"), head_cell("focus head, per cell"),
+      head_mean("focus head, shape mean"), size_row("detect size row"),
+      size_gathered("size row, head gathered");
+  HeadAnswers answers;
   FeatureProbeReport report;
   report.scenes = count;
   for (int i = 0; i < count; ++i) {
@@ -110,6 +232,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(const Model& model,
         scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
     ASSIGN_OR_RETURN(ImageCrops crops, SceneCrops(scene, v));
     ASSIGN_OR_RETURN(ImageFeatures features, model.EncodeImageDetailed(crops));
+    ASSIGN_OR_RETURN(const std::vector<Sequence> detects,
+                     DetectSequences(scene, model, tokenizer));
     const bool fit_side = i % 2 == 0;
     RETURN_IF_ERROR(CatchTorchStatus("feature probe", [&] {
       at::NoGradGuard no_grad;
@@ -117,6 +241,17 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(const Model& model,
       const at::Tensor global_PE = features.global_PE.to(at::kFloat);
       const at::Tensor local_PE =
           features.pooled_GGE.to(at::kFloat).reshape({grid * grid, -1});
+      // Without detect rows the decoder still needs one row after the
+      // prefix; the head's values do not depend on it.
+      const at::Tensor rows_BTC =
+          detects.empty() ? at::zeros({1, 1, model.config().text.dim})
+                          : EmbedSequences(detects, model.weights());
+      FocusTaps taps;
+      const at::Tensor out_BTC =
+          DecoderRows(model, features.embedding_PC, rows_BTC, rotary, taps);
+      AddSizeRows(detects, out_BTC, taps, model, fit_side, size_row,
+                  size_gathered, answers);
+      const at::Tensor& head_PD = taps.values_PD;
       for (const scenes::Shape& s : scene.shapes) {
         const std::vector<bool> covered = CoveredCells(scene, s, grid);
         std::vector<int64_t> cells;
@@ -135,17 +270,28 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(const Model& model,
         for (int64_t c = 0; c < shape_PC.size(0); ++c) {
           cell.Add(shape_PC[c], t, fit_side);
         }
+        // The prefix's position 0 is bos; image token c is at c + 1.
+        const at::Tensor shape_PD = head_PD.index_select(0, idx + 1);
+        for (int64_t c = 0; c < shape_PD.size(0); ++c) {
+          head_cell.Add(shape_PD[c], t, fit_side);
+        }
         mask.Add(MaskFeatures(cells, grid), t, fit_side);
         mean.Add(shape_PC.mean(0), t, fit_side);
+        head_mean.Add(shape_PD.mean(0), t, fit_side);
         global.Add(global_PE.index_select(0, idx).mean(0), t, fit_side);
         local.Add(local_PE.index_select(0, idx).mean(0), t, fit_side);
       }
     }));
   }
   RETURN_IF_ERROR(CatchTorchStatus("feature probe fit", [&] {
-    for (const ProbeRows* rows : {&mask, &cell, &mean, &global, &local}) {
+    for (const ProbeRows* rows :
+         {&mask, &cell, &mean, &global, &local, &head_cell, &head_mean,
+          &size_row, &size_gathered}) {
+      if (rows->targets.empty()) continue;
       report.readouts.push_back(FitReadout(*rows));
     }
+    if (!answers.truths.empty())
+      report.readouts.push_back(ScoreAnswers(answers));
   }));
   return report;
 }

@@ -19,6 +19,19 @@
 // - global crop / local crops, shape mean: the same from the two halves the
 //   projection concatenates (the global crop's features and the local
 //   crops' reconstructed and pooled), before it.
+// - focus head, per cell / shape mean: the values of the last text layer's
+//   first head at the shape's image tokens (after the decoder's earlier
+//   layers), what the head the trainer's focus loss points at a shape
+//   gathers: whether the decoder keeps what the tower gives it.
+// - detect size row / size row, head gathered (with a tokenizer): each
+//   shape's detect question teacher-forced as the trainer lays it out, the
+//   residual stream of the row the region head reads the shape's size
+//   from, and what the focus head gathered on that row: whether the size
+//   reaches the row that answers it.
+// - region head's answers (with a tokenizer): on the same teacher-forced
+//   rows, what the coordinate and size heads answer (argmax, as the skills
+//   decode), scored against the truth directly (R² with nothing fitted):
+//   what the head makes of what its rows hold.
 #ifndef MOONDREAM_TOOLS_TRAIN_FEATURE_PROBE_H_
 #define MOONDREAM_TOOLS_TRAIN_FEATURE_PROBE_H_
 
@@ -31,7 +44,8 @@
 
 namespace md {
 class Model;
-}
+class Tokenizer;
+}  // namespace md
 
 namespace md::train {
 
@@ -56,10 +70,10 @@ struct FeatureProbeReport {
 
 // Encodes scenes SceneSeed(base_seed, 0 .. count−1) at full size, as
 // served, with `model` (fp32 or bf16; features are read as fp32) and fits
-// every readout above.
-absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(const Model& model,
-                                                      uint64_t base_seed,
-                                                      int count);
+// every readout above (the size rows' only with a `tokenizer`).
+absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
+    const Model& model, const Tokenizer* tokenizer, uint64_t base_seed,
+    int count);
 
 // A table: one row per readout, R² per target.
 std::string FormatFeatureProbe(const FeatureProbeReport& report);
