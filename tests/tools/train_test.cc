@@ -561,6 +561,42 @@ TEST(TrainForwardTest, PatchExtentLossReadsLogSizes) {
   EXPECT_LT(loss, 2.0);
 }
 
+// RowExtentLoss reads log(w), log(h) from the size rows alone, scaled as
+// the patch-extent loss.
+TEST(TrainForwardTest, RowExtentLossReadsLogSizesOnSizeRows) {
+  constexpr int kBins = 1024;
+  Sequence seq;
+  seq.sizes.push_back({2, 205, 103});  // w 0.2, h ~0.1
+  seq.coordinates.push_back({1, 512});
+  const at::Tensor rows_BTC = at::randn({1, 4, 8});
+  const double log_w = std::log(205.0 / kBins), log_h = std::log(103.0 / kBins);
+  LinearWeights exact;
+  exact.weight = at::zeros({2, 8});
+  exact.bias =
+      at::tensor({static_cast<float>(log_w), static_cast<float>(log_h)});
+  EXPECT_LT(RowExtentLoss(rows_BTC, {seq}, kBins, exact).item<double>(), 1e-9);
+  LinearWeights quarter;
+  quarter.weight = at::zeros({2, 8});
+  quarter.bias = at::full({2}, std::log(0.25));
+  const double miss_w = log_w - std::log(0.25), miss_h = log_h - std::log(0.25);
+  EXPECT_NEAR(RowExtentLoss(rows_BTC, {seq}, kBins, quarter).item<double>(),
+              (miss_w * miss_w + miss_h * miss_h) / 2 / 0.1, 1e-5);
+  // The probe reads the size row (2), layer-normed, and no other.
+  LinearWeights reader;
+  reader.weight = at::zeros({2, 8});
+  reader.weight[0][0] = 1;
+  reader.bias = at::zeros({2});
+  const at::Tensor ln_C = at::layer_norm(rows_BTC[0][2], {8});
+  const double read = ln_C[0].item<double>();
+  EXPECT_NEAR(RowExtentLoss(rows_BTC, {seq}, kBins, reader).item<double>(),
+              ((read - log_w) * (read - log_w) + log_h * log_h) / 2 / 0.1,
+              1e-5);
+  // Sequences without size rows cost nothing.
+  Sequence point;
+  point.coordinates.push_back({1, 512});
+  EXPECT_EQ(RowExtentLoss(rows_BTC, {point}, kBins, exact).item<double>(), 0);
+}
+
 // ShrinkScene: a scene too big for one crop is scaled to fit it, boxes
 // rounded; one that fits is left alone.
 TEST(ExamplesTest, ShrinkSceneFitsOneCrop) {
@@ -1082,8 +1118,8 @@ TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
 }
 
 // With the region head centred (its running mean folded into fc1's bias)
-// and the focus, position, head-patch and row-box losses (and the readout
-// diagnostic) on, a resumed run still takes the same steps, and the
+// and the focus, position, head-patch, row-box and row-extent losses (and the
+// readout diagnostic) on, a resumed run still takes the same steps, and the
 // written model is the one the trainer scores.
 TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   TrainOptions o = SmallRun("centred");
@@ -1093,6 +1129,7 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   o.loss.position_weight = 1;
   o.loss.head_patch_weight = 1;
   o.loss.row_box_weight = 1;
+  o.loss.row_extent_weight = 1;
   o.readout_probe = true;
   absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
   ASSERT_TRUE(a.ok()) << a.status();
@@ -1100,6 +1137,7 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_GT(first->parts.head_patch, 0);
   EXPECT_GT(first->parts.row_box, 0);
+  EXPECT_GT(first->parts.row_extent, 0);
   Losses(**a, 1);
   ASSERT_TRUE((*a)->SaveCheckpoint().ok());
   const std::vector<double> uninterrupted = Losses(**a, 2);

@@ -45,6 +45,7 @@ struct Flags {
   double patch_colour_weight = 0;
   double head_patch_weight = 0;
   double row_box_weight = 0;
+  double row_extent_weight = 0;
   bool balance_stops = false;
   double stop_weight = 1;
   bool focus_spread = false;
@@ -159,6 +160,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("row-box-weight", &f.row_box_weight,
               "training-only loss: a linear probe reads from each row the "
               "region head reads the value it answers (0: off)");
+  p.AddDouble("row-extent-weight", &f.row_extent_weight,
+              "training-only loss: a linear probe (starting at zero) reads "
+              "the log width and height from each size row (0: off)");
   p.AddBool("balance-stops", &f.balance_stops,
             "weight the region rows that stop (eos) and those that go on "
             "alike");
@@ -296,6 +300,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.patch_colour_weight = f.patch_colour_weight;
   o.loss.head_patch_weight = f.head_patch_weight;
   o.loss.row_box_weight = f.row_box_weight;
+  o.loss.row_extent_weight = f.row_extent_weight;
   o.loss.balance_stops = f.balance_stops;
   o.loss.stop_weight = f.stop_weight;
   o.loss.focus_spread = f.focus_spread;

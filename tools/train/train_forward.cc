@@ -457,13 +457,15 @@ at::Tensor PatchBoxLoss(const at::Tensor& image_PC,
   return 12 * (Linear(cells_NC, probe) - box_N4).pow(2).mean();
 }
 
+// The variance of log(w) over scenes: sides of 15–35% of the shorter side,
+// over image sides whose ratio is up to 3. The extent losses divide by it,
+// so that guessing the typical size scores about 1.
+constexpr double kLogExtentVariance = 0.1;
+
 at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
                            absl::Span<const int> patch_kinds,
                            absl::Span<const PatchBox> patch_boxes,
                            const LinearWeights& probe) {
-  // The variance of log(w) over scenes: sides of 15–35% of the shorter
-  // side, over image sides whose ratio is up to 3.
-  constexpr double kLogExtentVariance = 0.1;
   const auto [cells_NC, box_N4] =
       ShapeCellBoxes(image_PC, patch_kinds, patch_boxes);
   if (box_N4.size(0) == 0) return at::zeros({}, image_PC.options());
@@ -472,38 +474,71 @@ at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
          kLogExtentVariance;
 }
 
+namespace {
+
+// What a row probe reads: (flat row, probe output, target) per value.
+struct RowReads {
+  std::vector<int64_t> rows, outputs;
+  std::vector<float> targets;
+
+  void Add(int64_t row, int64_t output, float target) {
+    rows.push_back(row);
+    outputs.push_back(output);
+    targets.push_back(target);
+  }
+};
+
+// The probe's squared error on each read value, its rows layer-normed
+// first; mean over the values.
+at::Tensor RowReadError(const at::Tensor& rows_BTC, const RowReads& reads,
+                        const LinearWeights& probe) {
+  if (reads.rows.empty()) return at::zeros({}, rows_BTC.options());
+  const int64_t c = rows_BTC.size(2);
+  const at::Tensor rows_NC =
+      at::layer_norm(RowsOf(rows_BTC.reshape({-1, c}), reads.rows), {c});
+  const at::Tensor read_N =
+      Linear(rows_NC, probe)
+          .gather(1, at::tensor(reads.outputs, at::kLong).unsqueeze(1))
+          .squeeze(1);
+  return (read_N - at::tensor(reads.targets)).pow(2).mean();
+}
+
+}  // namespace
+
+at::Tensor RowExtentLoss(const at::Tensor& rows_BTC,
+                         absl::Span<const Sequence> sequences, int size_bins,
+                         const LinearWeights& probe) {
+  const int64_t t = rows_BTC.size(1);
+  RowReads reads;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const int64_t base = static_cast<int64_t>(i) * t;
+    for (const SizeTarget& x : sequences[i].sizes) {
+      reads.Add(base + x.row, 0, std::log(BinValue(x.w_bin, size_bins)));
+      reads.Add(base + x.row, 1, std::log(BinValue(x.h_bin, size_bins)));
+    }
+  }
+  return RowReadError(rows_BTC, reads, probe) / kLogExtentVariance;
+}
+
 at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, int coordinate_bins,
                       int size_bins, const LinearWeights& probe) {
   const int64_t t = rows_BTC.size(1);
-  // (flat row, probe output, target) per answered value.
-  std::vector<int64_t> rows, outputs;
-  std::vector<float> targets;
+  RowReads reads;
   for (size_t i = 0; i < sequences.size(); ++i) {
     const int64_t base = static_cast<int64_t>(i) * t;
     const std::vector<CoordinateTarget>& coords = sequences[i].coordinates;
     for (size_t k = 0; k < coords.size(); ++k) {
-      rows.push_back(base + coords[k].row);
-      outputs.push_back(static_cast<int64_t>(k % 2));  // x, then y
-      targets.push_back(BinValue(coords[k].bin, coordinate_bins));
+      // x, then y
+      reads.Add(base + coords[k].row, static_cast<int64_t>(k % 2),
+                BinValue(coords[k].bin, coordinate_bins));
     }
     for (const SizeTarget& x : sequences[i].sizes) {
-      for (int k : {0, 1}) {
-        rows.push_back(base + x.row);
-        outputs.push_back(2 + k);
-        targets.push_back(BinValue(k == 0 ? x.w_bin : x.h_bin, size_bins));
-      }
+      reads.Add(base + x.row, 2, BinValue(x.w_bin, size_bins));
+      reads.Add(base + x.row, 3, BinValue(x.h_bin, size_bins));
     }
   }
-  if (rows.empty()) return at::zeros({}, rows_BTC.options());
-  const int64_t c = rows_BTC.size(2);
-  const at::Tensor rows_NC =
-      at::layer_norm(RowsOf(rows_BTC.reshape({-1, c}), rows), {c});
-  const at::Tensor read_N =
-      Linear(rows_NC, probe)
-          .gather(1, at::tensor(outputs, at::kLong).unsqueeze(1))
-          .squeeze(1);
-  return 12 * (read_N - at::tensor(targets)).pow(2).mean();
+  return 12 * RowReadError(rows_BTC, reads, probe);
 }
 
 Losses SceneLosses(const SceneExample& example,

@@ -125,6 +125,14 @@ struct LossOptions {
   // MLP: the rows are taught to carry the answer linearly.
   double row_box_weight = 0;
 
+  // The row-extent loss: a linear probe (kept out of the model, its weight
+  // starting at zero) reads from each size row, layer-normed, the log width
+  // and log height it answers; squared error scaled as the patch-extent
+  // loss's. The row-box loss's size part is tiny beside its coordinates'
+  // (sizes spread far less than centres), so it barely asks the rows for
+  // the extent, which the focus head gathers but the size rows lose.
+  double row_extent_weight = 0;
+
   // Stop rows weighted so that those that stop (eos) and those that go on
   // count alike: every kind is asked of each scene and absent ones expect
   // no object, so eos is the majority, and a model unsure whether a shape is
@@ -174,7 +182,7 @@ struct Losses {
   at::Tensor total;
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
          patch_kind = 0, patch_box = 0, patch_extent = 0, patch_colour = 0,
-         head_patch = 0, row_box = 0;
+         head_patch = 0, row_box = 0, row_extent = 0;
   // Target rows' final hidden state: the row-norm penalty's mean and the
   // largest rms (per scene; logged whether or not the penalty is on).
   double row_norm = 0, row_rms_max = 0;
@@ -234,6 +242,13 @@ at::Tensor PatchExtentLoss(const at::Tensor& image_PC,
 at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
                       absl::Span<const Sequence> sequences, int coordinate_bins,
                       int size_bins, const LinearWeights& probe);
+
+// The row-extent loss over the size rows of `sequences` (rows [B, T, C]);
+// the probe [2, C] answers (log w, log h) (LossOptions::row_extent_weight;
+// 0 when the sequences have no size rows).
+at::Tensor RowExtentLoss(const at::Tensor& rows_BTC,
+                         absl::Span<const Sequence> sequences, int size_bins,
+                         const LinearWeights& probe);
 
 // nll_N scaled so that its mean is the mean over the eos rows and the mean
 // over the others, averaged (unchanged when one kind is missing).

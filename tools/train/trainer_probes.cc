@@ -64,6 +64,15 @@ void Trainer::AddProbes(at::Generator& gen) {
   if (opts_.loss.row_box_weight > 0) {
     add("row_box_probe", row_box_probe_, 4, dim, typical_box.clone());
   }
+  if (opts_.loss.row_extent_weight > 0) {
+    // Zero weights: the decoder feels nothing until the probe has learnt
+    // what the rows already say (a random probe's first gradients would
+    // push noise into a trained decoder).
+    add("row_extent_probe", row_extent_probe_, 2, dim,
+        at::full({2}, std::log(0.25)));
+    at::NoGradGuard no_grad;
+    row_extent_probe_.weight.zero_();
+  }
 }
 
 at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
