@@ -153,7 +153,10 @@ TEST(ScenesBenchTest, FeatureProbeReportsEveryReadout) {
   EXPECT_NE(r.out.find("cell mask (truth)"), std::string::npos) << r.out;
   const nlohmann::json report = nlohmann::json::parse(ReadFile(json));
   EXPECT_EQ(report["scenes"], 8);
-  ASSERT_EQ(report["readouts"].size(), 5u);
+  // The tower's five readouts, the focus head's two, the detect size row's
+  // two and the region head's answers (the shipped model has a tokenizer).
+  ASSERT_EQ(report["readouts"].size(), 10u);
+  EXPECT_EQ(report["readouts"][9]["readout"], "region head's answers");
   for (const auto& readout : report["readouts"]) {
     EXPECT_EQ(readout["r2"].size(), 5u) << readout.dump();
     EXPECT_GT(readout["rows"].get<int>(), 0) << readout.dump();
