@@ -597,6 +597,38 @@ TEST(TrainForwardTest, RowExtentLossReadsLogSizesOnSizeRows) {
   EXPECT_EQ(RowExtentLoss(rows_BTC, {point}, kBins, exact).item<double>(), 0);
 }
 
+TEST(TrainForwardTest, RowCentreLossReadsXOnXRowsAndYOnYRows) {
+  constexpr int kBins = 1024;
+  Sequence seq;
+  seq.coordinates.push_back({1, 256});  // x 0.25
+  seq.coordinates.push_back({2, 768});  // y 0.75
+  seq.sizes.push_back({3, 205, 103});
+  const at::Tensor rows_BTC = at::randn({1, 5, 8});
+  const double x = 256.0 / kBins, y = 768.0 / kBins;
+  LinearWeights exact;
+  exact.weight = at::zeros({2, 8});
+  exact.bias = at::tensor({static_cast<float>(x), static_cast<float>(y)});
+  EXPECT_LT(RowCentreLoss(rows_BTC, {seq}, kBins, exact).item<double>(), 1e-9);
+  // Output 0 answers the x row and output 1 the y row, not the other way.
+  LinearWeights swapped;
+  swapped.weight = at::zeros({2, 8});
+  swapped.bias = at::tensor({static_cast<float>(y), static_cast<float>(x)});
+  EXPECT_NEAR(RowCentreLoss(rows_BTC, {seq}, kBins, swapped).item<double>(),
+              (x - y) * (x - y) / 0.05, 1e-5);
+  // The probe reads the x row (1), layer-normed, and the size row not at
+  // all.
+  LinearWeights reader;
+  reader.weight = at::zeros({2, 8});
+  reader.weight[0][3] = 1;
+  reader.bias = at::zeros({2});
+  const double read = at::layer_norm(rows_BTC[0][1], {8})[3].item<double>();
+  EXPECT_NEAR(RowCentreLoss(rows_BTC, {seq}, kBins, reader).item<double>(),
+              ((read - x) * (read - x) + y * y) / 2 / 0.05, 1e-5);
+  // Sequences without coordinate rows cost nothing.
+  Sequence caption;
+  EXPECT_EQ(RowCentreLoss(rows_BTC, {caption}, kBins, exact).item<double>(), 0);
+}
+
 // ShrinkScene: a scene too big for one crop is scaled to fit it, boxes
 // rounded; one that fits is left alone.
 TEST(ExamplesTest, ShrinkSceneFitsOneCrop) {
@@ -1118,9 +1150,9 @@ TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
 }
 
 // With the region head centred (its running mean folded into fc1's bias)
-// and the focus, position, head-patch, row-box and row-extent losses (and the
-// readout diagnostic) on, a resumed run still takes the same steps, and the
-// written model is the one the trainer scores.
+// and the focus, position, head-patch, row-box, row-extent and row-centre
+// losses (and the readout diagnostic) on, a resumed run still takes the same
+// steps, and the written model is the one the trainer scores.
 TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   TrainOptions o = SmallRun("centred");
   o.center_region_head = true;
@@ -1130,6 +1162,7 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   o.loss.head_patch_weight = 1;
   o.loss.row_box_weight = 1;
   o.loss.row_extent_weight = 1;
+  o.loss.row_centre_weight = 1;
   o.readout_probe = true;
   absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(o);
   ASSERT_TRUE(a.ok()) << a.status();
@@ -1138,6 +1171,7 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   EXPECT_GT(first->parts.head_patch, 0);
   EXPECT_GT(first->parts.row_box, 0);
   EXPECT_GT(first->parts.row_extent, 0);
+  EXPECT_GT(first->parts.row_centre, 0);
   Losses(**a, 1);
   ASSERT_TRUE((*a)->SaveCheckpoint().ok());
   const std::vector<double> uninterrupted = Losses(**a, 2);

@@ -46,6 +46,7 @@ struct Flags {
   double head_patch_weight = 0;
   double row_box_weight = 0;
   double row_extent_weight = 0;
+  double row_centre_weight = 0;
   bool balance_stops = false;
   double stop_weight = 1;
   bool focus_spread = false;
@@ -163,6 +164,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddDouble("row-extent-weight", &f.row_extent_weight,
               "training-only loss: a linear probe (starting at zero) reads "
               "the log width and height from each size row (0: off)");
+  p.AddDouble("row-centre-weight", &f.row_centre_weight,
+              "training-only loss: a linear probe (starting at zero) reads "
+              "the x or y from each coordinate row (0: off)");
   p.AddBool("balance-stops", &f.balance_stops,
             "weight the region rows that stop (eos) and those that go on "
             "alike");
@@ -301,6 +305,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.head_patch_weight = f.head_patch_weight;
   o.loss.row_box_weight = f.row_box_weight;
   o.loss.row_extent_weight = f.row_extent_weight;
+  o.loss.row_centre_weight = f.row_centre_weight;
   o.loss.balance_stops = f.balance_stops;
   o.loss.stop_weight = f.stop_weight;
   o.loss.focus_spread = f.focus_spread;

@@ -133,6 +133,14 @@ struct LossOptions {
   // the extent, which the focus head gathers but the size rows lose.
   double row_extent_weight = 0;
 
+  // The row-centre loss: as the row-extent loss, for the centres: a linear
+  // probe (kept out of the model, its weight starting at zero) reads from
+  // each coordinate row, layer-normed, the x or y it answers; squared error
+  // over the centres' typical variance (the mean guess scores ~1). The
+  // row-box loss asks the same at ~1/20 of this scale, and its probe starts
+  // random, which a trained decoder cannot take.
+  double row_centre_weight = 0;
+
   // Stop rows weighted so that those that stop (eos) and those that go on
   // count alike: every kind is asked of each scene and absent ones expect
   // no object, so eos is the majority, and a model unsure whether a shape is
@@ -182,7 +190,7 @@ struct Losses {
   at::Tensor total;
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
          patch_kind = 0, patch_box = 0, patch_extent = 0, patch_colour = 0,
-         head_patch = 0, row_box = 0, row_extent = 0;
+         head_patch = 0, row_box = 0, row_extent = 0, row_centre = 0;
   // Target rows' final hidden state: the row-norm penalty's mean and the
   // largest rms (per scene; logged whether or not the penalty is on).
   double row_norm = 0, row_rms_max = 0;
@@ -249,6 +257,13 @@ at::Tensor RowBoxLoss(const at::Tensor& rows_BTC,
 at::Tensor RowExtentLoss(const at::Tensor& rows_BTC,
                          absl::Span<const Sequence> sequences, int size_bins,
                          const LinearWeights& probe);
+
+// The row-centre loss over the coordinate rows of `sequences` (rows
+// [B, T, C]); the probe [2, C] answers (x, y), each row scored on its own
+// (LossOptions::row_centre_weight; 0 when there are no coordinate rows).
+at::Tensor RowCentreLoss(const at::Tensor& rows_BTC,
+                         absl::Span<const Sequence> sequences,
+                         int coordinate_bins, const LinearWeights& probe);
 
 // nll_N scaled so that its mean is the mean over the eos rows and the mean
 // over the others, averaged (unchanged when one kind is missing).

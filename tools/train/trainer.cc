@@ -57,6 +57,7 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.head_patch += scene.head_patch;
   sum.row_box += scene.row_box;
   sum.row_extent += scene.row_extent;
+  sum.row_centre += scene.row_centre;
   sum.row_norm += scene.row_norm;
   sum.row_rms_max = std::max(sum.row_rms_max, scene.row_rms_max);
   sum.n_token += scene.n_token;
@@ -82,6 +83,7 @@ Losses MeanParts(Losses sum) {
   sum.head_patch = mean(sum.head_patch, sum.n_scenes);
   sum.row_box = mean(sum.row_box, sum.n_scenes);
   sum.row_extent = mean(sum.row_extent, sum.n_scenes);
+  sum.row_centre = mean(sum.row_centre, sum.n_scenes);
   sum.row_norm = mean(sum.row_norm, sum.n_scenes);
   return sum;
 }
@@ -431,6 +433,13 @@ absl::StatusOr<StepStats> Trainer::Step() {
         losses.row_extent = row_extent.item<double>();
         losses.total = losses.total + opts_.loss.row_extent_weight * row_extent;
       }
+      if (opts_.loss.row_centre_weight > 0) {
+        const at::Tensor row_centre = RowCentreLoss(
+            rows_BTC, sequences, static_cast<int>(c.region.coord_out_dim),
+            row_centre_probe_);
+        losses.row_centre = row_centre.item<double>();
+        losses.total = losses.total + opts_.loss.row_centre_weight * row_centre;
+      }
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;
@@ -548,7 +557,8 @@ absl::Status Trainer::Run() {
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
           "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f extent %.3f "
-          "colour %.3f head %.3f row %.3f row-extent %.3f x-R2 rows %.3f "
+          "colour %.3f head %.3f row %.3f row-extent %.3f row-centre %.3f "
+          "x-R2 rows %.3f "
           "gathered %.3f "
           "rms-max %.0f norm %.3f) lr "
           "%.2e |g| %.2f %.1f seq/s %.2f s/step (data %.0f%% vision %.0f%% "
@@ -557,10 +567,10 @@ absl::Status Trainer::Run() {
           parts.stop, parts.coordinate, parts.size, parts.focus,
           parts.focus_region, parts.position, parts.patch_kind, parts.patch_box,
           parts.patch_extent, parts.patch_colour, parts.head_patch,
-          parts.row_box, parts.row_extent, readout.first, readout.second,
-          parts.row_rms_max, parts.row_norm, s.learning_rate, s.grad_norm,
-          window_sequences / window_seconds, window_seconds / window_steps,
-          100 * window_data / window_seconds,
+          parts.row_box, parts.row_extent, parts.row_centre, readout.first,
+          readout.second, parts.row_rms_max, parts.row_norm, s.learning_rate,
+          s.grad_norm, window_sequences / window_seconds,
+          window_seconds / window_steps, 100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,

@@ -281,6 +281,8 @@ class Trainer {
   LinearWeights row_box_probe_;
   // LossOptions::row_extent_weight's probe (training only).
   LinearWeights row_extent_probe_;
+  // LossOptions::row_centre_weight's probe (training only).
+  LinearWeights row_centre_probe_;
   // Per optimizer group: its learning rate over the schedule's.
   std::vector<double> group_lr_scale_;
   // The weighted patch-kind, -colour and -box losses of one image's tokens

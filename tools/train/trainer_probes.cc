@@ -73,6 +73,12 @@ void Trainer::AddProbes(at::Generator& gen) {
     at::NoGradGuard no_grad;
     row_extent_probe_.weight.zero_();
   }
+  if (opts_.loss.row_centre_weight > 0) {
+    // Zero weights, as the row-extent probe's.
+    add("row_centre_probe", row_centre_probe_, 2, dim, at::full({2}, 0.5));
+    at::NoGradGuard no_grad;
+    row_centre_probe_.weight.zero_();
+  }
 }
 
 at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
