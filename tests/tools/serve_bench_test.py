@@ -112,9 +112,12 @@ def check_cancellation(protocol, port, metrics_port):
     print(f"--- {protocol}, cancelling")
     cancelled_before = server_cancelled(server_samples(metrics_port))
     num_prompts = 16
+    # Long streams: the server must still be generating when a client
+    # leaves. With 32 tokens a fast machine finished every stream (~30 ms)
+    # before the client walked away from it, and counted no cancellation.
     result = run_bench(protocol, port, metrics_port, [
         "--tasks=query:0.5,caption:0.5", f"--num_prompts={num_prompts}",
-        "--request_rate=inf", "--max_tokens=32", "--ignore_eos",
+        "--request_rate=inf", "--max_tokens=512", "--ignore_eos",
         "--distinct_images=2", "--image_buckets=378x378:1",
         "--cancel_fraction=0.5", "--seed=3"])
     assert result["cancelled"] > 0, result
