@@ -14,10 +14,10 @@ when so few answers are right that a model at the claimed rate would give as
 few in under 1% of samples (e.g. fewer than 11 of 16 for a 90% skill). Every
 skill, claimed or not, must answer well formed, and the boxes must land: at
 least one shipped shape is found by a box at IoU >= 0.5 and one point lands
-inside a shape asked for (a region head decoded wrong finds none). The log says how each answer went. Then
-`moondream-bench scenes-eval` evaluates the shipped weights on the card's
-confirmation scenes (200 of seed 2) again: the claimed skills must meet
-their targets there, as the card says they did.
+inside a shape asked for (a region head decoded wrong finds none). The log
+says how each answer went. Then `moondream-bench scenes-eval` evaluates the
+shipped weights on the card's confirmation scenes (200 of seed 2) again:
+the claimed skills must meet their targets there, as the card says.
 
 Both run in fp32, the dtype of the card's claims (bf16 answers differ a
 little, and by the CPU's path: AVX512-BF16 kernels or ATen's).
