@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the shipped demo model (models/scenes-demo) from scratch: every
-# stage of its training, in order, on 2 threads (~7 hours on a 2-core VM).
+# stage of its training, in order (~9 hours on a 2-core VM).
 # Resumable: rerun it after a stop and it goes on from the last checkpoint
 # (a stage that finished leaves a marker file and is skipped).
 #
 #   tools/train/recipe.sh [OUT]     # OUT: default ~/scenes-recipe
-#   tools/train/ship_model.py OUT/more2/model   # evaluate it and ship it
+#   tools/train/ship_model.py OUT/soup   # evaluate it and ship it
 #
 # Each stage is deterministic for its flags and thread count; a stopped and
 # resumed stage goes on exactly as one that never stopped (train_test). The
@@ -136,4 +136,37 @@ stage more "$OUT/more" $MORE --steps=4500 --threads=2 \
 #     loss still fell at the end of 12 (1.10 at 1,000 to 0.92 at 4,500).
 stage more2 "$OUT/more2" $MORE --steps=4500 --threads=2 \
   --init-from="$OUT/more/model"
-echo "done: $OUT/more2/model (tools/train/ship_model.py $OUT/more2/model)"
+# 14. The vision tower alone again, at full size (not shrunk to one crop),
+#     also asked for each shape cell's extent (--patch-extent-weight): the
+#     features held the shapes' centres but little of their width and height.
+VE="--vision-only --vision-only-side=768 --patch-kind-weight=1 \
+  --patch-box-weight=1 --patch-extent-weight=1 --patch-colour-weight=1 \
+  --scenes-per-step=8 --lr=5e-4 --warmup=50 --clip=1000 --eval-every=250"
+stage ve "$OUT/ve" $VE --steps=1000 --threads=2 --init-from="$OUT/more2/model"
+# 15. The decoder on that tower ("more2"'s losses) with the size and
+#     coordinate rows read by zero-initialised linear probes
+#     (--row-extent-weight, --row-centre-weight), one thread; then 1,500
+#     steps more twice, each from the model written before; then two
+#     3,000-step stages from rows3's model, the second with the centre probe
+#     weighted 3.
+ROWS="--vision-lr-scale=0 --center-region-head --fourier-bins --clip=1000 \
+  --lr=1.5e-4 --warmup=50 --bin-sigma=16 --eval-every=500 --readout-probe \
+  --focus-weight=4 --focus-spread --focus-sink --max-shapes=4 \
+  --balance-stops --row-norm-weight=10 --centre-gradient \
+  --row-extent-weight=1 --threads=1"
+stage rows "$OUT/rows" $ROWS --row-centre-weight=1 --steps=3500 \
+  --init-from="$OUT/ve/model"
+stage rows2 "$OUT/rows2" $ROWS --row-centre-weight=1 --steps=1500 \
+  --init-from="$OUT/rows/model"
+stage rows3 "$OUT/rows3" $ROWS --row-centre-weight=1 --steps=1500 \
+  --init-from="$OUT/rows2/model"
+stage rows4 "$OUT/rows4" $ROWS --row-centre-weight=1 --steps=3000 \
+  --init-from="$OUT/rows3/model"
+stage rows4c "$OUT/rows4c" $ROWS --row-centre-weight=3 --steps=3000 \
+  --init-from="$OUT/rows3/model"
+# 16. The shipped weights: the mean of stage 15's five models (each alone
+#     answers boxes worse than their mean).
+tools/train/average_weights.py "$OUT/soup" "$OUT/rows/model" \
+  "$OUT/rows2/model" "$OUT/rows3/model" "$OUT/rows4/model" \
+  "$OUT/rows4c/model" | tee -a "$LOG"
+echo "done: $OUT/soup (tools/train/ship_model.py $OUT/soup)"
