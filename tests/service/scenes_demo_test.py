@@ -178,8 +178,7 @@ def ask(port, image, scene, skills, tally):
     def expect(skill, label, got, want):
         verdict = "right" if got == want else "WRONG"
         if skill in skills:
-            right, asked = tally.get(skill, (0, 0))
-            tally[skill] = (right + (got == want), asked + 1)
+            add_to(tally, skill, got == want, 1)
         else:
             verdict = f"skip ({verdict}; the card does not claim {skill})"
         print(f"{verdict} {name} {label}: got {got!r}, want {want!r}",
@@ -206,30 +205,40 @@ def ask(port, image, scene, skills, tally):
     expect("caption", "caption", caption["caption"], caption_of(shapes))
 
     kind = shapes[0]["kind"]
-    targets = [s["box"] for s in shapes if s["kind"] == kind]
+    wanted = [s for s in shapes if s["kind"] == kind]
     objects = post(port, "detect", {"image_url": image,
                                     "object": kind})["objects"]
-    found = matched_boxes(objects, targets)
-    found_before, shapes_before = tally.get("boxes", (0, 0))
-    tally["boxes"] = (found_before + found, shapes_before + len(targets))
+    found = matched_boxes(objects, [s["box"] for s in wanted])
+    add_to(tally, "boxes", found, len(wanted))
     expect("detect", f"{kind} boxes at IoU >= 0.5",
-           len(objects) == len(targets) and found == len(targets), True)
+           len(objects) == len(wanted) and found == len(wanted), True)
     points = post(port, "point", {"image_url": image,
                                   "object": kind})["points"]
     check(f"{name} point answers are in the image",
           all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in points),
           str(points))
-    wanted = [s for s in shapes if s["kind"] == kind]
+    inside, reached = score_points(points, scene, wanted)
+    add_to(tally, "points", inside, len(points))
+    expect("point", f"{kind} points inside",
+           inside == len(points) and reached == len(wanted), True)
+
+
+def add_to(tally, key, right, asked):
+    """Adds to the (right, asked) pair that `tally` keeps under `key`."""
+    right_before, asked_before = tally.get(key, (0, 0))
+    tally[key] = (right_before + right, asked_before + asked)
+
+
+def score_points(points, scene, wanted):
+    """(points inside one of the `wanted` shapes, wanted shapes that some
+    point falls inside), as scenes-eval scores them."""
     pixels = [(p["x"] * scene["width"], p["y"] * scene["height"])
               for p in points]
     inside = sum(any(shape_contains(s, x, y) for s in wanted)
                  for x, y in pixels)
     reached = sum(any(shape_contains(s, x, y) for x, y in pixels)
                   for s in wanted)
-    inside_before, points_before = tally.get("points", (0, 0))
-    tally["points"] = (inside_before + inside, points_before + len(points))
-    expect("point", f"{kind} points inside",
-           inside == len(points) and reached == len(wanted), True)
+    return inside, reached
 
 
 def cross(ax, ay, bx, by, px, py):
