@@ -9,10 +9,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
+
+#include "model/net/kernels/x86_simd.h"
 
 namespace md {
 namespace {
@@ -68,6 +72,21 @@ class PackedLinearTest : public ::testing::Test {
   }
   void TearDown() override { SetPackedLinearThreads(0); }
 };
+
+// AMX where the CPU (and Linux) offer it, unless MD_BF16_LINEAR=avx512 (the
+// CTest runs *_avx512) or ForceAvx512Linear asks for vdpbf16ps.
+TEST_F(PackedLinearTest, RunsAmxWhereTheCpuHasIt) {
+  const char* env = std::getenv("MD_BF16_LINEAR");
+  const bool avx512_asked = env != nullptr && std::string_view(env) == "avx512";
+  const PackedLinearIsa isa = PackedLinearBf16Isa();
+  RecordProperty("isa", PackedLinearIsaName(isa));
+  EXPECT_EQ(isa, CpuHasAmxBf16() && !avx512_asked ? PackedLinearIsa::kAmxBf16
+                                                  : PackedLinearIsa::kAvx512Bf16);
+  ForceAvx512Linear(true);
+  EXPECT_EQ(PackedLinearBf16Isa(), PackedLinearIsa::kAvx512Bf16);
+  ForceAvx512Linear(false);
+  EXPECT_EQ(PackedLinearBf16Isa(), isa);
+}
 
 TEST_F(PackedLinearTest, PackedLayoutIsColumnPanelsOfKPairs) {
   at::manual_seed(3);

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "model/net/kernels/bf16_gemm.h"
+#include "model/net/kernels/x86_simd.h"
 
 namespace md::bench {
 namespace {
@@ -58,11 +59,21 @@ TEST(ComputeCeilingTest, CeilingIsPeakOverWorkPerToken) {
 
 TEST(ComputeCeilingTest, PeakIsMeasuredWhereTheInstructionExists) {
   if (!PackedLinearBf16Enabled()) GTEST_SKIP() << "no AVX512-BF16 here";
-  const std::optional<double> peak = MeasureBf16PeakGflops(1, /*n_reps=*/1);
-  ASSERT_TRUE(peak.has_value());
+  const std::optional<double> vdp =
+      MeasureBf16PeakGflops(1, /*n_reps=*/1, PackedLinearIsa::kAvx512Bf16);
+  ASSERT_TRUE(vdp.has_value());
   // Any AVX512-BF16 core does billions of these a second.
-  EXPECT_GT(*peak, 1.0);
-  EXPECT_TRUE(std::isfinite(*peak));
+  EXPECT_GT(*vdp, 1.0);
+  EXPECT_TRUE(std::isfinite(*vdp));
+  EXPECT_FALSE(MeasureBf16PeakGflops(1, 1, PackedLinearIsa::kNone).has_value());
+  const std::optional<double> tdp =
+      MeasureBf16PeakGflops(1, /*n_reps=*/1, PackedLinearIsa::kAmxBf16);
+  ASSERT_EQ(tdp.has_value(), CpuHasAmxBf16());
+  if (tdp.has_value()) {
+    // A tile product does 8192 multiply-adds where vdpbf16ps does 32.
+    EXPECT_GT(*tdp, 2 * *vdp);
+    EXPECT_TRUE(std::isfinite(*tdp));
+  }
 }
 
 }  // namespace

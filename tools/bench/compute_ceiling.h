@@ -5,8 +5,9 @@
 // A batch of B streams turns a decode step from reading the weights (batch
 // 1: the read-bandwidth floor) into computing with them, so batching gains
 // at most (tokens/s at the compute peak) / (serial tokens/s). The peak is
-// measured here, in the same run: vdpbf16ps on every compute thread, from
-// registers only (the instruction the packed linear is made of). The work
+// measured here, in the same run: the instruction the packed linear is made
+// of (tdpbf16ps on AMX tiles where it runs them, else vdpbf16ps) on every
+// compute thread, from registers only. The work
 // per token counts every multiply-add of the text model a request needs:
 // its prompt's prefill and its decode steps, each with its attention over
 // the context, and the LM head once per generated token.
@@ -19,13 +20,15 @@
 
 #include "model/config/config.h"
 #include "model/io/weights.h"
+#include "model/net/kernels/bf16_gemm.h"
 
 namespace md::bench {
 
-// GFLOP/s of vdpbf16ps (2 flops per bf16 pair) summed over n_threads pool
-// threads, median of n_reps runs of ~0.2 s each; nullopt without
-// AVX512-BF16.
-std::optional<double> MeasureBf16PeakGflops(int n_threads, int n_reps);
+// GFLOP/s of isa's bf16 product instruction (2 flops per multiply-add)
+// summed over n_threads pool threads, median of n_reps runs of ~0.1–0.2 s
+// each; nullopt where this CPU lacks it (or for kNone).
+std::optional<double> MeasureBf16PeakGflops(int n_threads, int n_reps,
+                                            PackedLinearIsa isa);
 
 // Flops of one request: prompt_tokens of prefill after a prefix of
 // prefix_len positions, then n_tokens decode steps.
@@ -34,6 +37,7 @@ double RequestFlops(const Weights& weights, const TextConfig& text,
 
 struct ComputeCeiling {
   double peak_gflops = 0;
+  const char* instruction = "";  // "vdpbf16ps" or "tdpbf16ps"
   double gflop_per_token = 0;  // the request's flops / its generated tokens
   double serial_tokens_per_s = 0;
 

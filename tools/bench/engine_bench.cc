@@ -122,16 +122,19 @@ struct SerialBaseline {
 };
 
 // The compute ceiling of this run's requests (bf16 only: the peak measured
-// is vdpbf16ps's).
+// is that of the packed linear's instruction).
 std::optional<ComputeCeiling> MeasureCeiling(const Model& model,
                                              const EngineBenchOptions& opts,
                                              double serial_tokens_per_s) {
   if (opts.dtype != at::kBFloat16 || opts.n_tokens < 1) return std::nullopt;
+  const PackedLinearIsa isa = PackedLinearBf16Isa();
   const std::optional<double> peak =
-      MeasureBf16PeakGflops(at::get_num_threads(), /*n_reps=*/3);
+      MeasureBf16PeakGflops(at::get_num_threads(), /*n_reps=*/3, isa);
   if (!peak.has_value()) return std::nullopt;
   ComputeCeiling c;
   c.peak_gflops = *peak;
+  c.instruction =
+      isa == PackedLinearIsa::kAmxBf16 ? "tdpbf16ps" : "vdpbf16ps";
   c.gflop_per_token =
       RequestFlops(model.weights(), model.config().text, model.prefix_len(),
                    kPromptTokens, opts.n_tokens) /
@@ -143,10 +146,11 @@ std::optional<ComputeCeiling> MeasureCeiling(const Model& model,
 void PrintCeiling(const ComputeCeiling& c, double speedup_32,
                   const EngineBenchOptions& opts) {
   std::printf(
-      "compute ceiling: vdpbf16ps peak %.0f GFLOP/s on %d threads; a request "
+      "compute ceiling: %s peak %.0f GFLOP/s on %d threads; a request "
       "(%d prompt + %d tokens) costs %.2f GFLOP per generated token, so at "
       "most %.0f tokens/s, %.1fx serial",
-      c.peak_gflops, at::get_num_threads(), kPromptTokens, opts.n_tokens,
+      c.instruction, c.peak_gflops, at::get_num_threads(), kPromptTokens,
+      opts.n_tokens,
       c.gflop_per_token, c.tokens_per_s(), c.speedup());
   if (speedup_32 > 0 && c.speedup() > 0) {
     std::printf("; 32 streams reach %.0f%% of it",

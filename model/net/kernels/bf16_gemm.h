@@ -1,6 +1,7 @@
 // One bf16 linear layer for every batch size, from a decode step of one
 // sequence (M = 1, bound by streaming the weights) to prefill chunks and
-// large decode batches (M in the hundreds, bound by vdpbf16ps throughput).
+// large decode batches (M in the hundreds, bound by arithmetic: AMX tiles
+// where the CPU has them, vdpbf16ps otherwise; see bf16_gemm_amx.h).
 //
 // Batch invariance: each output row is computed by the same instruction
 // sequence whatever M and the thread count: the rows are independent (rows
@@ -40,7 +41,7 @@ inline constexpr int64_t kPackedPanelCols = 64;
 at::Tensor PackLinearWeightBf16(const at::Tensor& w_NK);
 
 // y = act(x · wᵀ + b) rounded once to bf16 (round-to-nearest-even, as
-// c10::BFloat16), accumulated in fp32 by vdpbf16ps. x: CPU bf16 with any
+// c10::BFloat16), accumulated in fp32 by AMX tiles or vdpbf16ps. x: CPU bf16 with any
 // leading dims (flattened to M rows; made contiguous if it is not);
 // w_packed from PackLinearWeightBf16 of a weight with n_out rows and
 // x.size(-1) columns; b: [n_out] bf16 or undefined. Returns an undefined
@@ -61,6 +62,19 @@ at::Tensor LinearWithPacked(const at::Tensor& x, const at::Tensor& w_NK,
 // ForceAtenLinear(true) nor the environment variable MD_BF16_LINEAR=aten
 // turned it off.
 bool PackedLinearBf16Enabled();
+
+// The instructions PackedLinearBf16 computes with: AMX tiles where the CPU
+// (and the OS) offer them, else vdpbf16ps; kNone when it declines every call.
+// Each is batch invariant on its own; the two may differ in the last bit of
+// a result, so they are not mixed within a process's run of a model.
+enum class PackedLinearIsa { kNone, kAvx512Bf16, kAmxBf16 };
+PackedLinearIsa PackedLinearBf16Isa();
+// "none", "avx512-bf16", "amx-bf16".
+const char* PackedLinearIsaName(PackedLinearIsa isa);
+
+// Makes PackedLinearBf16 use vdpbf16ps even where AMX is present (tests of
+// that kernel, benchmarks); process-wide, as MD_BF16_LINEAR=avx512 does.
+void ForceAvx512Linear(bool force);
 
 // Makes PackedLinearBf16 decline every call (tests of the fallback,
 // benchmarks against ATen); process-wide.

@@ -17,7 +17,18 @@
 #define MD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define MD_AVX512_BF16 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+// AVX512-BF16 plus the AMX tiles and their bf16 products.
+#define MD_AMX_BF16                                                       \
+  __attribute__((target(                                                  \
+      "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include <cstdint>
 
 namespace md {
 
@@ -47,6 +58,48 @@ inline bool CpuHasAvx512Bf16() {
 #else
   return false;
 #endif
+}
+
+// The above plus AMX tiles with bf16 products (tdpbf16ps), usable by this
+// process: Linux hands a process the 8 KiB of tile state only when it asks
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA), which this does, once.
+inline bool CpuHasAmxBf16() {
+#if defined(__x86_64__) && defined(__linux__)
+  static const bool has = [] {
+    if (!CpuHasAvx512Bf16()) return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+    constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;
+    if ((edx & kAmxBf16) == 0 || (edx & kAmxTile) == 0) return false;
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) ==
+           0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+// ldtilecfg's 64-byte operand, palette 1: each tile register's rows and
+// bytes per row (0 for a tile not used).
+struct alignas(64) AmxTileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0..n_tiles-1 as full 16 rows × 64 bytes (16 fp32 or 32 bf16 each).
+inline AmxTileConfig FullTiles(int n_tiles) {
+  AmxTileConfig c;
+  for (int t = 0; t < n_tiles && t < 8; ++t) {
+    c.rows[t] = 16;
+    c.colsb[t] = 64;
+  }
+  return c;
 }
 
 }  // namespace md
