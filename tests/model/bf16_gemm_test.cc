@@ -80,8 +80,9 @@ TEST_F(PackedLinearTest, RunsAmxWhereTheCpuHasIt) {
   const bool avx512_asked = env != nullptr && std::string_view(env) == "avx512";
   const PackedLinearIsa isa = PackedLinearBf16Isa();
   RecordProperty("isa", PackedLinearIsaName(isa));
-  EXPECT_EQ(isa, CpuHasAmxBf16() && !avx512_asked ? PackedLinearIsa::kAmxBf16
-                                                  : PackedLinearIsa::kAvx512Bf16);
+  EXPECT_EQ(isa, CpuHasAmxBf16() && !avx512_asked
+                     ? PackedLinearIsa::kAmxBf16
+                     : PackedLinearIsa::kAvx512Bf16);
   ForceAvx512Linear(true);
   EXPECT_EQ(PackedLinearBf16Isa(), PackedLinearIsa::kAvx512Bf16);
   ForceAvx512Linear(false);

@@ -38,7 +38,7 @@ double RequestFlops(const Weights& weights, const TextConfig& text,
 struct ComputeCeiling {
   double peak_gflops = 0;
   const char* instruction = "";  // "vdpbf16ps" or "tdpbf16ps"
-  double gflop_per_token = 0;  // the request's flops / its generated tokens
+  double gflop_per_token = 0;    // the request's flops / its generated tokens
   double serial_tokens_per_s = 0;
 
   double tokens_per_s() const {

@@ -133,8 +133,7 @@ std::optional<ComputeCeiling> MeasureCeiling(const Model& model,
   if (!peak.has_value()) return std::nullopt;
   ComputeCeiling c;
   c.peak_gflops = *peak;
-  c.instruction =
-      isa == PackedLinearIsa::kAmxBf16 ? "tdpbf16ps" : "vdpbf16ps";
+  c.instruction = isa == PackedLinearIsa::kAmxBf16 ? "tdpbf16ps" : "vdpbf16ps";
   c.gflop_per_token =
       RequestFlops(model.weights(), model.config().text, model.prefix_len(),
                    kPromptTokens, opts.n_tokens) /
@@ -150,8 +149,7 @@ void PrintCeiling(const ComputeCeiling& c, double speedup_32,
       "(%d prompt + %d tokens) costs %.2f GFLOP per generated token, so at "
       "most %.0f tokens/s, %.1fx serial",
       c.instruction, c.peak_gflops, at::get_num_threads(), kPromptTokens,
-      opts.n_tokens,
-      c.gflop_per_token, c.tokens_per_s(), c.speedup());
+      opts.n_tokens, c.gflop_per_token, c.tokens_per_s(), c.speedup());
   if (speedup_32 > 0 && c.speedup() > 0) {
     std::printf("; 32 streams reach %.0f%% of it",
                 100 * speedup_32 / c.speedup());
