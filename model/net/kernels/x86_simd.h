@@ -18,8 +18,8 @@
 #define MD_AVX512_BF16 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 // AVX512-BF16 plus the AMX tiles and their bf16 products.
-#define MD_AMX_BF16                                                       \
-  __attribute__((target(                                                  \
+#define MD_AMX_BF16      \
+  __attribute__((target( \
       "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 #include <cpuid.h>
 #endif
@@ -73,8 +73,7 @@ inline bool CpuHasAmxBf16() {
     if ((edx & kAmxBf16) == 0 || (edx & kAmxTile) == 0) return false;
     constexpr long kArchReqXcompPerm = 0x1023;
     constexpr long kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) ==
-           0;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   }();
   return has;
 #else
