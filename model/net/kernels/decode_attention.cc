@@ -196,6 +196,91 @@ constexpr AccumulateBf16Fn kAccumulateBf16[kMaxTileGroups] = {
     AccumulateBf16<1>, AccumulateBf16<2>, AccumulateBf16<3>, AccumulateBf16<4>,
     AccumulateBf16<5>, AccumulateBf16<6>, AccumulateBf16<7>, AccumulateBf16<8>};
 
+// Pass 3 over shared rows for kM members at once: acc_m += Σ_k p_m[k]·v[k]
+// for kG·16 dims, v fp32 with rows v_stride apart (bf16 values widened once
+// for all members). Per member the same fused multiply-adds in the same
+// order as Accumulate*, so a member's sums are those it gets alone; each
+// row is loaded once for kM members instead of once (and widened) per
+// member.
+template <int kG, int kM>
+MD_AVX512 void AccumulateMembers(const float* const* p, const float* v, int n,
+                                 int v_stride, float* const* acc_out) {
+  __m512 acc[kM][kG];
+#pragma GCC unroll 4
+  for (int m = 0; m < kM; ++m) {
+#pragma GCC unroll 8
+    for (int g = 0; g < kG; ++g)
+      acc[m][g] = _mm512_loadu_ps(acc_out[m] + 16 * g);
+  }
+  for (int k = 0; k < n; ++k) {
+    const float* row = v + static_cast<int64_t>(k) * v_stride;
+    __m512 row_g[kG];
+#pragma GCC unroll 8
+    for (int g = 0; g < kG; ++g) row_g[g] = _mm512_loadu_ps(row + 16 * g);
+#pragma GCC unroll 4
+    for (int m = 0; m < kM; ++m) {
+      const __m512 w = _mm512_set1_ps(p[m][k]);
+#pragma GCC unroll 8
+      for (int g = 0; g < kG; ++g) {
+        acc[m][g] = _mm512_fmadd_ps(w, row_g[g], acc[m][g]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < kM; ++m) {
+#pragma GCC unroll 8
+    for (int g = 0; g < kG; ++g)
+      _mm512_storeu_ps(acc_out[m] + 16 * g, acc[m][g]);
+  }
+}
+
+// AccumulateMembers for any number of members: kM at a time (as many as
+// the registers hold), the rest one by one.
+template <int kG>
+MD_AVX512 void AccumulateAllMembers(int n_members, const float* const* p,
+                                    const float* v, int n, int v_stride,
+                                    float* const* acc_out) {
+  constexpr int kM = kG <= 4 ? 4 : 2;
+  int m = 0;
+  for (; m + kM <= n_members; m += kM) {
+    AccumulateMembers<kG, kM>(p + m, v, n, v_stride, acc_out + m);
+  }
+  for (; m < n_members; ++m) {
+    AccumulateMembers<kG, 1>(p + m, v, n, v_stride, acc_out + m);
+  }
+}
+
+using AccumulateAllMembersFn = void (*)(int, const float* const*, const float*,
+                                        int, int, float* const*);
+constexpr AccumulateAllMembersFn kAccumulateAllMembers[kMaxTileGroups] = {
+    AccumulateAllMembers<1>, AccumulateAllMembers<2>, AccumulateAllMembers<3>,
+    AccumulateAllMembers<4>, AccumulateAllMembers<5>, AccumulateAllMembers<6>,
+    AccumulateAllMembers<7>, AccumulateAllMembers<8>};
+
+// n rows × 16·n_groups dims of v (rows d apart) as fp32, rows 16·n_groups
+// apart: the exact values (bf16 widens exactly).
+MD_AVX512 void WidenRows(const float* v, int n, int d, int n_groups,
+                         float* out) {
+  for (int k = 0; k < n; ++k) {
+    std::copy_n(v + static_cast<int64_t>(k) * d, 16 * n_groups,
+                out + static_cast<int64_t>(k) * 16 * n_groups);
+  }
+}
+
+MD_AVX512 void WidenRows(const uint16_t* v, int n, int d, int n_groups,
+                         float* out) {
+  for (int k = 0; k < n; ++k) {
+    const uint16_t* row = v + static_cast<int64_t>(k) * d;
+    float* out_row = out + static_cast<int64_t>(k) * 16 * n_groups;
+    for (int g = 0; g < n_groups; ++g) {
+      const __m512i x = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * g)));
+      _mm512_storeu_ps(out_row + 16 * g,
+                       _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)));
+    }
+  }
+}
+
 // Pass 3's end: out = acc / sum (bf16: rounded once).
 MD_AVX512 void FinishF32(const float* acc, int d, float sum, float* out) {
   const __m512 vsum = _mm512_set1_ps(sum);
@@ -277,15 +362,23 @@ inline void AttendGroup(absl::Span<const Member<T>> members,
     sums[m] = ExpAndSum(s, x.n, maxes[m]);
   }
   std::fill(acc, acc + int64_t{g} * d, 0.0f);
+  std::vector<const float*> p_rows(g);
+  std::vector<float*> acc_rows(g);
+  std::vector<float> v_f32(static_cast<size_t>(kSharedRows) * 16 *
+                           kMaxTileGroups);
   for (int g0 = 0; g0 < d / 16; g0 += kMaxTileGroups) {
-    const auto add = accumulate[std::min(kMaxTileGroups, d / 16 - g0) - 1];
+    const int n_groups = std::min(kMaxTileGroups, d / 16 - g0);
+    const auto add = accumulate[n_groups - 1];
     for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
       const int n = std::min(kSharedRows, prefix_len - k0);
+      WidenRows(shared_values + int64_t{k0} * d + 16 * g0, n, d, n_groups,
+                v_f32.data());
       for (int m = 0; m < g; ++m) {
-        add(scores + int64_t{m} * stride + k0,
-            shared_values + int64_t{k0} * d + 16 * g0, n, d,
-            acc + int64_t{m} * d + 16 * g0);
+        p_rows[m] = scores + int64_t{m} * stride + k0;
+        acc_rows[m] = acc + int64_t{m} * d + 16 * g0;
       }
+      kAccumulateAllMembers[n_groups - 1](g, p_rows.data(), v_f32.data(), n,
+                                          16 * n_groups, acc_rows.data());
     }
     for (int m = 0; m < g; ++m) {
       const Member<T>& x = members[m];
