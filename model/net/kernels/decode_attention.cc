@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "model/net/kernels/simd_math.h"
+#include "model/net/kernels/worker_pool.h"
 #include "model/net/kernels/x86_simd.h"
 
 namespace md {
@@ -314,6 +316,83 @@ MD_AVX512_BF16 float ScoresAnyBf16(const uint16_t* q, const uint16_t* keys,
   return ScoresBf16<0>(q, keys, n, d, scale, s);
 }
 
+// Scores on AMX tiles (bf16, head dims a multiple of 32 up to 256): for up
+// to 16 queries at once, one tile product per 32 dims gives 16 keys × 16
+// queries, each score q·K[k] accumulated over the head dim in the same
+// chunks whatever the key's block or the query's column. So a sequence's
+// scores are the same alone or beside others, as with vdpbf16ps, at a small
+// fraction of its cost.
+constexpr int kAmxKeys = 16;
+constexpr int kAmxQueries = 16;
+constexpr int kAmxChunk = 32;  // dims per tile product
+constexpr int kAmxMaxHeadDim = 256;
+
+bool AmxScoresApply(int d) {
+  return CpuHasAmxBf16() && d % kAmxChunk == 0 && d <= kAmxMaxHeadDim;
+}
+
+// Queries as the tiles' second operand: for chunk c, row p holds the pair
+// (q[32c + 2p], q[32c + 2p + 1]) of every query in its column (zero for the
+// missing ones).
+void PackQueries(const uint16_t* const* q, int n_q, int d, uint32_t* packed) {
+  const int n_chunks = d / kAmxChunk;
+  std::fill(packed, packed + n_chunks * 16 * kAmxQueries, 0u);
+  for (int m = 0; m < n_q; ++m) {
+    for (int pair = 0; pair < d / 2; ++pair) {
+      uint32_t bits;
+      std::memcpy(&bits, q[m] + 2 * pair, sizeof(bits));
+      packed[pair * kAmxQueries + m] = bits;  // chunk pair / 16, row pair % 16
+    }
+  }
+}
+
+// s_out[m][k] = scale · q[m]·keys[k] for k < n (keys rows d apart), and
+// maxes[m] raised to the largest of them. tile_rows: 16·d bf16 of scratch
+// for a last block of fewer than 16 keys (tiles load 16 whole rows).
+MD_AMX_BF16 void ScoresAmx(const uint16_t* const* q, int n_q,
+                           const uint16_t* keys, int n, int d, float scale,
+                           float* const* s_out, float* maxes,
+                           uint16_t* tile_rows) {
+  alignas(64) uint32_t q_packed[kAmxMaxHeadDim / 2 * kAmxQueries];
+  alignas(64) float block[kAmxKeys * kAmxQueries];
+  PackQueries(q, n_q, d, q_packed);
+  static const AmxTileConfig config = FullTiles(3);
+  _tile_loadconfig(&config);
+  const int n_chunks = d / kAmxChunk;
+  const int64_t row_bytes = int64_t{d} * 2;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512i columns = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(kAmxQueries));
+  for (int k0 = 0; k0 < n; k0 += kAmxKeys) {
+    const int m_keys = std::min(kAmxKeys, n - k0);
+    const uint16_t* rows = keys + int64_t{k0} * d;
+    if (m_keys < kAmxKeys) {
+      std::fill(tile_rows, tile_rows + kAmxKeys * d, uint16_t{0});
+      std::copy_n(rows, int64_t{m_keys} * d, tile_rows);
+      rows = tile_rows;
+    }
+    _tile_zero(0);
+    for (int c = 0; c < n_chunks; ++c) {
+      _tile_loadd(1, rows + c * kAmxChunk, row_bytes);
+      _tile_loadd(2, q_packed + c * 16 * kAmxQueries, kAmxQueries * 4);
+      _tile_dpbf16ps(0, 1, 2);
+    }
+    _tile_stored(0, block, kAmxQueries * 4);
+    const __mmask16 mask = FirstLanes(m_keys);
+    for (int m = 0; m < n_q; ++m) {
+      // Column m: query m's scores of the block's keys.
+      const __m512 sv = _mm512_mul_ps(
+          _mm512_i32gather_ps(_mm512_add_epi32(columns, _mm512_set1_epi32(m)),
+                              block, 4),
+          vscale);
+      _mm512_mask_storeu_ps(s_out[m] + k0, mask, sv);
+      maxes[m] = std::max(maxes[m], _mm512_mask_reduce_max_ps(mask, sv));
+    }
+  }
+  _tile_release();
+}
+
 // Shared K/V rows scored (and summed) per pass over a group: 64 rows of a
 // 64-dim head are 8 KiB in bf16, so they stay in L1 while every member of
 // the group reads them.
@@ -328,6 +407,41 @@ struct Member {
   int n;  // keys in all, >= prefix_len
   T* out;
 };
+
+// Pass 1 for every member of a group on AMX tiles (ScoresAmx): the shared
+// rows for 16 members at a time, each member's own rows alone. Returns false,
+// doing nothing, where the tiles do not apply (fp32, no AMX, head dim).
+inline bool ScoreMembersOnTiles(absl::Span<const Member<float>>, const float*,
+                                int, int, float, int, float*, float*) {
+  return false;
+}
+
+inline bool ScoreMembersOnTiles(absl::Span<const Member<uint16_t>> members,
+                                const uint16_t* shared_keys, int prefix_len,
+                                int d, float scale, int stride, float* scores,
+                                float* maxes) {
+  if (!AmxScoresApply(d)) return false;
+  const int g = static_cast<int>(members.size());
+  std::vector<const uint16_t*> q(g);
+  std::vector<float*> s(g);
+  for (int m = 0; m < g; ++m) {
+    q[m] = members[m].q;
+    s[m] = scores + int64_t{m} * stride;
+  }
+  std::vector<uint16_t> tile_rows(static_cast<size_t>(kAmxKeys) * d);
+  for (int m0 = 0; m0 < g && prefix_len > 0; m0 += kAmxQueries) {
+    ScoresAmx(q.data() + m0, std::min(kAmxQueries, g - m0), shared_keys,
+              prefix_len, d, scale, s.data() + m0, maxes + m0,
+              tile_rows.data());
+  }
+  for (int m = 0; m < g; ++m) {
+    if (members[m].n <= prefix_len) continue;
+    float* own = s[m] + prefix_len;
+    ScoresAmx(&q[m], 1, members[m].own_keys, members[m].n - prefix_len, d,
+              scale, &own, maxes + m, tile_rows.data());
+  }
+  return true;
+}
 
 // Every member's attention over [shared rows 0..prefix_len) + [own rows
 // prefix_len..n): the same per-sequence operations, in the same order, as
@@ -344,22 +458,27 @@ inline void AttendGroup(absl::Span<const Member<T>> members,
   const int g = static_cast<int>(members.size());
   std::vector<float> maxes(g, -std::numeric_limits<float>::infinity());
   std::vector<float> sums(g);
-  for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
-    const int n = std::min(kSharedRows, prefix_len - k0);
+  if (!ScoreMembersOnTiles(members, shared_keys, prefix_len, d, scale, stride,
+                           scores, maxes.data())) {
+    for (int k0 = 0; k0 < prefix_len; k0 += kSharedRows) {
+      const int n = std::min(kSharedRows, prefix_len - k0);
+      for (int m = 0; m < g; ++m) {
+        maxes[m] = std::max(
+            maxes[m], score(members[m].q, shared_keys + int64_t{k0} * d, n, d,
+                            scale, scores + int64_t{m} * stride + k0));
+      }
+    }
     for (int m = 0; m < g; ++m) {
-      maxes[m] = std::max(
-          maxes[m], score(members[m].q, shared_keys + int64_t{k0} * d, n, d,
-                          scale, scores + int64_t{m} * stride + k0));
+      const Member<T>& x = members[m];
+      if (x.n > prefix_len) {
+        maxes[m] = std::max(maxes[m],
+                            score(x.q, x.own_keys, x.n - prefix_len, d, scale,
+                                  scores + int64_t{m} * stride + prefix_len));
+      }
     }
   }
   for (int m = 0; m < g; ++m) {
-    const Member<T>& x = members[m];
-    float* s = scores + int64_t{m} * stride;
-    if (x.n > prefix_len) {
-      maxes[m] = std::max(maxes[m], score(x.q, x.own_keys, x.n - prefix_len, d,
-                                          scale, s + prefix_len));
-    }
-    sums[m] = ExpAndSum(s, x.n, maxes[m]);
+    sums[m] = ExpAndSum(scores + int64_t{m} * stride, members[m].n, maxes[m]);
   }
   std::fill(acc, acc + int64_t{g} * d, 0.0f);
   std::vector<const float*> p_rows(g);
@@ -498,46 +617,48 @@ at::Tensor GroupedAttention(const at::Tensor& q_BHD, const at::Tensor& k_SHPD,
   };
 
   const int64_t n_items = static_cast<int64_t>(groups.size()) * n_heads;
-  at::parallel_for(0, n_items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, acc;
-    for (int64_t item = begin; item < end; ++item) {
-      const std::vector<int64_t>& group = groups[item / n_heads];
-      const char* prefix = group_prefix[item / n_heads];
-      const int64_t h = item % n_heads;
-      scores.resize(group.size() * stride);
-      acc.resize(group.size() * d);
-      auto run = [&](auto* tag, auto score, const auto& accumulate,
-                     auto finish) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        std::vector<Member<T>> members;
-        for (int64_t i : group) {
-          members.push_back(
-              {reinterpret_cast<const T*>(
-                   q_base + (i * q_stride_b + h * q_stride_h) * elem),
-               reinterpret_cast<const T*>(slot_row0(k_base, slots[i], h)),
-               reinterpret_cast<const T*>(slot_row0(v_base, slots[i], h)),
-               n_keys[i],
-               reinterpret_cast<T*>(out_base + (i * n_heads + h) * d * elem)});
+  ParallelFor(
+      n_items, 1, at::get_num_threads(), [&](int64_t begin, int64_t end) {
+        std::vector<float> scores, acc;
+        for (int64_t item = begin; item < end; ++item) {
+          const std::vector<int64_t>& group = groups[item / n_heads];
+          const char* prefix = group_prefix[item / n_heads];
+          const int64_t h = item % n_heads;
+          scores.resize(group.size() * stride);
+          acc.resize(group.size() * d);
+          auto run = [&](auto* tag, auto score, const auto& accumulate,
+                         auto finish) {
+            using T = std::remove_pointer_t<decltype(tag)>;
+            std::vector<Member<T>> members;
+            for (int64_t i : group) {
+              members.push_back(
+                  {reinterpret_cast<const T*>(
+                       q_base + (i * q_stride_b + h * q_stride_h) * elem),
+                   reinterpret_cast<const T*>(slot_row0(k_base, slots[i], h)),
+                   reinterpret_cast<const T*>(slot_row0(v_base, slots[i], h)),
+                   n_keys[i],
+                   reinterpret_cast<T*>(out_base +
+                                        (i * n_heads + h) * d * elem)});
+            }
+            const T* shared_keys =
+                prefix ? reinterpret_cast<const T*>(prefix_row0(prefix, 0, h))
+                       : nullptr;
+            const T* shared_values =
+                prefix ? reinterpret_cast<const T*>(prefix_row0(prefix, 1, h))
+                       : nullptr;
+            AttendGroup<T>(members, shared_keys, shared_values, prefix_len, d,
+                           scale_f, stride, scores.data(), acc.data(), score,
+                           accumulate, finish);
+          };
+          if (bf16) {
+            run(static_cast<uint16_t*>(nullptr), ScoresAnyBf16, kAccumulateBf16,
+                FinishBf16);
+          } else {
+            run(static_cast<float*>(nullptr), ScoresAnyF32, kAccumulateF32,
+                FinishF32);
+          }
         }
-        const T* shared_keys =
-            prefix ? reinterpret_cast<const T*>(prefix_row0(prefix, 0, h))
-                   : nullptr;
-        const T* shared_values =
-            prefix ? reinterpret_cast<const T*>(prefix_row0(prefix, 1, h))
-                   : nullptr;
-        AttendGroup<T>(members, shared_keys, shared_values, prefix_len, d,
-                       scale_f, stride, scores.data(), acc.data(), score,
-                       accumulate, finish);
-      };
-      if (bf16) {
-        run(static_cast<uint16_t*>(nullptr), ScoresAnyBf16, kAccumulateBf16,
-            FinishBf16);
-      } else {
-        run(static_cast<float*>(nullptr), ScoresAnyF32, kAccumulateF32,
-            FinishF32);
-      }
-    }
-  });
+      });
   return out_BHD;
 }
 

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "model/net/kernels/worker_pool.h"
+
 namespace md {
 namespace {
 
@@ -58,12 +60,14 @@ at::Tensor LayerNormBf16Rows(const at::Tensor& x, const at::Tensor& gamma,
   const at::BFloat16* b = beta.data_ptr<at::BFloat16>();
   at::BFloat16* y_data = y.data_ptr<at::BFloat16>();
   const float eps_f = static_cast<float>(eps);
-  at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(c);
-    for (int64_t r = begin; r < end; ++r) {
-      NormalizeRow(x_data + r * c, g, b, c, eps_f, row.data(), y_data + r * c);
-    }
-  });
+  ParallelFor(rows, kRowGrain, at::get_num_threads(),
+              [&](int64_t begin, int64_t end) {
+                std::vector<float> row(c);
+                for (int64_t r = begin; r < end; ++r) {
+                  NormalizeRow(x_data + r * c, g, b, c, eps_f, row.data(),
+                               y_data + r * c);
+                }
+              });
   return y;
 }
 

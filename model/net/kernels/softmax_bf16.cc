@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/net/kernels/simd_math.h"
+#include "model/net/kernels/worker_pool.h"
 #include "model/net/kernels/x86_simd.h"
 
 namespace md {
@@ -76,12 +77,13 @@ bool ScaledSoftmaxBf16InPlace(at::Tensor& scores, double scale) {
   const int64_t rows = scores.numel() / n;
   uint16_t* s = static_cast<uint16_t*>(scores.data_ptr());
   const float scale_f = static_cast<float>(scale);
-  at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scaled(n);
-    for (int64_t r = begin; r < end; ++r) {
-      SoftmaxRow(s + r * n, n, scale_f, scaled.data());
-    }
-  });
+  ParallelFor(rows, kRowGrain, at::get_num_threads(),
+              [&](int64_t begin, int64_t end) {
+                std::vector<float> scaled(n);
+                for (int64_t r = begin; r < end; ++r) {
+                  SoftmaxRow(s + r * n, n, scale_f, scaled.data());
+                }
+              });
   return true;
 #else
   (void)scores;

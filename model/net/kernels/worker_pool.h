@@ -85,6 +85,41 @@ class WorkerPool {
   std::atomic<int> n_sleeping_{0};
 };
 
+// f(begin, end) over consecutive chunks covering [0, n), each of at least
+// `grain` indices (but the last), on up to n_threads threads of the shared
+// pool: what our kernels use instead of at::parallel_for. That one is an
+// inline template that splits work only where the including file is
+// compiled with OpenMP; ours are not, so it ran them on one thread. f must
+// not throw, nor call WorkerPool::Run.
+template <typename F>
+void ParallelFor(int64_t n, int64_t grain, int n_threads, const F& f) {
+  if (n <= 0) return;
+  // A few chunks per thread, so that a helper that wakes late holds up
+  // nothing.
+  constexpr int64_t kChunksPerThread = 4;
+  const int64_t threads = n_threads < 1 ? 1 : n_threads;
+  const int64_t most_chunks = grain > 1 ? (n + grain - 1) / grain : n;
+  int64_t n_chunks = threads * kChunksPerThread;
+  if (n_chunks > most_chunks) n_chunks = most_chunks;
+  if (n_chunks > WorkerPool::kMaxTasks) n_chunks = WorkerPool::kMaxTasks;
+  struct Job {
+    const F* f;
+    int64_t n, per_chunk;
+  };
+  const Job job{&f, n, (n + n_chunks - 1) / n_chunks};
+  const int64_t used_chunks = (n + job.per_chunk - 1) / job.per_chunk;
+  WorkerPool::Shared().Run(
+      n_threads, used_chunks,
+      [](const void* context, int64_t chunk) {
+        const Job& j = *static_cast<const Job*>(context);
+        const int64_t begin = chunk * j.per_chunk;
+        const int64_t end =
+            begin + j.per_chunk < j.n ? begin + j.per_chunk : j.n;
+        (*j.f)(begin, end);
+      },
+      &job);
+}
+
 }  // namespace md
 
 #endif  // MOONDREAM_MODEL_NET_KERNELS_WORKER_POOL_H_
