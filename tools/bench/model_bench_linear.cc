@@ -190,7 +190,8 @@ int64_t DecodeWeightBytes(const Weights& weights) {
 void PrintLinears(const std::vector<LinearShape>& shapes) {
   std::printf(
       "  bf16 linear, GFLOP/s (median per call; weights cycled from memory): "
-      "packed kernel vs at::linear\n");
+      "packed kernel (%s) vs at::linear\n",
+      PackedLinearIsaName(PackedLinearBf16Isa()));
   for (const LinearShape& shape : shapes) {
     std::printf("    %-10s K=%-5lld N=%-5lld", shape.name.c_str(),
                 static_cast<long long>(shape.K),

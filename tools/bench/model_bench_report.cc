@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "model/net/kernels/bf16_gemm.h"
 #include "tools/bench/environment.h"
 
 namespace md::bench {
@@ -183,6 +184,7 @@ nlohmann::json CaseJson(const CaseResult& c) {
                                        ? nlohmann::json(c.B1FractionOfFloor())
                                        : nlohmann::json(nullptr)},
           {"linear_bf16", LinearsJson(c.linears)},
+          {"linear_bf16_isa", PackedLinearIsaName(PackedLinearBf16Isa())},
           {"kv_slots",
            c.kv.has_value() ? KvSlotsJson(*c.kv) : nlohmann::json(nullptr)}};
 }
