@@ -18,6 +18,11 @@ absl::StatusOr<DTypeChoice> ChooseDType(absl::string_view name,
                        "auto: a CUDA device (bf16 needs compute capability "
                        "8.0+; use --dtype=fp16 on older GPUs)"};
   }
+  if (CpuHasAmxBf16()) {
+    return DTypeChoice{at::kBFloat16,
+                       "auto: this CPU has AVX512-BF16 and AMX tiles, where "
+                       "bf16 is several times faster than fp32"};
+  }
   if (CpuHasAvx512Bf16()) {
     return DTypeChoice{at::kBFloat16,
                        "auto: this CPU has AVX512-BF16, where bf16 is "

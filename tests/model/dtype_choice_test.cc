@@ -27,6 +27,8 @@ TEST(DTypeChoiceTest, AutoOnCpuFollowsAvx512Bf16AndSaysWhy) {
   EXPECT_EQ(choice->dtype, CpuHasAvx512Bf16() ? at::kBFloat16 : at::kFloat);
   EXPECT_NE(choice->reason.find("AVX512-BF16"), std::string::npos)
       << choice->reason;
+  EXPECT_EQ(choice->reason.find("AMX") != std::string::npos, CpuHasAmxBf16())
+      << choice->reason;
 }
 
 TEST(DTypeChoiceTest, AutoOnCudaIsBf16) {
