@@ -27,9 +27,9 @@ constexpr int kTilesUsed = 7;
 // Tiles 0–3 += x_block · w over K's whole chunks, in order. x_block: 16
 // rows of stride K.
 MD_AMX_BF16 inline void AccumulateChunks(const uint16_t* x_block, int64_t K,
-                                            const uint16_t* w_panel,
-                                            int64_t n_chunks,
-                                            const PanelPrefetch& pf) {
+                                         const uint16_t* w_panel,
+                                         int64_t n_chunks,
+                                         const PanelPrefetch& pf) {
   const int64_t x_stride_bytes = K * 2;
   for (int64_t c = 0; c < n_chunks; ++c) {
     for (int64_t p = c * kChunkPairs; p < (c + 1) * kChunkPairs; ++p) {
@@ -77,9 +77,9 @@ MD_AVX512_BF16 void FinishPairs(const uint16_t* x_block, int64_t K,
 // One block of 16 rows of x (the first `rows` of them real, written to
 // output rows m0..) against the panel starting at output n0.
 MD_AMX_BF16 void AmxBlock(const GemmArgs& a, const uint16_t* w_panel,
-                             const PanelColumns& cols, const PanelPrefetch& pf,
-                             const uint16_t* x_block, int64_t rows, int64_t m0,
-                             int64_t n0) {
+                          const PanelColumns& cols, const PanelPrefetch& pf,
+                          const uint16_t* x_block, int64_t rows, int64_t m0,
+                          int64_t n0) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -95,8 +95,8 @@ MD_AMX_BF16 void AmxBlock(const GemmArgs& a, const uint16_t* w_panel,
   if (p_rest < a.k_pairs) {
     // All 16 rows, padding included: the same work for every block.
     FinishPairs<6>(x_block, a.K, w_panel, p_rest, a.k_pairs, pf, 0, acc_16x64);
-    FinishPairs<6>(x_block, a.K, w_panel, p_rest, a.k_pairs, PanelPrefetch{},
-                   6, acc_16x64);
+    FinishPairs<6>(x_block, a.K, w_panel, p_rest, a.k_pairs, PanelPrefetch{}, 6,
+                   acc_16x64);
     FinishPairs<4>(x_block, a.K, w_panel, p_rest, a.k_pairs, PanelPrefetch{},
                    12, acc_16x64);
   }
@@ -113,7 +113,7 @@ MD_AMX_BF16 void AmxBlock(const GemmArgs& a, const uint16_t* w_panel,
 // Every row of the pass against one panel, 16 at a time; the blocks share
 // prefetching next_panel (or null) as in the vdpbf16ps kernel.
 MD_AMX_BF16 void AmxPanel(const GemmArgs& a, int64_t panel,
-                             const uint16_t* next_panel) {
+                          const uint16_t* next_panel) {
   const int64_t n0 = panel * kPackedPanelCols;
   const uint16_t* w_panel = a.w_panels + panel * a.k_pairs * kPairRowElems;
   const PanelColumns cols = ColumnsOf(a, n0);

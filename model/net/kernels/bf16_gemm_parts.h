@@ -232,7 +232,7 @@ MD_AVX512_BF16 inline void AccumulatePanel(const uint16_t* x_RK, int64_t K,
 
 // Row block `block` of `n_blocks`'s share of prefetching `next_panel`.
 inline PanelPrefetch PrefetchShare(const uint16_t* next_panel, int64_t k_pairs,
-                            int64_t block, int64_t n_blocks) {
+                                   int64_t block, int64_t n_blocks) {
   PanelPrefetch pf;
   if (next_panel == nullptr || k_pairs == 0) return pf;
   const int64_t n_lines = k_pairs * kPairRowElems * 2 / 64;
