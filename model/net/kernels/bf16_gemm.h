@@ -41,8 +41,8 @@ inline constexpr int64_t kPackedPanelCols = 64;
 at::Tensor PackLinearWeightBf16(const at::Tensor& w_NK);
 
 // y = act(x · wᵀ + b) rounded once to bf16 (round-to-nearest-even, as
-// c10::BFloat16), accumulated in fp32 by AMX tiles or vdpbf16ps. x: CPU bf16 with any
-// leading dims (flattened to M rows; made contiguous if it is not);
+// c10::BFloat16), accumulated in fp32 by AMX tiles or vdpbf16ps. x: CPU bf16
+// with any leading dims (flattened to M rows; made contiguous if it is not);
 // w_packed from PackLinearWeightBf16 of a weight with n_out rows and
 // x.size(-1) columns; b: [n_out] bf16 or undefined. Returns an undefined
 // tensor when the kernel does not apply (dtypes, shapes, autograd, no
