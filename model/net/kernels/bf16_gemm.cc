@@ -101,15 +101,9 @@ MD_AVX512_BF16 void Panel(const GemmArgs& a, int64_t panel,
 MD_AVX512_BF16 __attribute__((noinline)) void PanelTask(const void* context,
                                                         int64_t task) {
   const GemmArgs& a = *static_cast<const GemmArgs*>(context);
-  const int64_t begin = task * a.panels_per_task;
-  const int64_t end = std::min(begin + a.panels_per_task, a.n_panels);
-  for (int64_t panel = begin; panel < end; ++panel) {
-    // The task's next panel; the one after its last belongs to another task.
-    const uint16_t* next =
-        panel + 1 < end ? a.w_panels + (panel + 1) * a.k_pairs * kPairRowElems
-                        : nullptr;
+  ForEachPanelOfTask(a, task, [&](int64_t panel, const uint16_t* next) {
     Panel(a, panel, next);
-  }
+  });
 }
 
 #endif  // defined(__x86_64__)
@@ -243,8 +237,8 @@ at::Tensor PackedLinearBf16(const at::Tensor& x, const at::Tensor& w_packed,
   if (amx && M % kAmxRows != 0) {
     const int64_t tail = M % kAmxRows;
     x_tail_16K = at::zeros({kAmxRows, K}, x.options());
-    x_tail_16K.narrow(0, 0, tail).copy_(
-        x_c.view({M, K}).narrow(0, M - tail, tail));
+    x_tail_16K.narrow(0, 0, tail)
+        .copy_(x_c.view({M, K}).narrow(0, M - tail, tail));
     args.x_tail_16K = static_cast<const uint16_t*>(x_tail_16K.data_ptr());
   }
   const WorkerPool::TaskFn task = amx ? &AmxPanelTask : &PanelTask;

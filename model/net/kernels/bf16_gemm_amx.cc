@@ -141,14 +141,9 @@ void AmxPanelTask(const void* context, int64_t task) {
   const GemmArgs& a = *static_cast<const GemmArgs*>(context);
   static const AmxTileConfig config = FullTiles(kTilesUsed);
   _tile_loadconfig(&config);
-  const int64_t begin = task * a.panels_per_task;
-  const int64_t end = std::min(begin + a.panels_per_task, a.n_panels);
-  for (int64_t panel = begin; panel < end; ++panel) {
-    const uint16_t* next =
-        panel + 1 < end ? a.w_panels + (panel + 1) * a.k_pairs * kPairRowElems
-                        : nullptr;
+  ForEachPanelOfTask(a, task, [&](int64_t panel, const uint16_t* next) {
     AmxPanel(a, panel, next);
-  }
+  });
   _tile_release();
 #else
   (void)context;

@@ -183,6 +183,40 @@ MD_AVX512_BF16 inline void PrefetchStep(const PanelPrefetch& pf, int64_t p) {
   }
 }
 
+// acc[i][j] += x_i[i] · the panel's pair row w_p, 16 outputs 16j.. at a time.
+template <int kRows>
+MD_AVX512_BF16 inline void AccumulatePair(const __m512bh x_i[kRows],
+                                          const uint16_t* w_p,
+                                          __m512 acc[kRows][4]) {
+  __m512bh w_j[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    w_j[j] = (__m512bh)_mm512_loadu_si512(w_p + 32 * j);
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      acc[i][j] = _mm512_dpbf16_ps(acc[i][j], x_i[i], w_j[j]);
+    }
+  }
+}
+
+// Calls panel_fn(panel, next) for the panels of pool task `task` in order;
+// next is the task's following panel (null after its last: that one belongs
+// to another task), which panel_fn prefetches while it computes.
+template <typename PanelFn>
+inline void ForEachPanelOfTask(const GemmArgs& a, int64_t task,
+                               PanelFn panel_fn) {
+  const int64_t begin = task * a.panels_per_task;
+  const int64_t end = std::min(begin + a.panels_per_task, a.n_panels);
+  for (int64_t panel = begin; panel < end; ++panel) {
+    panel_fn(panel, panel + 1 < end
+                        ? a.w_panels + (panel + 1) * a.k_pairs * kPairRowElems
+                        : nullptr);
+  }
+}
+
 // acc[i][j] (16 outputs 16j.. of row i) += Σ_k x[i][k]·w[n][k] over the
 // pairs p_begin.. to the end of K, pair by pair in order: the per-row
 // sequence is the same for every kRows. x rows have stride K; an odd K's last
@@ -194,39 +228,20 @@ MD_AVX512_BF16 inline void AccumulatePanel(const uint16_t* x_RK, int64_t K,
                                            const PanelPrefetch& pf,
                                            __m512 acc[kRows][4]) {
   const int64_t full_pairs = K / 2;
+  __m512bh x_i[kRows];
   for (int64_t p = p_begin; p < full_pairs; ++p) {
     PrefetchStep(pf, p);
-    const uint16_t* w_p = w_panel + p * kPairRowElems;
-    __m512bh w_j[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      w_j[j] = (__m512bh)_mm512_loadu_si512(w_p + 32 * j);
-    }
 #pragma GCC unroll 6
-    for (int i = 0; i < kRows; ++i) {
-      const __m512bh x_i = BroadcastPair(x_RK + i * K + 2 * p);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], x_i, w_j[j]);
-      }
-    }
+    for (int i = 0; i < kRows; ++i)
+      x_i[i] = BroadcastPair(x_RK + i * K + 2 * p);
+    AccumulatePair<kRows>(x_i, w_panel + p * kPairRowElems, acc);
   }
   if (full_pairs < k_pairs) {
-    const uint16_t* w_p = w_panel + full_pairs * kPairRowElems;
-    __m512bh w_j[4];
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      w_j[j] = (__m512bh)_mm512_loadu_si512(w_p + 32 * j);
-    }
 #pragma GCC unroll 6
     for (int i = 0; i < kRows; ++i) {
-      const __m512bh x_i =
-          (__m512bh)_mm512_set1_epi32(x_RK[i * K + K - 1]);  // high half 0
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], x_i, w_j[j]);
-      }
+      x_i[i] = (__m512bh)_mm512_set1_epi32(x_RK[i * K + K - 1]);  // high half 0
     }
+    AccumulatePair<kRows>(x_i, w_panel + full_pairs * kPairRowElems, acc);
   }
 }
 
