@@ -98,7 +98,8 @@ void ParallelFor(int64_t n, int64_t grain, int n_threads, const F& f) {
   // nothing.
   constexpr int64_t kChunksPerThread = 4;
   const int64_t threads = n_threads < 1 ? 1 : n_threads;
-  const int64_t most_chunks = grain > 1 ? (n + grain - 1) / grain : n;
+  // At most n / grain chunks, so each (but the last) has >= grain indices.
+  const int64_t most_chunks = grain > 1 ? (n / grain > 0 ? n / grain : 1) : n;
   int64_t n_chunks = threads * kChunksPerThread;
   if (n_chunks > most_chunks) n_chunks = most_chunks;
   if (n_chunks > WorkerPool::kMaxTasks) n_chunks = WorkerPool::kMaxTasks;
