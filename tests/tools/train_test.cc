@@ -1309,6 +1309,52 @@ TEST(TrainerTest, GrowVisionAppendsBlocksThatAddNothing) {
       << smaller.status();
 }
 
+// --grow-text: a model with fewer text layers starts a deeper decoder that
+// computes exactly what it did. The source's last layer stays last (the
+// focus losses and the region head read it); the inserted blocks before it
+// add nothing; a decoder does not shrink.
+TEST(TrainerTest, GrowTextInsertsBlocksBeforeTheLast) {
+  const TrainOptions o = SmallRun("grow_text_source");
+  const std::unique_ptr<Trainer> source = WrittenModel(o);
+  ASSERT_NE(source, nullptr);
+  absl::StatusOr<double> source_loss = source->HeldOutLoss(11, 2);
+  ASSERT_TRUE(source_loss.ok()) << source_loss.status();
+
+  const int layers = o.config.text.n_layers;
+  TrainOptions g = SmallRun("grow_text");
+  g.config.text.n_layers = layers + 2;
+  g.init_from = source->model_dir();
+  EXPECT_FALSE(Trainer::Create(g).ok());  // the shapes differ
+  g.grow_text = true;
+  absl::StatusOr<std::unique_ptr<Trainer>> grown = Trainer::Create(g);
+  ASSERT_TRUE(grown.ok()) << grown.status();
+  const Weights& before = source->weights();
+  const Weights& after = (*grown)->weights();
+  ASSERT_EQ(after.text.blocks.size(), static_cast<size_t>(layers + 2));
+  for (int layer = 0; layer + 1 < layers; ++layer) {
+    EXPECT_TRUE(at::equal(after.text.blocks[layer].attn.qkv.weight,
+                          before.text.blocks[layer].attn.qkv.weight));
+  }
+  EXPECT_TRUE(at::equal(after.text.blocks.back().mlp.fc2.weight,
+                        before.text.blocks.back().mlp.fc2.weight));
+  for (int layer : {layers - 1, layers}) {
+    const TextBlockWeights& b = after.text.blocks[layer];
+    EXPECT_EQ(b.attn.proj.weight.abs().max().item<float>(), 0);
+    EXPECT_EQ(b.mlp.fc2.bias.abs().max().item<float>(), 0);
+    EXPECT_GT(b.attn.qkv.weight.abs().max().item<float>(), 0);  // fresh
+  }
+  absl::StatusOr<double> grown_loss = (*grown)->HeldOutLoss(11, 2);
+  ASSERT_TRUE(grown_loss.ok()) << grown_loss.status();
+  EXPECT_EQ(*grown_loss, *source_loss);
+
+  TrainOptions shrink = g;
+  shrink.config.text.n_layers = layers - 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> smaller = Trainer::Create(shrink);
+  ASSERT_FALSE(smaller.ok());
+  EXPECT_NE(smaller.status().message().find("only grows"), std::string::npos)
+      << smaller.status();
+}
+
 // A new stage on a written model (its checkpoint gone): every weight comes
 // from the directory, and the served function does not jump when the first
 // step measures the region rows' mean the directory's heads have folded in.

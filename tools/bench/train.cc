@@ -57,6 +57,7 @@ struct Flags {
   std::string init_vision_from;
   std::string init_from;
   bool grow_vision = false;
+  bool grow_text = false;
   std::string reinit;
   bool center_region_head = false;
   bool fourier_bins = false;
@@ -188,6 +189,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "with --init-from: the directory's model may have fewer vision "
             "layers than --config; the layers it lacks are appended as "
             "blocks that start adding nothing");
+  p.AddBool("grow-text", &f.grow_text,
+            "with --init-from: the directory's model may have fewer text "
+            "layers than --config; the layers it lacks are inserted before "
+            "its last one as blocks that start adding nothing");
   p.AddDouble("lr", &f.lr, "peak learning rate (AdamW)");
   p.AddDouble("min-lr-fraction", &f.min_lr_fraction,
               "the cosine schedule ends at lr x this");
@@ -267,8 +272,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
     return absl::InvalidArgumentError(
         "--init-from and --init-vision-from exclude each other");
   }
-  if (f.grow_vision && f.init_from.empty()) {
-    return absl::InvalidArgumentError("--grow-vision needs --init-from");
+  if ((f.grow_vision || f.grow_text) && f.init_from.empty()) {
+    return absl::InvalidArgumentError(
+        "--grow-vision and --grow-text need --init-from");
   }
   return f;
 }
@@ -316,6 +322,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.init_vision_from = f.init_vision_from;
   o.init_from = f.init_from;
   o.grow_vision = f.grow_vision;
+  o.grow_text = f.grow_text;
   for (absl::string_view prefix :
        absl::StrSplit(f.reinit, ',', absl::SkipEmpty())) {
     o.reinit_prefixes.emplace_back(prefix);

@@ -97,6 +97,13 @@ struct TrainOptions {
   // output and MLP output zeroed, a residual block that adds nothing, so
   // the grown tower starts computing exactly what the smaller one did.
   bool grow_vision = false;
+  // With init_from: the directory's model may have fewer text layers than
+  // this run's config. Its last layer stays the last (the focus losses and
+  // the region head read it) and its other layers the first ones; the
+  // layers it lacks are inserted before the last, each a block that adds
+  // nothing (as grow_vision's), so the deeper decoder starts computing
+  // exactly what the shallower one did.
+  bool grow_text = false;
   // At a resume: parameters whose name (Hugging Face layout, e.g.
   // "model.text.blocks.3.mlp") starts with one of these keep their fresh
   // initial values instead of the checkpoint's; AdamW's state and the
@@ -241,14 +248,16 @@ class Trainer {
   absl::Status LoadCheckpoint();
   absl::Status LoadVisionFrom(const std::string& checkpoint);
   absl::Status LoadModelFrom(const std::string& model_dir);
-  // init_from's model's config: this run's, or with grow_vision the
-  // directory's, checked to differ in the vision layers alone.
+  // init_from's model's config: this run's, or with grow_vision or
+  // grow_text the directory's, checked to differ in the layers that may
+  // grow alone.
   absl::StatusOr<MoondreamConfig> SourceConfig(
       const std::string& model_dir) const;
   // The trainable parameter of this name; throws when there is none (for
   // loaders, which run inside CatchTorchStatus).
   at::Tensor& Parameter(const std::string& name);
-  // Zeroes a block's attention and MLP output projections (grow_vision).
+  // Zeroes a block's attention and MLP output projections (grow_vision,
+  // grow_text).
   void ZeroResidualOutputs(const std::string& block);
   double LearningRate(int step) const;
   std::vector<Sequence> ChooseSequences(const SceneExample& example,

@@ -209,27 +209,56 @@ void Trainer::ZeroResidualOutputs(const std::string& block) {
 
 absl::StatusOr<MoondreamConfig> Trainer::SourceConfig(
     const std::string& model_dir) const {
-  if (!opts_.grow_vision) return opts_.config;
+  if (!opts_.grow_vision && !opts_.grow_text) return opts_.config;
   ASSIGN_OR_RETURN(
       MoondreamConfig source,
       LoadConfigFile((fs::path(model_dir) / "config.json").string(),
                      opts_.config));
-  const int source_layers = source.vision.enc_n_layers;
-  source.vision.enc_n_layers = opts_.config.vision.enc_n_layers;
+  const int vision_layers = source.vision.enc_n_layers;
+  const int text_layers = source.text.n_layers;
+  if (opts_.grow_vision) {
+    source.vision.enc_n_layers = opts_.config.vision.enc_n_layers;
+  }
+  if (opts_.grow_text) source.text.n_layers = opts_.config.text.n_layers;
   if (ConfigToJson(source) != ConfigToJson(opts_.config)) {
     return absl::InvalidArgumentError(
         absl::StrCat(model_dir,
-                     ": growing the vision tower needs a model whose config "
-                     "differs from this run's in the vision layers alone"));
+                     ": growing needs a model whose config differs from this "
+                     "run's in the ",
+                     opts_.grow_vision && opts_.grow_text ? "vision and text"
+                     : opts_.grow_vision                  ? "vision"
+                                                          : "text",
+                     " layers alone"));
   }
-  if (source_layers > opts_.config.vision.enc_n_layers) {
+  if (vision_layers > opts_.config.vision.enc_n_layers) {
     return absl::InvalidArgumentError(absl::StrCat(
-        model_dir, " has ", source_layers, " vision layers, more than ",
+        model_dir, " has ", vision_layers, " vision layers, more than ",
         opts_.config.vision.enc_n_layers, ": a tower only grows"));
   }
-  source.vision.enc_n_layers = source_layers;
+  if (text_layers > opts_.config.text.n_layers || text_layers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_dir, " has ", text_layers, " text layers, this run ",
+                     opts_.config.text.n_layers, ": a decoder only grows"));
+  }
+  source.vision.enc_n_layers = vision_layers;
+  source.text.n_layers = text_layers;
   return source;
 }
+
+namespace {
+
+// The name a source model's tensor has in a run whose decoder grew from
+// `source_layers` to `layers` text layers: the source's last block becomes
+// the last one; every other name is unchanged.
+std::string GrownName(const std::string& name, int source_layers, int layers) {
+  const std::string last =
+      absl::StrCat("model.text.blocks.", source_layers - 1, ".");
+  if (source_layers == layers || !absl::StartsWith(name, last)) return name;
+  return absl::StrCat("model.text.blocks.", layers - 1, ".",
+                      name.substr(last.size()));
+}
+
+}  // namespace
 
 absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
   const std::string path = (fs::path(model_dir) / "model.safetensors").string();
@@ -242,8 +271,10 @@ absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
   RETURN_IF_ERROR(CatchTorchStatus("starting from a model", [&] {
     at::NoGradGuard no_grad;
     int copied = 0;
+    const int text_layers = opts_.config.text.n_layers;
     for (const auto& [name, saved] : loaded_params) {
-      Parameter(name).copy_(saved);
+      Parameter(GrownName(name, source.text.n_layers, text_layers))
+          .copy_(saved);
       ++copied;
     }
     std::printf("train: all %d model tensors from %s\n", copied, path.c_str());
@@ -255,6 +286,16 @@ absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
       std::printf("train: vision layers %d..%d appended as identity blocks\n",
                   source.vision.enc_n_layers,
                   opts_.config.vision.enc_n_layers - 1);
+    }
+    for (int layer = source.text.n_layers - 1; layer < text_layers - 1;
+         ++layer) {
+      ZeroResidualOutputs(absl::StrCat("model.text.blocks.", layer));
+    }
+    if (source.text.n_layers < text_layers) {
+      std::printf(
+          "train: text layers %d..%d inserted as identity blocks before the "
+          "last\n",
+          source.text.n_layers - 1, text_layers - 2);
     }
   }));
   unfold_region_mean_ = opts_.center_region_head;
