@@ -419,27 +419,7 @@ absl::StatusOr<StepStats> Trainer::Step() {
         losses.total =
             losses.total + HeadPatchLoss(taps, example.patches, losses);
       }
-      if (opts_.loss.row_box_weight > 0) {
-        const at::Tensor row_box = RowBoxLoss(
-            rows_BTC, sequences, static_cast<int>(c.region.coord_out_dim),
-            static_cast<int>(c.region.size_out_dim / 2), row_box_probe_);
-        losses.row_box = row_box.item<double>();
-        losses.total = losses.total + opts_.loss.row_box_weight * row_box;
-      }
-      if (opts_.loss.row_extent_weight > 0) {
-        const at::Tensor row_extent = RowExtentLoss(
-            rows_BTC, sequences, static_cast<int>(c.region.size_out_dim / 2),
-            row_extent_probe_);
-        losses.row_extent = row_extent.item<double>();
-        losses.total = losses.total + opts_.loss.row_extent_weight * row_extent;
-      }
-      if (opts_.loss.row_centre_weight > 0) {
-        const at::Tensor row_centre = RowCentreLoss(
-            rows_BTC, sequences, static_cast<int>(c.region.coord_out_dim),
-            row_centre_probe_);
-        losses.row_centre = row_centre.item<double>();
-        losses.total = losses.total + opts_.loss.row_centre_weight * row_centre;
-      }
+      losses.total = losses.total + RowLosses(rows_BTC, sequences, losses);
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
       stats.loss += losses.total.item<double>() / opts_.scenes_per_step;

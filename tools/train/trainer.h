@@ -298,6 +298,11 @@ class Trainer {
   // (zero when all are off); their values go into `losses`.
   at::Tensor PatchLosses(const at::Tensor& image_PC, const PatchTruth& truth,
                          Losses& losses) const;
+  // The weighted row-box, row-extent and row-centre losses of one scene's
+  // final rows (zero when all are off); their values go into `losses`.
+  at::Tensor RowLosses(const at::Tensor& rows_BTC,
+                       absl::Span<const Sequence> sequences,
+                       Losses& losses) const;
   // The weighted head-patch loss on the decoder's taps.
   at::Tensor HeadPatchLoss(const FocusTaps& taps, const PatchTruth& truth,
                            Losses& losses) const;

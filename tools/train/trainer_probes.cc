@@ -111,6 +111,37 @@ at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
   return total;
 }
 
+at::Tensor Trainer::RowLosses(const at::Tensor& rows_BTC,
+                              absl::Span<const Sequence> sequences,
+                              Losses& losses) const {
+  const RegionConfig& region = opts_.config.region;
+  const int coordinate_bins = static_cast<int>(region.coord_out_dim);
+  const int size_bins = static_cast<int>(region.size_out_dim / 2);
+  at::Tensor total = at::zeros({}, rows_BTC.options());
+  // Each loss is logged unweighted and enters the total weighted.
+  auto add = [&](double weight, const at::Tensor& loss, double& logged) {
+    logged = loss.item<double>();
+    total = total + weight * loss;
+  };
+  if (opts_.loss.row_box_weight > 0) {
+    add(opts_.loss.row_box_weight,
+        RowBoxLoss(rows_BTC, sequences, coordinate_bins, size_bins,
+                   row_box_probe_),
+        losses.row_box);
+  }
+  if (opts_.loss.row_extent_weight > 0) {
+    add(opts_.loss.row_extent_weight,
+        RowExtentLoss(rows_BTC, sequences, size_bins, row_extent_probe_),
+        losses.row_extent);
+  }
+  if (opts_.loss.row_centre_weight > 0) {
+    add(opts_.loss.row_centre_weight,
+        RowCentreLoss(rows_BTC, sequences, coordinate_bins, row_centre_probe_),
+        losses.row_centre);
+  }
+  return total;
+}
+
 at::Tensor Trainer::HeadPatchLoss(const FocusTaps& taps,
                                   const PatchTruth& truth,
                                   Losses& losses) const {
