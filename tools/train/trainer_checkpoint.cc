@@ -235,13 +235,14 @@ absl::StatusOr<MoondreamConfig> Trainer::SourceConfig(
         model_dir, " has ", vision_layers, " vision layers, more than ",
         opts_.config.vision.enc_n_layers, ": a tower only grows"));
   }
-  if (text_layers > opts_.config.text.n_layers || text_layers < 1) {
+  if (text_layers > opts_.config.text.n_layers) {
     return absl::InvalidArgumentError(
         absl::StrCat(model_dir, " has ", text_layers, " text layers, this run ",
                      opts_.config.text.n_layers, ": a decoder only grows"));
   }
   source.vision.enc_n_layers = vision_layers;
   source.text.n_layers = text_layers;
+  RETURN_IF_ERROR(ValidateConfig(source));
   return source;
 }
 

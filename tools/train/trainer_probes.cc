@@ -81,32 +81,44 @@ void Trainer::AddProbes(at::Generator& gen) {
   }
 }
 
+namespace {
+
+// total + weight × loss, with the unweighted loss logged.
+at::Tensor AddWeighted(const at::Tensor& total, double weight,
+                       const at::Tensor& loss, double& logged) {
+  logged = loss.item<double>();
+  return total + weight * loss;
+}
+
+}  // namespace
+
 at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
                                 const PatchTruth& truth, Losses& losses) const {
+  const LossOptions& o = opts_.loss;
   at::Tensor total = at::zeros({}, image_PC.options());
-  if (opts_.loss.patch_kind_weight > 0) {
-    const at::Tensor kind =
-        PatchClassLoss(image_PC, truth.kinds, patch_kind_probe_);
-    losses.patch_kind = kind.item<double>();
-    total = total + opts_.loss.patch_kind_weight * kind;
+  if (o.patch_kind_weight > 0) {
+    total =
+        AddWeighted(total, o.patch_kind_weight,
+                    PatchClassLoss(image_PC, truth.kinds, patch_kind_probe_),
+                    losses.patch_kind);
   }
-  if (opts_.loss.patch_colour_weight > 0) {
-    const at::Tensor colour =
-        PatchClassLoss(image_PC, truth.colours, patch_colour_probe_);
-    losses.patch_colour = colour.item<double>();
-    total = total + opts_.loss.patch_colour_weight * colour;
+  if (o.patch_colour_weight > 0) {
+    total = AddWeighted(
+        total, o.patch_colour_weight,
+        PatchClassLoss(image_PC, truth.colours, patch_colour_probe_),
+        losses.patch_colour);
   }
-  if (opts_.loss.patch_box_weight > 0) {
-    const at::Tensor box =
-        PatchBoxLoss(image_PC, truth.kinds, truth.boxes, patch_box_probe_);
-    losses.patch_box = box.item<double>();
-    total = total + opts_.loss.patch_box_weight * box;
+  if (o.patch_box_weight > 0) {
+    total = AddWeighted(
+        total, o.patch_box_weight,
+        PatchBoxLoss(image_PC, truth.kinds, truth.boxes, patch_box_probe_),
+        losses.patch_box);
   }
-  if (opts_.loss.patch_extent_weight > 0) {
-    const at::Tensor extent = PatchExtentLoss(image_PC, truth.kinds,
-                                              truth.boxes, patch_extent_probe_);
-    losses.patch_extent = extent.item<double>();
-    total = total + opts_.loss.patch_extent_weight * extent;
+  if (o.patch_extent_weight > 0) {
+    total = AddWeighted(total, o.patch_extent_weight,
+                        PatchExtentLoss(image_PC, truth.kinds, truth.boxes,
+                                        patch_extent_probe_),
+                        losses.patch_extent);
   }
   return total;
 }
@@ -114,28 +126,26 @@ at::Tensor Trainer::PatchLosses(const at::Tensor& image_PC,
 at::Tensor Trainer::RowLosses(const at::Tensor& rows_BTC,
                               absl::Span<const Sequence> sequences,
                               Losses& losses) const {
+  const LossOptions& o = opts_.loss;
   const RegionConfig& region = opts_.config.region;
   const int coordinate_bins = static_cast<int>(region.coord_out_dim);
   const int size_bins = static_cast<int>(region.size_out_dim / 2);
   at::Tensor total = at::zeros({}, rows_BTC.options());
-  // Each loss is logged unweighted and enters the total weighted.
-  auto add = [&](double weight, const at::Tensor& loss, double& logged) {
-    logged = loss.item<double>();
-    total = total + weight * loss;
-  };
-  if (opts_.loss.row_box_weight > 0) {
-    add(opts_.loss.row_box_weight,
-        RowBoxLoss(rows_BTC, sequences, coordinate_bins, size_bins,
-                   row_box_probe_),
-        losses.row_box);
+  if (o.row_box_weight > 0) {
+    total = AddWeighted(total, o.row_box_weight,
+                        RowBoxLoss(rows_BTC, sequences, coordinate_bins,
+                                   size_bins, row_box_probe_),
+                        losses.row_box);
   }
-  if (opts_.loss.row_extent_weight > 0) {
-    add(opts_.loss.row_extent_weight,
+  if (o.row_extent_weight > 0) {
+    total = AddWeighted(
+        total, o.row_extent_weight,
         RowExtentLoss(rows_BTC, sequences, size_bins, row_extent_probe_),
         losses.row_extent);
   }
-  if (opts_.loss.row_centre_weight > 0) {
-    add(opts_.loss.row_centre_weight,
+  if (o.row_centre_weight > 0) {
+    total = AddWeighted(
+        total, o.row_centre_weight,
         RowCentreLoss(rows_BTC, sequences, coordinate_bins, row_centre_probe_),
         losses.row_centre);
   }
