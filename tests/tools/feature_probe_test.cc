@@ -99,14 +99,14 @@ TEST_F(FeatureProbeModelTest, EveryShapeAndCoveredCellIsARow) {
   EXPECT_EQ(report_->shapes, with_cells);
   EXPECT_EQ(report_->shapes + report_->shapes_without_cells, shapes);
   EXPECT_EQ(report_->shape_cells, cells);
-  ASSERT_EQ(report_->readouts.size(), 10u);
+  ASSERT_EQ(report_->readouts.size(), 12u);
   for (const FeatureReadout& r : report_->readouts) {
     const bool per_cell = r.name.find("per cell") != std::string::npos;
-    const bool size_row = r.name.find("size row") != std::string::npos ||
-                          r.name == "region head's answers";
-    EXPECT_EQ(r.rows, per_cell   ? cells
-                      : size_row ? detected
-                                 : with_cells)
+    const bool detect_row = r.name.find(" row") != std::string::npos ||
+                            r.name == "region head's answers";
+    EXPECT_EQ(r.rows, per_cell     ? cells
+                      : detect_row ? detected
+                                   : with_cells)
         << r.name;
     for (double r2 : r.r2) {
       EXPECT_TRUE(std::isfinite(r2)) << r.name;
@@ -134,6 +134,14 @@ TEST_F(FeatureProbeModelTest, TheCoveredCellsReadTheBox) {
 TEST_F(FeatureProbeModelTest, TheSizeRowIsTheRowFedTheObjectsY) {
   ASSERT_NE(report_, nullptr);
   EXPECT_GT(Readout("detect size row").r2[1], 0.99);  // cy
+}
+
+// Likewise the y row is fed the object's x: read back there, and not on
+// the x row, which comes before the x is known.
+TEST_F(FeatureProbeModelTest, TheYRowIsTheRowFedTheObjectsX) {
+  ASSERT_NE(report_, nullptr);
+  EXPECT_GT(Readout("detect y row").r2[0], 0.99);  // cx
+  EXPECT_LT(Readout("detect x row").r2[0], 0.9);   // cx
 }
 
 TEST_F(FeatureProbeModelTest, TheTableNamesEveryReadoutAndTarget) {

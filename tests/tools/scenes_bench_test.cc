@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -108,6 +109,23 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
   EXPECT_LE(report["box_geometry"]["pairs"].get<int>(),
             detect["true_positives"].get<int>() +
                 detect["false_positives"].get<int>());
+  // Every wrong box, missed shape and point outside has one error kind.
+  EXPECT_NE(r.out.find("wrong boxes: "), std::string::npos) << r.out;
+  const nlohmann::json& kinds = report["error_kinds"];
+  const auto sum = [](const nlohmann::json& object,
+                      std::initializer_list<const char*> keys) {
+    int total = 0;
+    for (const char* key : keys) total += object[key].get<int>();
+    return total;
+  };
+  EXPECT_EQ(sum(kinds["detect"],
+                {"imprecise", "duplicate", "other_shape", "on_nothing"}),
+            detect["false_positives"].get<int>());
+  EXPECT_EQ(sum(kinds["detect"], {"missed_near", "missed_far"}),
+            detect["false_negatives"].get<int>());
+  const nlohmann::json& point = report["tallies"]["point"];
+  EXPECT_EQ(sum(kinds["point"], {"in_target_box", "other_shape", "background"}),
+            point["points"].get<int>() - point["inside"].get<int>());
   // The same answers split by the image's aspect: every scene in one bucket.
   EXPECT_NE(r.out.find("by image aspect"), std::string::npos) << r.out;
   int bucketed = 0, counts_asked = 0;
@@ -154,9 +172,10 @@ TEST(ScenesBenchTest, FeatureProbeReportsEveryReadout) {
   const nlohmann::json report = nlohmann::json::parse(ReadFile(json));
   EXPECT_EQ(report["scenes"], 8);
   // The tower's five readouts, the focus head's two, the detect size row's
-  // two and the region head's answers (the shipped model has a tokenizer).
-  ASSERT_EQ(report["readouts"].size(), 10u);
-  EXPECT_EQ(report["readouts"][9]["readout"], "region head's answers");
+  // two, the x and y rows and the region head's answers (the shipped model
+  // has a tokenizer).
+  ASSERT_EQ(report["readouts"].size(), 12u);
+  EXPECT_EQ(report["readouts"][11]["readout"], "region head's answers");
   for (const auto& readout : report["readouts"]) {
     EXPECT_EQ(readout["r2"].size(), 5u) << readout.dump();
     EXPECT_GT(readout["rows"].get<int>(), 0) << readout.dump();

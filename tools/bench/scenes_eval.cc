@@ -234,11 +234,15 @@ bool Score(const Scene& scene, const SceneTask& task, const Answer& answer,
     tally.detect += d;
     tally.box_geometry +=
         scenes::MeasureBoxGeometry(scene, task.targets, answer.boxes);
+    tally.errors.detect +=
+        scenes::ClassifyDetectErrors(scene, task.targets, answer.boxes);
     return d.false_positives == 0 && d.false_negatives == 0;
   }
   const scenes::PointTally p =
       scenes::ScorePoints(scene, task.targets, answer.points);
   tally.point += p;
+  tally.errors.point +=
+      scenes::ClassifyPointErrors(scene, task.targets, answer.points);
   return p.inside == p.points && p.reached == p.targets;
 }
 
@@ -394,8 +398,9 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
       std::string(DTypeLabel(model_options.dtype)).c_str(), opts.n_threads,
       run.seconds, scenes::FormatReport(lines).c_str());
   nlohmann::ordered_json by_aspect = nlohmann::ordered_json::array();
-  std::printf("%s\n%s",
+  std::printf("%s\n%s\n%s",
               scenes::FormatBoxGeometry(run.tally.box_geometry).c_str(),
+              scenes::FormatErrorKinds(run.tally.errors).c_str(),
               AspectReport(run, &by_aspect).c_str());
   if (!opts.json_path.empty()) {
     nlohmann::ordered_json report = {

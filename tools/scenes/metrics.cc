@@ -113,6 +113,7 @@ EvalTally& EvalTally::operator+=(const EvalTally& other) {
   detect += other.detect;
   point += other.point;
   box_geometry += other.box_geometry;
+  errors += other.errors;
   return *this;
 }
 
@@ -346,6 +347,7 @@ nlohmann::ordered_json ReportJson(const EvalTally& tally,
           {"targets", p.targets},
           {"reached", p.reached}}}}},
       {"box_geometry", BoxGeometryJson(tally.box_geometry)},
+      {"error_kinds", ErrorKindsJson(tally.errors)},
   };
 }
 

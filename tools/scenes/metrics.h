@@ -22,6 +22,7 @@
 #include "absl/types/span.h"
 #include "model/skills/skill_types.h"
 #include "tools/scenes/box_geometry.h"
+#include "tools/scenes/error_kinds.h"
 #include "tools/scenes/questions.h"
 #include "tools/scenes/scene.h"
 
@@ -94,6 +95,7 @@ struct EvalTally {
   DetectTally detect;
   PointTally point;
   BoxGeometryTally box_geometry;  // of the detect answers' boxes
+  AnswerErrorKinds errors;        // of the detect and point answers
 
   // The text tally a query or caption task counts in (nullptr for detect
   // and point).
@@ -139,7 +141,8 @@ std::string FormatValuesLine(absl::Span<const MetricLine> lines);
 
 // {"metrics": {name: {value, unit, measured, target, pass, detail}},
 //  "all_pass": bool} plus the raw tallies under "tallies" and the detect
-// boxes' BoxGeometryJson under "box_geometry".
+// boxes' BoxGeometryJson under "box_geometry" and the ErrorKindsJson under
+// "error_kinds".
 nlohmann::ordered_json ReportJson(const EvalTally& tally,
                                   absl::Span<const MetricLine> lines);
 

@@ -145,12 +145,15 @@ FeatureReadout ScoreAnswers(const HeadAnswers& a) {
   return out;
 }
 
-// Each answered object's size row in `detects`: the residual stream there
-// (`rows`) and what the focus head gathered there (`gathered`), with the
-// object's box as the sequence's targets say it (bins to values).
-void AddSizeRows(absl::Span<const Sequence> detects, const at::Tensor& out_BTC,
-                 const FocusTaps& taps, const Model& model, bool fit_side,
-                 ProbeRows& rows, ProbeRows& gathered, HeadAnswers& answers) {
+// Each answered object's rows in `detects`: the residual stream at its size
+// row (`rows`) and what the focus head gathered there (`gathered`), the
+// residual streams at its x and y rows, and the region head's answers, with
+// the object's box as the sequence's targets say it (bins to values).
+void AddDetectRows(absl::Span<const Sequence> detects,
+                   const at::Tensor& out_BTC, const FocusTaps& taps,
+                   const Model& model, bool fit_side, ProbeRows& rows,
+                   ProbeRows& gathered, ProbeRows& x_rows, ProbeRows& y_rows,
+                   HeadAnswers& answers) {
   const MoondreamConfig& config = model.config();
   const RegionWeights& region = model.weights().region;
   const at::ScalarType dtype = region.coord_decoder.fc1.weight.scalar_type();
@@ -171,6 +174,8 @@ void AddSizeRows(absl::Span<const Sequence> detects, const at::Tensor& out_BTC,
           std::log(w / h)};
       const int64_t b = static_cast<int64_t>(i);
       rows.Add(out_BTC[b][size.row], t, fit_side);
+      x_rows.Add(out_BTC[b][seq.coordinates[2 * k].row], t, fit_side);
+      y_rows.Add(out_BTC[b][seq.coordinates[2 * k + 1].row], t, fit_side);
       gathered.Add(at::matmul(taps.probs_BTP[b][size.row], taps.values_PD), t,
                    fit_side);
       const at::Tensor x_X =
@@ -223,7 +228,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
       mean("prefix, shape mean"), global("global crop, shape mean"),
       local("local crops, shape mean"), head_cell("focus head, per cell"),
       head_mean("focus head, shape mean"), size_row("detect size row"),
-      size_gathered("size row, head gathered");
+      size_gathered("size row, head gathered"), x_row("detect x row"),
+      y_row("detect y row");
   HeadAnswers answers;
   FeatureProbeReport report;
   report.scenes = count;
@@ -249,8 +255,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
       FocusTaps taps;
       const at::Tensor out_BTC =
           DecoderRows(model, features.embedding_PC, rows_BTC, rotary, taps);
-      AddSizeRows(detects, out_BTC, taps, model, fit_side, size_row,
-                  size_gathered, answers);
+      AddDetectRows(detects, out_BTC, taps, model, fit_side, size_row,
+                    size_gathered, x_row, y_row, answers);
       const at::Tensor& head_PD = taps.values_PD;
       for (const scenes::Shape& s : scene.shapes) {
         const std::vector<bool> covered = CoveredCells(scene, s, grid);
@@ -286,7 +292,7 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   RETURN_IF_ERROR(CatchTorchStatus("feature probe fit", [&] {
     for (const ProbeRows* rows :
          {&mask, &cell, &mean, &global, &local, &head_cell, &head_mean,
-          &size_row, &size_gathered}) {
+          &size_row, &size_gathered, &x_row, &y_row}) {
       if (rows->targets.empty()) continue;
       report.readouts.push_back(FitReadout(*rows));
     }

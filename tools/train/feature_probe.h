@@ -28,6 +28,11 @@
 //   residual stream of the row the region head reads the shape's size
 //   from, and what the focus head gathered on that row: whether the size
 //   reaches the row that answers it.
+// - detect x row / detect y row (with a tokenizer): the residual streams of
+//   the rows the region head reads the shape's x and y from, on the same
+//   sequences. Set beside the region head's answers, they say whether the
+//   head or its rows lose the centre (the y row is fed the shape's x, so it
+//   reads cx back).
 // - region head's answers (with a tokenizer): on the same teacher-forced
 //   rows, what the coordinate and size heads answer (argmax, as the skills
 //   decode), scored against the truth directly (R² with nothing fitted):
