@@ -247,6 +247,114 @@ TEST(ExamplesTest, FocusCoversTheGridCellsOfAShape) {
   EXPECT_EQ(FocusPositions(tiny, {0}, 27), (std::vector<int>{1 + 2 * 27 + 2}));
 }
 
+// The share-weighted mean of the cells' centres, in pixels of a 14-pixel
+// grid (SceneOf's).
+std::pair<double, double> FocusCentre(const Focus& focus) {
+  double x = 0, y = 0;
+  for (size_t i = 0; i < focus.positions.size(); ++i) {
+    const int cell = focus.positions[i] - 1;
+    x += focus.shares[i] * ((cell % 27) + 0.5) * 14;
+    y += focus.shares[i] * ((cell / 27) + 0.5) * 14;
+  }
+  return {x, y};
+}
+
+// CoverageFocus: every cell the shape overlaps, in shares of its area
+// there, so that the cells' centres weighted by their shares are the
+// shape's centroid, also where the shape ends inside a cell.
+TEST(ExamplesTest, CoverageFocusGathersTheShapesCentroid) {
+  const scenes::Scene aligned =
+      SceneOf({Square(28, 28, 28, scenes::Colour::kRed)});
+  const Focus four = CoverageFocus(aligned, aligned.shapes[0], 27);
+  EXPECT_EQ(four.positions, Cells(2, 2, 2));
+  EXPECT_EQ(four.shares, std::vector<float>(4, 0.25f));
+
+  // Pixels 35..63: half of column 2, all of 3, half of 4; rows 2 and 3.
+  const scenes::Scene half =
+      SceneOf({Square(35, 28, 28, scenes::Colour::kRed)});
+  const Focus six = CoverageFocus(half, half.shapes[0], 27);
+  ASSERT_EQ(six.positions.size(), 6u);
+  EXPECT_EQ(six.positions.front(), 1 + 2 * 27 + 2);
+  EXPECT_EQ(six.positions.back(), 1 + 3 * 27 + 4);
+  EXPECT_FLOAT_EQ(six.shares[0], 0.125f);
+  EXPECT_FLOAT_EQ(six.shares[1], 0.25f);
+  EXPECT_NEAR(std::accumulate(six.shares.begin(), six.shares.end(), 0.0), 1.0,
+              1e-6);
+  EXPECT_NEAR(FocusCentre(six).first, 49, 1e-4);
+  EXPECT_NEAR(FocusCentre(six).second, 42, 1e-4);
+  // Pixels 37..65: the cells whose centre the square covers are columns 3
+  // and 4, whose even spread gathers x = 56, 5 pixels off its centre; the
+  // coverage shares come within the sampling's 1/8 of a cell.
+  const scenes::Scene off = SceneOf({Square(37, 28, 28, scenes::Colour::kRed)});
+  EXPECT_EQ(FocusPositions(off, {0}, 27).size(), 4u);
+  EXPECT_NEAR(FocusCentre(CoverageFocus(off, off.shapes[0], 27)).first, 51,
+              14.0 / 8);
+
+  // A disc at pixels 31..71 × 40..80: its centroid within the sampling's
+  // 1/8 of a cell.
+  scenes::Shape disc = Square(31, 40, 40, scenes::Colour::kBlue);
+  disc.kind = scenes::ShapeKind::kCircle;
+  const scenes::Scene round = SceneOf({disc});
+  const Focus circle = CoverageFocus(round, round.shapes[0], 27);
+  EXPECT_NEAR(FocusCentre(circle).first, 51, 14.0 / 8);
+  EXPECT_NEAR(FocusCentre(circle).second, 60, 14.0 / 8);
+
+  // A shape inside one cell has that cell alone.
+  const scenes::Scene tiny = SceneOf({Square(30, 30, 6, scenes::Colour::kRed)});
+  const Focus one = CoverageFocus(tiny, tiny.shapes[0], 27);
+  EXPECT_EQ(one.positions, (std::vector<int>{1 + 2 * 27 + 2}));
+  EXPECT_EQ(one.shares, std::vector<float>{1.0f});
+}
+
+// With ExampleOptions::focus_coverage a detection's and a point's rows
+// attend to their shape's CoverageFocus; the other rows are as without it.
+TEST(ExamplesTest, FocusCoverageChangesOnlyTheRegionRows) {
+  const scenes::Scene scene =
+      SceneOf({Square(35 + 28 * 6, 28, 28, scenes::Colour::kBlue),
+               Square(35, 28, 28, scenes::Colour::kRed)});
+  const Tokenizer tokenizer = TinyTokenizer();
+  absl::StatusOr<MoondreamConfig> config =
+      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<SceneExample> plain =
+      MakeSceneExample(scene, *config, tokenizer);
+  absl::StatusOr<SceneExample> coverage =
+      MakeSceneExample(scene, *config, tokenizer, {.focus_coverage = true});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(coverage.ok()) << coverage.status();
+  const Focus left = CoverageFocus(scene, scene.shapes[1], 27);
+  const Focus right = CoverageFocus(scene, scene.shapes[0], 27);
+  ASSERT_EQ(plain->sequences.size(), coverage->sequences.size());
+  int region_rows = 0;
+  for (size_t i = 0; i < plain->sequences.size(); ++i) {
+    const Sequence& c = coverage->sequences[i];
+    const Sequence& p = plain->sequences[i];
+    ASSERT_EQ(c.focuses.size(), p.focuses.size());
+    const bool region = c.kind == scenes::TaskKind::kDetect ||
+                        c.kind == scenes::TaskKind::kPoint;
+    const size_t per_object = c.kind == scenes::TaskKind::kDetect ? 3 : 2;
+    for (size_t k = 0; k < c.focuses.size(); ++k) {
+      EXPECT_EQ(c.focuses[k].row, p.focuses[k].row);
+      if (!region) {
+        EXPECT_EQ(c.focuses[k].positions, p.focuses[k].positions);
+        EXPECT_EQ(c.focuses[k].shares, p.focuses[k].shares);
+        continue;
+      }
+      // Objects come left to right: "square" asks for both; one colour's
+      // square is one of them.
+      const size_t objects = c.coordinates.size() / 2;
+      const Focus& shape = objects == 2 ? (k < per_object ? left : right)
+                           : c.focuses[k].positions == left.positions ? left
+                                                                      : right;
+      EXPECT_EQ(c.focuses[k].positions, shape.positions) << k;
+      EXPECT_EQ(c.focuses[k].shares, shape.shares) << k;
+      EXPECT_TRUE(p.focuses[k].shares.empty()) << k;
+      ++region_rows;
+    }
+  }
+  EXPECT_GT(region_rows, 0);
+}
+
 // Every row that answers about a shape looks at it: a caption's tokens at
 // the shape of their phrase (left to right), a detection's x, y and size
 // rows at the object they place.
@@ -692,6 +800,23 @@ TEST(ExamplesTest, TrainingSceneOversamplesWideImages) {
   EXPECT_DOUBLE_EQ(scenes::SceneAspect(tall), 2.5);
   std::swap(tall.width, tall.height);
   EXPECT_DOUBLE_EQ(scenes::SceneAspect(tall), 2.5);
+}
+
+// --focus-coverage gives the focus loss shares to match: without the
+// spread loss (or any focus loss) there is nothing to match them.
+TEST(TrainerTest, FocusCoverageNeedsTheSpreadLoss) {
+  TrainOptions o = SmallRun("focus_coverage");
+  o.examples.focus_coverage = true;
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.loss.focus_weight = 1;
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.loss.focus_spread = true;
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<StepStats> step = (*t)->Step();
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_TRUE(std::isfinite(step->parts.focus));
+  EXPECT_GT(step->parts.focus, 0);
 }
 
 // --vision-only: steps lower the patch-kind loss by changing the vision

@@ -51,6 +51,7 @@ struct Flags {
   double stop_weight = 1;
   bool focus_spread = false;
   bool focus_sink = false;
+  bool focus_coverage = false;
   double row_norm_weight = 0;
   bool centre_gradient = false;
   double row_norm_limit = 24;
@@ -226,6 +227,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "rows that decide how many (a count, a caption's separators "
             "and end, a detection's stop) attend to bos and the shapes not "
             "yet answered, in equal shares");
+  p.AddBool("focus-coverage", &f.focus_coverage,
+            "(with --focus-spread) a detect's or point's coordinate and size "
+            "rows attend to every cell their shape overlaps, in shares of "
+            "its area there (its centroid), not evenly to the cells whose "
+            "centre it covers");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -316,6 +322,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.stop_weight = f.stop_weight;
   o.loss.focus_spread = f.focus_spread;
   o.examples.focus_sink = f.focus_sink;
+  o.examples.focus_coverage = f.focus_coverage;
   o.loss.row_norm_weight = f.row_norm_weight;
   o.loss.centre_gradient = f.centre_gradient;
   o.loss.row_norm_limit = f.row_norm_limit;

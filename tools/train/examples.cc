@@ -22,11 +22,15 @@ bool IsRegion(TaskKind kind) {
   return kind == TaskKind::kDetect || kind == TaskKind::kPoint;
 }
 
+// An even spread over `positions`.
+Focus FocusOn(std::vector<int> positions) { return {std::move(positions), {}}; }
+
 // The matching shapes left to right, as fractions of the image: detect
 // aims at the bounding box, point at the centre of mass (what
-// ScorePoints counts as inside).
+// ScorePoints counts as inside). Their rows attend to the shape's
+// CoverageFocus with `coverage`, else evenly to its FocusPositions.
 std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task,
-                                 int grid) {
+                                 int grid, bool coverage) {
   std::vector<RegionTruth> out;
   for (int index : scenes::LeftToRight(scene)) {
     if (std::find(task.targets.begin(), task.targets.end(), index) ==
@@ -35,7 +39,8 @@ std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task,
     }
     const scenes::Shape& s = scene.shapes[index];
     const double w = scene.width, h = scene.height;
-    std::vector<int> focus = FocusPositions(scene, {index}, grid);
+    Focus focus = coverage ? CoverageFocus(scene, s, grid)
+                           : FocusOn(FocusPositions(scene, {index}, grid));
     if (task.kind == TaskKind::kDetect) {
       out.push_back({(s.box.x_min + s.box.x_max) / (2 * w),
                      (s.box.y_min + s.box.y_max) / (2 * h), s.box.width() / w,
@@ -77,9 +82,6 @@ void AddFocus(Sequence& seq, const Focus& focus) {
     seq.focuses.push_back({LastRow(seq), focus.positions, focus.shares});
   }
 }
-
-// An even spread over `positions`.
-Focus FocusOn(std::vector<int> positions) { return {std::move(positions), {}}; }
 
 // For each token of `answer`, the prefix positions of the shapes its words
 // are about: in a caption, the shape of the phrase the token belongs to
@@ -162,6 +164,41 @@ std::vector<int> FocusPositions(const Scene& scene,
   positions.erase(std::unique(positions.begin(), positions.end()),
                   positions.end());
   return positions;
+}
+
+Focus CoverageFocus(const Scene& scene, const scenes::Shape& shape, int grid) {
+  const double cell_w = static_cast<double>(scene.width) / grid;
+  const double cell_h = static_cast<double>(scene.height) / grid;
+  const double step = 1.0 / kCoverageSamples;
+  // Only the cells the shape's box reaches can hold any of it.
+  const int col0 = std::max(0, static_cast<int>(shape.box.x_min / cell_w));
+  const int col1 =
+      std::min(grid - 1, static_cast<int>(shape.box.x_max / cell_w));
+  const int row0 = std::max(0, static_cast<int>(shape.box.y_min / cell_h));
+  const int row1 =
+      std::min(grid - 1, static_cast<int>(shape.box.y_max / cell_h));
+  Focus focus;
+  std::vector<int> inside;
+  int total = 0;
+  for (int row = row0; row <= row1; ++row) {
+    for (int col = col0; col <= col1; ++col) {
+      int n = 0;
+      for (int i = 0; i < kCoverageSamples; ++i) {
+        for (int j = 0; j < kCoverageSamples; ++j) {
+          n += scenes::ShapeContains(shape, (col + (j + 0.5) * step) * cell_w,
+                                     (row + (i + 0.5) * step) * cell_h);
+        }
+      }
+      if (n == 0) continue;
+      focus.positions.push_back(1 + row * grid + col);
+      inside.push_back(n);
+      total += n;
+    }
+  }
+  for (int n : inside) {
+    focus.shares.push_back(static_cast<float>(n) / static_cast<float>(total));
+  }
+  return focus;
 }
 
 Focus SinkAndShapes(const Scene& scene, absl::Span<const int> shapes,
@@ -310,15 +347,15 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
     const int y_bin = ValueBin(o.y, coordinate_bins);
     seq.stops.push_back({LastRow(seq), false});
     seq.coordinates.push_back({LastRow(seq), x_bin});
-    AddFocus(seq, FocusOn(o.focus));
+    AddFocus(seq, o.focus);
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(x_bin, coordinate_bins), 0}});
     seq.coordinates.push_back({LastRow(seq), y_bin});
-    AddFocus(seq, FocusOn(o.focus));
+    AddFocus(seq, o.focus);
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(y_bin, coordinate_bins), 0}});
     if (kind == TaskKind::kDetect) {
-      AddFocus(seq, FocusOn(o.focus));
+      AddFocus(seq, o.focus);
       const int w_bin = ValueBin(o.w, size_bins);
       const int h_bin = ValueBin(o.h, size_bins);
       seq.sizes.push_back({LastRow(seq), w_bin, h_bin});
@@ -363,8 +400,8 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
                      PromptOf(config, tokenizer, task));
     if (IsRegion(task.kind)) {
       example.sequences.push_back(RegionSequence(
-          task.kind, prompt, TruthOf(scene, task, grid), eos, coordinate_bins,
-          size_bins,
+          task.kind, prompt, TruthOf(scene, task, grid, options.focus_coverage),
+          eos, coordinate_bins, size_bins,
           options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus()));
     } else {
       ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));

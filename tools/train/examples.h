@@ -148,10 +148,10 @@ scenes::Scene TrainingScene(uint64_t base_seed, uint64_t index,
 scenes::Scene ShrinkScene(const scenes::Scene& scene, int max_side);
 
 // A box or point in [0, 1] fractions of the image: centre (x, y) and size,
-// and the prefix positions of the shape (FocusTarget; may be empty).
+// and where its rows should attend (FocusTarget; may be empty).
 struct RegionTruth {
   double x = 0, y = 0, w = 0, h = 0;
-  std::vector<int> focus;
+  Focus focus;
 };
 
 // Bin of v among n (round to nearest, clamped), and the value fed for it.
@@ -162,6 +162,16 @@ float BinValue(int bin, int n_bins);
 // inside one of `shapes` (each shape's centre-of-mass cell at least).
 std::vector<int> FocusPositions(const scenes::Scene& scene,
                                 absl::Span<const int> shapes, int grid);
+
+// Every image token whose grid cell `shape` overlaps, each with the share
+// of the shape's area in its cell (sampled on a kCoverageSamples² lattice
+// per cell; shares sum to 1). Training only (ExampleOptions::
+// focus_coverage): an even spread over the cells whose centre the shape
+// covers gathers their centres' mean, which moves in whole cells; these
+// shares gather the shape's own centroid, which moves with the shape.
+inline constexpr int kCoverageSamples = 8;
+Focus CoverageFocus(const scenes::Scene& scene, const scenes::Shape& shape,
+                    int grid);
 
 // The sink (prefix position 0, bos) and each of `shapes` in equal shares,
 // each shape's share spread evenly over its FocusPositions. Training only
@@ -195,6 +205,9 @@ struct ExampleOptions {
   // and the shapes not yet answered; a region's go-on rows already attend
   // to the next object.
   bool focus_sink = false;
+  // A detect's or point's coordinate and size rows attend to their shape's
+  // CoverageFocus instead of an even spread over its covered cells.
+  bool focus_coverage = false;
 };
 
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in

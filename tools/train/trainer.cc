@@ -146,6 +146,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
   if (!(opts.vision_lr_scale >= 0)) {
     return absl::InvalidArgumentError("the vision lr scale must be >= 0");
   }
+  if (opts.examples.focus_coverage &&
+      (!opts.loss.focus_spread || opts.loss.focus_weight <= 0)) {
+    return absl::InvalidArgumentError(
+        "focus coverage shares are a spread the focus loss matches: it needs "
+        "--focus-spread and a focus weight > 0");
+  }
   ASSIGN_OR_RETURN(Tokenizer tokenizer,
                    Tokenizer::FromHuggingFaceJson(opts.tokenizer_path));
   if (tokenizer.vocab_size() > opts.config.text.vocab_size) {
