@@ -247,6 +247,23 @@ TEST(ExamplesTest, FocusCoversTheGridCellsOfAShape) {
   EXPECT_EQ(FocusPositions(tiny, {0}, 27), (std::vector<int>{1 + 2 * 27 + 2}));
 }
 
+// The scene's training sequences laid out plainly and with `options`.
+void PlainAndWith(const scenes::Scene& scene, const ExampleOptions& options,
+                  SceneExample* plain, SceneExample* with) {
+  const Tokenizer tokenizer = TinyTokenizer();
+  absl::StatusOr<MoondreamConfig> config =
+      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<SceneExample> a = MakeSceneExample(scene, *config, tokenizer);
+  absl::StatusOr<SceneExample> b =
+      MakeSceneExample(scene, *config, tokenizer, options);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(a->sequences.size(), b->sequences.size());
+  *plain = *std::move(a);
+  *with = *std::move(b);
+}
+
 // The share-weighted mean of the cells' centres, in pixels of a 14-pixel
 // grid (SceneOf's).
 std::pair<double, double> FocusCentre(const Focus& focus) {
@@ -312,23 +329,15 @@ TEST(ExamplesTest, FocusCoverageChangesOnlyTheRegionRows) {
   const scenes::Scene scene =
       SceneOf({Square(35 + 28 * 6, 28, 28, scenes::Colour::kBlue),
                Square(35, 28, 28, scenes::Colour::kRed)});
-  const Tokenizer tokenizer = TinyTokenizer();
-  absl::StatusOr<MoondreamConfig> config =
-      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
-  ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<SceneExample> plain =
-      MakeSceneExample(scene, *config, tokenizer);
-  absl::StatusOr<SceneExample> coverage =
-      MakeSceneExample(scene, *config, tokenizer, {.focus_coverage = true});
-  ASSERT_TRUE(plain.ok()) << plain.status();
-  ASSERT_TRUE(coverage.ok()) << coverage.status();
+  SceneExample plain, coverage;
+  ASSERT_NO_FATAL_FAILURE(
+      PlainAndWith(scene, {.focus_coverage = true}, &plain, &coverage));
   const Focus left = CoverageFocus(scene, scene.shapes[1], 27);
   const Focus right = CoverageFocus(scene, scene.shapes[0], 27);
-  ASSERT_EQ(plain->sequences.size(), coverage->sequences.size());
   int region_rows = 0;
-  for (size_t i = 0; i < plain->sequences.size(); ++i) {
-    const Sequence& c = coverage->sequences[i];
-    const Sequence& p = plain->sequences[i];
+  for (size_t i = 0; i < plain.sequences.size(); ++i) {
+    const Sequence& c = coverage.sequences[i];
+    const Sequence& p = plain.sequences[i];
     ASSERT_EQ(c.focuses.size(), p.focuses.size());
     const bool region = c.kind == scenes::TaskKind::kDetect ||
                         c.kind == scenes::TaskKind::kPoint;
@@ -519,20 +528,13 @@ TEST(ExamplesTest, FocusSinkRowsDecideHowMany) {
   EXPECT_EQ(none.shares, std::vector<float>{1.0f});
 
   const Tokenizer tokenizer = TinyTokenizer();
-  absl::StatusOr<MoondreamConfig> config =
-      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
-  ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<SceneExample> plain =
-      MakeSceneExample(scene, *config, tokenizer);
-  absl::StatusOr<SceneExample> sink =
-      MakeSceneExample(scene, *config, tokenizer, {.focus_sink = true});
-  ASSERT_TRUE(plain.ok()) << plain.status();
-  ASSERT_TRUE(sink.ok()) << sink.status();
-  ASSERT_EQ(plain->sequences.size(), sink->sequences.size());
+  SceneExample plain, sink;
+  ASSERT_NO_FATAL_FAILURE(
+      PlainAndWith(scene, {.focus_sink = true}, &plain, &sink));
   bool saw_count = false, saw_caption = false, saw_detect = false;
-  for (size_t i = 0; i < sink->sequences.size(); ++i) {
-    const Sequence& s = sink->sequences[i];
-    const Sequence& p = plain->sequences[i];
+  for (size_t i = 0; i < sink.sequences.size(); ++i) {
+    const Sequence& s = sink.sequences[i];
+    const Sequence& p = plain.sequences[i];
     if (s.kind == scenes::TaskKind::kCount) {
       saw_count = true;
       ASSERT_EQ(s.focuses.size(), 1u);  // the digit "3"
