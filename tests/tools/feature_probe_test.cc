@@ -99,7 +99,7 @@ TEST_F(FeatureProbeModelTest, EveryShapeAndCoveredCellIsARow) {
   EXPECT_EQ(report_->shapes, with_cells);
   EXPECT_EQ(report_->shapes + report_->shapes_without_cells, shapes);
   EXPECT_EQ(report_->shape_cells, cells);
-  ASSERT_EQ(report_->readouts.size(), 12u);
+  ASSERT_EQ(report_->readouts.size(), 13u);
   for (const FeatureReadout& r : report_->readouts) {
     const bool per_cell = r.name.find("per cell") != std::string::npos;
     const bool detect_row = r.name.find(" row") != std::string::npos ||
@@ -142,6 +142,17 @@ TEST_F(FeatureProbeModelTest, TheYRowIsTheRowFedTheObjectsX) {
   ASSERT_NE(report_, nullptr);
   EXPECT_GT(Readout("detect y row").r2[0], 0.99);  // cx
   EXPECT_LT(Readout("detect x row").r2[0], 0.9);   // cx
+}
+
+// One x row per detected shape, each with its focus target; a mass is a
+// share of one softmax.
+TEST_F(FeatureProbeModelTest, MeasuresTheFocusMassOnEachXRow) {
+  ASSERT_NE(report_, nullptr);
+  EXPECT_EQ(report_->focus_rows, Readout("detect x row").rows);
+  EXPECT_GT(report_->x_row_focus_mass, 0);
+  EXPECT_LT(report_->x_row_focus_mass, 1);
+  EXPECT_NE(FormatFeatureProbe(*report_).find("of its mass (mean of"),
+            std::string::npos);
 }
 
 TEST_F(FeatureProbeModelTest, TheTableNamesEveryReadoutAndTarget) {

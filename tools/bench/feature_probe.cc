@@ -89,6 +89,8 @@ nlohmann::ordered_json ProbeJson(const train::FeatureProbeReport& report,
           {"shapes", report.shapes},
           {"shapes_without_cells", report.shapes_without_cells},
           {"shape_cells", report.shape_cells},
+          {"x_row_focus_mass", report.x_row_focus_mass},
+          {"focus_rows", report.focus_rows},
           {"readouts", std::move(readouts)}};
 }
 

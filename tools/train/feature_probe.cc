@@ -147,13 +147,15 @@ FeatureReadout ScoreAnswers(const HeadAnswers& a) {
 
 // Each answered object's rows in `detects`: the residual stream at its size
 // row (`rows`) and what the focus head gathered there (`gathered`), the
-// residual streams at its x and y rows, and the region head's answers, with
+// residual streams at its x and y rows, what the focus head gathered on the
+// x row and its mass on the shape there, and the region head's answers, with
 // the object's box as the sequence's targets say it (bins to values).
 void AddDetectRows(absl::Span<const Sequence> detects,
                    const at::Tensor& out_BTC, const FocusTaps& taps,
                    const Model& model, bool fit_side, ProbeRows& rows,
-                   ProbeRows& gathered, ProbeRows& x_rows, ProbeRows& y_rows,
-                   HeadAnswers& answers) {
+                   ProbeRows& gathered, ProbeRows& x_gathered,
+                   ProbeRows& x_rows, ProbeRows& y_rows, HeadAnswers& answers,
+                   FeatureProbeReport& report) {
   const MoondreamConfig& config = model.config();
   const RegionWeights& region = model.weights().region;
   const at::ScalarType dtype = region.coord_decoder.fc1.weight.scalar_type();
@@ -174,7 +176,18 @@ void AddDetectRows(absl::Span<const Sequence> detects,
           std::log(w / h)};
       const int64_t b = static_cast<int64_t>(i);
       rows.Add(out_BTC[b][size.row], t, fit_side);
-      x_rows.Add(out_BTC[b][seq.coordinates[2 * k].row], t, fit_side);
+      const int x_row = seq.coordinates[2 * k].row;
+      const at::Tensor x_probs_P = taps.probs_BTP[b][x_row];
+      x_gathered.Add(at::matmul(x_probs_P, taps.values_PD), t, fit_side);
+      for (const FocusTarget& f : seq.focuses) {
+        if (f.row != x_row) continue;
+        report.x_row_focus_mass +=
+            x_probs_P.index_select(0, at::tensor(f.positions, at::kLong))
+                .sum()
+                .item<double>();
+        ++report.focus_rows;
+      }
+      x_rows.Add(out_BTC[b][x_row], t, fit_side);
       y_rows.Add(out_BTC[b][seq.coordinates[2 * k + 1].row], t, fit_side);
       gathered.Add(at::matmul(taps.probs_BTP[b][size.row], taps.values_PD), t,
                    fit_side);
@@ -228,7 +241,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
       mean("prefix, shape mean"), global("global crop, shape mean"),
       local("local crops, shape mean"), head_cell("focus head, per cell"),
       head_mean("focus head, shape mean"), size_row("detect size row"),
-      size_gathered("size row, head gathered"), x_row("detect x row"),
+      size_gathered("size row, head gathered"),
+      x_gathered("x row, head gathered"), x_row("detect x row"),
       y_row("detect y row");
   HeadAnswers answers;
   FeatureProbeReport report;
@@ -256,7 +270,7 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
       const at::Tensor out_BTC =
           DecoderRows(model, features.embedding_PC, rows_BTC, rotary, taps);
       AddDetectRows(detects, out_BTC, taps, model, fit_side, size_row,
-                    size_gathered, x_row, y_row, answers);
+                    size_gathered, x_gathered, x_row, y_row, answers, report);
       const at::Tensor& head_PD = taps.values_PD;
       for (const scenes::Shape& s : scene.shapes) {
         const std::vector<bool> covered = CoveredCells(scene, s, grid);
@@ -292,13 +306,14 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   RETURN_IF_ERROR(CatchTorchStatus("feature probe fit", [&] {
     for (const ProbeRows* rows :
          {&mask, &cell, &mean, &global, &local, &head_cell, &head_mean,
-          &size_row, &size_gathered, &x_row, &y_row}) {
+          &size_row, &size_gathered, &x_gathered, &x_row, &y_row}) {
       if (rows->targets.empty()) continue;
       report.readouts.push_back(FitReadout(*rows));
     }
     if (!answers.truths.empty())
       report.readouts.push_back(ScoreAnswers(answers));
   }));
+  if (report.focus_rows > 0) report.x_row_focus_mass /= report.focus_rows;
   return report;
 }
 
@@ -317,6 +332,12 @@ std::string FormatFeatureProbe(const FeatureProbeReport& report) {
     absl::StrAppendFormat(&out, "%-26s", r.name);
     for (double r2 : r.r2) absl::StrAppendFormat(&out, " %10.3f", r2);
     absl::StrAppendFormat(&out, " %8d\n", r.rows);
+  }
+  if (report.focus_rows > 0) {
+    absl::StrAppendFormat(&out,
+                          "focus head's attention on the shape a detect x row "
+                          "answers: %.3f of its mass (mean of %d rows)\n",
+                          report.x_row_focus_mass, report.focus_rows);
   }
   return out;
 }

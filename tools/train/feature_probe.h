@@ -28,6 +28,8 @@
 //   residual stream of the row the region head reads the shape's size
 //   from, and what the focus head gathered on that row: whether the size
 //   reaches the row that answers it.
+// - x row, head gathered (with a tokenizer): what the focus head gathered
+//   on each detect x row, the first place the decoder must hold the x.
 // - detect x row / detect y row (with a tokenizer): the residual streams of
 //   the rows the region head reads the shape's x and y from, on the same
 //   sequences. Set beside the region head's answers, they say whether the
@@ -71,6 +73,13 @@ struct FeatureProbeReport {
   int shapes_without_cells = 0;
   int shape_cells = 0;
   std::vector<FeatureReadout> readouts;
+  // With a tokenizer: the mean attention mass the focus head puts, on each
+  // teacher-forced detect x row, on the cells of the shape that row answers
+  // (FocusPositions, what the trainer's focus loss asks for), over
+  // `focus_rows` rows. What it leaves elsewhere mixes other places into
+  // what it gathers.
+  double x_row_focus_mass = 0;
+  int focus_rows = 0;
 };
 
 // Encodes scenes SceneSeed(base_seed, 0 .. count−1) at full size, as
