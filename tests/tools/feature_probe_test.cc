@@ -144,14 +144,19 @@ TEST_F(FeatureProbeModelTest, TheYRowIsTheRowFedTheObjectsX) {
   EXPECT_LT(Readout("detect x row").r2[0], 0.9);   // cx
 }
 
-// One x row per detected shape, each with its focus target; a mass is a
-// share of one softmax.
-TEST_F(FeatureProbeModelTest, MeasuresTheFocusMassOnEachXRow) {
+// One x row per detected shape, each with its focus target; the shares of
+// where its attention goes add up to the whole of it.
+TEST_F(FeatureProbeModelTest, SplitsTheFocusHeadsAttentionOnEachXRow) {
   ASSERT_NE(report_, nullptr);
   EXPECT_EQ(report_->focus_rows, Readout("detect x row").rows);
-  EXPECT_GT(report_->x_row_focus_mass, 0);
-  EXPECT_LT(report_->x_row_focus_mass, 1);
-  EXPECT_NE(FormatFeatureProbe(*report_).find("of its mass (mean of"),
+  const FeatureProbeReport::FocusMass& m = report_->x_row_focus;
+  for (double share : {m.shape, m.other_shapes, m.image_rest, m.bos, m.text}) {
+    EXPECT_GT(share, 0);
+    EXPECT_LT(share, 1);
+  }
+  EXPECT_NEAR(m.shape + m.other_shapes + m.image_rest + m.bos + m.text, 1,
+              1e-5);
+  EXPECT_NE(FormatFeatureProbe(*report_).find("on the shape it answers"),
             std::string::npos);
 }
 

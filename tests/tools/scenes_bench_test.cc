@@ -176,7 +176,7 @@ TEST(ScenesBenchTest, FeatureProbeReportsEveryReadout) {
   // head's answers (the shipped model has a tokenizer).
   ASSERT_EQ(report["readouts"].size(), 13u);
   EXPECT_EQ(report["readouts"][12]["readout"], "region head's answers");
-  EXPECT_GT(report["x_row_focus_mass"].get<double>(), 0);
+  EXPECT_GT(report["x_row_focus"]["shape"].get<double>(), 0);
   for (const auto& readout : report["readouts"]) {
     EXPECT_EQ(readout["r2"].size(), 5u) << readout.dump();
     EXPECT_GT(readout["rows"].get<int>(), 0) << readout.dump();

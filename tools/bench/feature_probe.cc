@@ -89,7 +89,12 @@ nlohmann::ordered_json ProbeJson(const train::FeatureProbeReport& report,
           {"shapes", report.shapes},
           {"shapes_without_cells", report.shapes_without_cells},
           {"shape_cells", report.shape_cells},
-          {"x_row_focus_mass", report.x_row_focus_mass},
+          {"x_row_focus",
+           {{"shape", report.x_row_focus.shape},
+            {"other_shapes", report.x_row_focus.other_shapes},
+            {"image_rest", report.x_row_focus.image_rest},
+            {"bos", report.x_row_focus.bos},
+            {"text", report.x_row_focus.text}}},
           {"focus_rows", report.focus_rows},
           {"readouts", std::move(readouts)}};
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>
@@ -145,6 +146,38 @@ FeatureReadout ScoreAnswers(const HeadAnswers& a) {
   return out;
 }
 
+// Adds one row's attention `probs_P` (over the prefix) to the report's
+// FocusMass: on `target` (prefix positions), on the other positions of
+// `shape_cells` (every shape's), on bos, on the rest of the image, and off
+// the prefix (the text rows).
+void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
+                  absl::Span<const int> shape_cells,
+                  FeatureProbeReport& report) {
+  const at::Tensor p = probs_P.to(at::kDouble).contiguous();
+  const double* mass = p.data_ptr<double>();
+  const int64_t n = p.size(0);
+  std::vector<bool> counted(static_cast<size_t>(n), false);
+  FeatureProbeReport::FocusMass& m = report.x_row_focus;
+  double prefix = 0;
+  for (int64_t i = 0; i < n; ++i) prefix += mass[i];
+  for (int position : target) {
+    m.shape += mass[position];
+    counted[position] = true;
+  }
+  for (int position : shape_cells) {
+    if (counted[position]) continue;
+    m.other_shapes += mass[position];
+    counted[position] = true;
+  }
+  m.bos += mass[0];
+  counted[0] = true;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!counted[i]) m.image_rest += mass[i];
+  }
+  m.text += 1 - prefix;
+  ++report.focus_rows;
+}
+
 // Each answered object's rows in `detects`: the residual stream at its size
 // row (`rows`) and what the focus head gathered there (`gathered`), the
 // residual streams at its x and y rows, what the focus head gathered on the
@@ -155,6 +188,7 @@ void AddDetectRows(absl::Span<const Sequence> detects,
                    const Model& model, bool fit_side, ProbeRows& rows,
                    ProbeRows& gathered, ProbeRows& x_gathered,
                    ProbeRows& x_rows, ProbeRows& y_rows, HeadAnswers& answers,
+                   absl::Span<const int> shape_cells,
                    FeatureProbeReport& report) {
   const MoondreamConfig& config = model.config();
   const RegionWeights& region = model.weights().region;
@@ -180,12 +214,8 @@ void AddDetectRows(absl::Span<const Sequence> detects,
       const at::Tensor x_probs_P = taps.probs_BTP[b][x_row];
       x_gathered.Add(at::matmul(x_probs_P, taps.values_PD), t, fit_side);
       for (const FocusTarget& f : seq.focuses) {
-        if (f.row != x_row) continue;
-        report.x_row_focus_mass +=
-            x_probs_P.index_select(0, at::tensor(f.positions, at::kLong))
-                .sum()
-                .item<double>();
-        ++report.focus_rows;
+        if (f.row == x_row)
+          AddFocusMass(x_probs_P, f.positions, shape_cells, report);
       }
       x_rows.Add(out_BTC[b][x_row], t, fit_side);
       y_rows.Add(out_BTC[b][seq.coordinates[2 * k + 1].row], t, fit_side);
@@ -269,8 +299,11 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
       FocusTaps taps;
       const at::Tensor out_BTC =
           DecoderRows(model, features.embedding_PC, rows_BTC, rotary, taps);
+      std::vector<int> every_shape(scene.shapes.size());
+      std::iota(every_shape.begin(), every_shape.end(), 0);
       AddDetectRows(detects, out_BTC, taps, model, fit_side, size_row,
-                    size_gathered, x_gathered, x_row, y_row, answers, report);
+                    size_gathered, x_gathered, x_row, y_row, answers,
+                    FocusPositions(scene, every_shape, grid), report);
       const at::Tensor& head_PD = taps.values_PD;
       for (const scenes::Shape& s : scene.shapes) {
         const std::vector<bool> covered = CoveredCells(scene, s, grid);
@@ -313,7 +346,13 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
     if (!answers.truths.empty())
       report.readouts.push_back(ScoreAnswers(answers));
   }));
-  if (report.focus_rows > 0) report.x_row_focus_mass /= report.focus_rows;
+  if (report.focus_rows > 0) {
+    FeatureProbeReport::FocusMass& m = report.x_row_focus;
+    for (double* share :
+         {&m.shape, &m.other_shapes, &m.image_rest, &m.bos, &m.text}) {
+      *share /= report.focus_rows;
+    }
+  }
   return report;
 }
 
@@ -334,10 +373,14 @@ std::string FormatFeatureProbe(const FeatureProbeReport& report) {
     absl::StrAppendFormat(&out, " %8d\n", r.rows);
   }
   if (report.focus_rows > 0) {
-    absl::StrAppendFormat(&out,
-                          "focus head's attention on the shape a detect x row "
-                          "answers: %.3f of its mass (mean of %d rows)\n",
-                          report.x_row_focus_mass, report.focus_rows);
+    const FeatureProbeReport::FocusMass& m = report.x_row_focus;
+    absl::StrAppendFormat(
+        &out,
+        "focus head's attention on a detect x row (mean of %d rows): %.3f on "
+        "the shape it answers, %.3f on other shapes, %.3f on the rest of the "
+        "image, %.3f on bos, %.3f on the text rows\n",
+        report.focus_rows, m.shape, m.other_shapes, m.image_rest, m.bos,
+        m.text);
   }
   return out;
 }

@@ -73,12 +73,17 @@ struct FeatureProbeReport {
   int shapes_without_cells = 0;
   int shape_cells = 0;
   std::vector<FeatureReadout> readouts;
-  // With a tokenizer: the mean attention mass the focus head puts, on each
-  // teacher-forced detect x row, on the cells of the shape that row answers
-  // (FocusPositions, what the trainer's focus loss asks for), over
-  // `focus_rows` rows. What it leaves elsewhere mixes other places into
-  // what it gathers.
-  double x_row_focus_mass = 0;
+  // With a tokenizer: where the focus head's attention goes on each
+  // teacher-forced detect x row, as the mean share of its mass over
+  // `focus_rows` rows: on the cells of the shape the row answers
+  // (FocusPositions, what the trainer's focus loss asks for), on the other
+  // shapes' cells, on the rest of the image, on bos (the sink) and on the
+  // text rows (the prompt and the answer so far). What lands off the shape
+  // mixes other places into what the head gathers.
+  struct FocusMass {
+    double shape = 0, other_shapes = 0, image_rest = 0, bos = 0, text = 0;
+  };
+  FocusMass x_row_focus;
   int focus_rows = 0;
 };
 
