@@ -8,11 +8,12 @@
 namespace md::scenes {
 namespace {
 
-bool Contains(absl::Span<const int> targets, int shape) {
-  for (int t : targets) {
-    if (t == shape) return true;
+// The index in `targets` of scene shape `shape`, or -1 when it is not one.
+int TargetIndex(absl::Span<const int> targets, int shape) {
+  for (size_t t = 0; t < targets.size(); ++t) {
+    if (targets[t] == shape) return static_cast<int>(t);
   }
-  return false;
+  return -1;
 }
 
 // The index of the scene's shape `box` overlaps most (by IoU), or -1 when
@@ -81,10 +82,7 @@ DetectErrorKinds ClassifyDetectErrors(const Scene& scene,
       ++kinds.on_nothing;
       continue;
     }
-    int target = -1;
-    for (size_t t = 0; t < targets.size(); ++t) {
-      if (targets[t] == shape) target = static_cast<int>(t);
-    }
+    const int target = TargetIndex(targets, shape);
     if (target < 0) {
       ++kinds.other_shape;
     } else if (target_paired[target]) {
@@ -113,7 +111,7 @@ PointErrorKinds ClassifyPointErrors(const Scene& scene,
     for (size_t s = 0; s < scene.shapes.size(); ++s) {
       const Shape& shape = scene.shapes[s];
       const bool inside = ShapeContains(shape, x, y);
-      if (Contains(targets, static_cast<int>(s))) {
+      if (TargetIndex(targets, static_cast<int>(s)) >= 0) {
         in_target = in_target || inside;
         in_target_box =
             in_target_box || InBox(NormalizedBox(scene, shape), p.x, p.y);

@@ -178,17 +178,26 @@ void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
   ++report.focus_rows;
 }
 
-// Each answered object's rows in `detects`: the residual stream at its size
-// row (`rows`) and what the focus head gathered there (`gathered`), the
-// residual streams at its x and y rows, what the focus head gathered on the
-// x row and its mass on the shape there, and the region head's answers, with
-// the object's box as the sequence's targets say it (bins to values).
+// The readouts of the detect rows, each answered object's: the residual
+// streams at its size, x and y rows, what the focus head gathered on the size
+// and x rows, and the region head's answers.
+struct DetectReadouts {
+  ProbeRows size_row{"detect size row"};
+  ProbeRows size_gathered{"size row, head gathered"};
+  ProbeRows x_gathered{"x row, head gathered"};
+  ProbeRows x_row{"detect x row"};
+  ProbeRows y_row{"detect y row"};
+  HeadAnswers answers;
+};
+
+// Adds each answered object's rows in `detects` to `out`, with the object's
+// box as the sequence's targets say it (bins to values), and where the focus
+// head's attention goes on its x row to `report` (`shape_cells`: every
+// shape's FocusPositions).
 void AddDetectRows(absl::Span<const Sequence> detects,
                    const at::Tensor& out_BTC, const FocusTaps& taps,
-                   const Model& model, bool fit_side, ProbeRows& rows,
-                   ProbeRows& gathered, ProbeRows& x_gathered,
-                   ProbeRows& x_rows, ProbeRows& y_rows, HeadAnswers& answers,
-                   absl::Span<const int> shape_cells,
+                   const Model& model, bool fit_side,
+                   absl::Span<const int> shape_cells, DetectReadouts& out,
                    FeatureProbeReport& report) {
   const MoondreamConfig& config = model.config();
   const RegionWeights& region = model.weights().region;
@@ -209,32 +218,31 @@ void AddDetectRows(absl::Span<const Sequence> detects,
           BinValue(seq.coordinates[2 * k + 1].bin, coordinate_bins), w, h,
           std::log(w / h)};
       const int64_t b = static_cast<int64_t>(i);
-      rows.Add(out_BTC[b][size.row], t, fit_side);
       const int x_row = seq.coordinates[2 * k].row;
+      const int y_row = seq.coordinates[2 * k + 1].row;
       const at::Tensor x_probs_P = taps.probs_BTP[b][x_row];
-      x_gathered.Add(at::matmul(x_probs_P, taps.values_PD), t, fit_side);
       for (const FocusTarget& f : seq.focuses) {
         if (f.row == x_row)
           AddFocusMass(x_probs_P, f.positions, shape_cells, report);
       }
-      x_rows.Add(out_BTC[b][x_row], t, fit_side);
-      y_rows.Add(out_BTC[b][seq.coordinates[2 * k + 1].row], t, fit_side);
-      gathered.Add(at::matmul(taps.probs_BTP[b][size.row], taps.values_PD), t,
-                   fit_side);
-      const at::Tensor x_X =
-          DecodeCoordinate(row_of(b, seq.coordinates[2 * k].row), region)[0];
-      const at::Tensor y_X = DecodeCoordinate(
-          row_of(b, seq.coordinates[2 * k + 1].row), region)[0];
+      out.size_row.Add(out_BTC[b][size.row], t, fit_side);
+      out.size_gathered.Add(
+          at::matmul(taps.probs_BTP[b][size.row], taps.values_PD), t, fit_side);
+      out.x_gathered.Add(at::matmul(x_probs_P, taps.values_PD), t, fit_side);
+      out.x_row.Add(out_BTC[b][x_row], t, fit_side);
+      out.y_row.Add(out_BTC[b][y_row], t, fit_side);
+      const at::Tensor x_X = DecodeCoordinate(row_of(b, x_row), region)[0];
+      const at::Tensor y_X = DecodeCoordinate(row_of(b, y_row), region)[0];
       const at::Tensor size_2X =
           DecodeSize(row_of(b, size.row), region).view({2, -1});
       const double aw = BinValue(ArgmaxBin(size_2X[0]), size_bins);
       const double ah = BinValue(ArgmaxBin(size_2X[1]), size_bins);
-      answers.answers.push_back(
+      out.answers.answers.push_back(
           {BinValue(ArgmaxBin(x_X), coordinate_bins),
            BinValue(ArgmaxBin(y_X), coordinate_bins), aw, ah,
            std::log(std::max(aw, 1e-3) / std::max(ah, 1e-3))});
-      answers.truths.push_back(t);
-      answers.fit.push_back(fit_side);
+      out.answers.truths.push_back(t);
+      out.answers.fit.push_back(fit_side);
     }
   }
 }
@@ -270,11 +278,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   ProbeRows mask("cell mask (truth)"), cell("prefix, per cell"),
       mean("prefix, shape mean"), global("global crop, shape mean"),
       local("local crops, shape mean"), head_cell("focus head, per cell"),
-      head_mean("focus head, shape mean"), size_row("detect size row"),
-      size_gathered("size row, head gathered"),
-      x_gathered("x row, head gathered"), x_row("detect x row"),
-      y_row("detect y row");
-  HeadAnswers answers;
+      head_mean("focus head, shape mean");
+  DetectReadouts detect_rows;
   FeatureProbeReport report;
   report.scenes = count;
   for (int i = 0; i < count; ++i) {
@@ -301,9 +306,9 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
           DecoderRows(model, features.embedding_PC, rows_BTC, rotary, taps);
       std::vector<int> every_shape(scene.shapes.size());
       std::iota(every_shape.begin(), every_shape.end(), 0);
-      AddDetectRows(detects, out_BTC, taps, model, fit_side, size_row,
-                    size_gathered, x_gathered, x_row, y_row, answers,
-                    FocusPositions(scene, every_shape, grid), report);
+      AddDetectRows(detects, out_BTC, taps, model, fit_side,
+                    FocusPositions(scene, every_shape, grid), detect_rows,
+                    report);
       const at::Tensor& head_PD = taps.values_PD;
       for (const scenes::Shape& s : scene.shapes) {
         const std::vector<bool> covered = CoveredCells(scene, s, grid);
@@ -339,12 +344,13 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   RETURN_IF_ERROR(CatchTorchStatus("feature probe fit", [&] {
     for (const ProbeRows* rows :
          {&mask, &cell, &mean, &global, &local, &head_cell, &head_mean,
-          &size_row, &size_gathered, &x_gathered, &x_row, &y_row}) {
+          &detect_rows.size_row, &detect_rows.size_gathered,
+          &detect_rows.x_gathered, &detect_rows.x_row, &detect_rows.y_row}) {
       if (rows->targets.empty()) continue;
       report.readouts.push_back(FitReadout(*rows));
     }
-    if (!answers.truths.empty())
-      report.readouts.push_back(ScoreAnswers(answers));
+    if (!detect_rows.answers.truths.empty())
+      report.readouts.push_back(ScoreAnswers(detect_rows.answers));
   }));
   if (report.focus_rows > 0) {
     FeatureProbeReport::FocusMass& m = report.x_row_focus;
