@@ -172,10 +172,11 @@ TEST(ScenesBenchTest, FeatureProbeReportsEveryReadout) {
   const nlohmann::json report = nlohmann::json::parse(ReadFile(json));
   EXPECT_EQ(report["scenes"], 8);
   // The tower's five readouts, the focus head's two, the detect size row's
-  // two, the x row's gathered values, the x and y rows and the region
-  // head's answers (the shipped model has a tokenizer).
-  ASSERT_EQ(report["readouts"].size(), 13u);
-  EXPECT_EQ(report["readouts"][12]["readout"], "region head's answers");
+  // two, the x row's gathered values (all of them and the shape's
+  // alone), the x and y rows and the region head's answers (the shipped
+  // model has a tokenizer).
+  ASSERT_EQ(report["readouts"].size(), 14u);
+  EXPECT_EQ(report["readouts"][13]["readout"], "region head's answers");
   EXPECT_GT(report["x_row_focus"]["shape"].get<double>(), 0);
   for (const auto& readout : report["readouts"]) {
     EXPECT_EQ(readout["r2"].size(), 5u) << readout.dump();

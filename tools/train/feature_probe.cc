@@ -147,10 +147,12 @@ FeatureReadout ScoreAnswers(const HeadAnswers& a) {
 }
 
 // Adds one row's attention `probs_P` (over the prefix) to the report's
-// FocusMass: on `target` (prefix positions), on the other positions of
+// FocusMass: on `target` (prefix positions), on `other_answers` (the cells
+// of the other shapes the question asks for), on the other positions of
 // `shape_cells` (every shape's), on bos, on the rest of the image, and off
 // the prefix (the text rows).
 void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
+                  absl::Span<const int> other_answers,
                   absl::Span<const int> shape_cells,
                   FeatureProbeReport& report) {
   const at::Tensor p = probs_P.to(at::kDouble).contiguous();
@@ -162,6 +164,11 @@ void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
   for (int64_t i = 0; i < n; ++i) prefix += mass[i];
   for (int position : target) {
     m.shape += mass[position];
+    counted[position] = true;
+  }
+  for (int position : other_answers) {
+    if (counted[position]) continue;
+    m.other_answers += mass[position];
     counted[position] = true;
   }
   for (int position : shape_cells) {
@@ -178,6 +185,32 @@ void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
   ++report.focus_rows;
 }
 
+// The focus positions of `seq`'s objects other than the one whose x row is
+// `x_row`: the cells of the other shapes its question asks for.
+std::vector<int> OtherAnswersCells(const Sequence& seq, int x_row) {
+  std::vector<int> cells;
+  for (size_t k = 0; k < seq.sizes.size(); ++k) {
+    const int row = seq.coordinates[2 * k].row;
+    if (row == x_row) continue;
+    for (const FocusTarget& f : seq.focuses) {
+      if (f.row == row)
+        cells.insert(cells.end(), f.positions.begin(), f.positions.end());
+    }
+  }
+  return cells;
+}
+
+// `probs_P` kept only on `positions` and scaled to sum to 1: what a head
+// that attended as this one does within the shape, and nowhere else, would
+// gather.
+at::Tensor OnlyOn(const at::Tensor& probs_P, absl::Span<const int> positions) {
+  const at::Tensor index = at::tensor(
+      std::vector<int64_t>(positions.begin(), positions.end()), at::kLong);
+  const at::Tensor kept_P = at::zeros_like(probs_P).index_copy_(
+      0, index, probs_P.index_select(0, index));
+  return kept_P / kept_P.sum().clamp_min(1e-30);
+}
+
 // The readouts of the detect rows, each answered object's: the residual
 // streams at its size, x and y rows, what the focus head gathered on the size
 // and x rows, and the region head's answers.
@@ -185,6 +218,7 @@ struct DetectReadouts {
   ProbeRows size_row{"detect size row"};
   ProbeRows size_gathered{"size row, head gathered"};
   ProbeRows x_gathered{"x row, head gathered"};
+  ProbeRows x_gathered_shape{"x row, gathered on shape"};
   ProbeRows x_row{"detect x row"};
   ProbeRows y_row{"detect y row"};
   HeadAnswers answers;
@@ -222,8 +256,12 @@ void AddDetectRows(absl::Span<const Sequence> detects,
       const int y_row = seq.coordinates[2 * k + 1].row;
       const at::Tensor x_probs_P = taps.probs_BTP[b][x_row];
       for (const FocusTarget& f : seq.focuses) {
-        if (f.row == x_row)
-          AddFocusMass(x_probs_P, f.positions, shape_cells, report);
+        if (f.row != x_row) continue;
+        AddFocusMass(x_probs_P, f.positions, OtherAnswersCells(seq, x_row),
+                     shape_cells, report);
+        out.x_gathered_shape.Add(
+            at::matmul(OnlyOn(x_probs_P, f.positions), taps.values_PD), t,
+            fit_side);
       }
       out.size_row.Add(out_BTC[b][size.row], t, fit_side);
       out.size_gathered.Add(
@@ -345,7 +383,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
     for (const ProbeRows* rows :
          {&mask, &cell, &mean, &global, &local, &head_cell, &head_mean,
           &detect_rows.size_row, &detect_rows.size_gathered,
-          &detect_rows.x_gathered, &detect_rows.x_row, &detect_rows.y_row}) {
+          &detect_rows.x_gathered, &detect_rows.x_gathered_shape,
+          &detect_rows.x_row, &detect_rows.y_row}) {
       if (rows->targets.empty()) continue;
       report.readouts.push_back(FitReadout(*rows));
     }
@@ -354,8 +393,8 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   }));
   if (report.focus_rows > 0) {
     FeatureProbeReport::FocusMass& m = report.x_row_focus;
-    for (double* share :
-         {&m.shape, &m.other_shapes, &m.image_rest, &m.bos, &m.text}) {
+    for (double* share : {&m.shape, &m.other_answers, &m.other_shapes,
+                          &m.image_rest, &m.bos, &m.text}) {
       *share /= report.focus_rows;
     }
   }
@@ -383,10 +422,11 @@ std::string FormatFeatureProbe(const FeatureProbeReport& report) {
     absl::StrAppendFormat(
         &out,
         "focus head's attention on a detect x row (mean of %d rows): %.3f on "
-        "the shape it answers, %.3f on other shapes, %.3f on the rest of the "
-        "image, %.3f on bos, %.3f on the text rows\n",
-        report.focus_rows, m.shape, m.other_shapes, m.image_rest, m.bos,
-        m.text);
+        "the shape it answers, %.3f on the question's other answers, %.3f "
+        "on the shapes it does not ask for, %.3f on the rest of the image, "
+        "%.3f on bos, %.3f on the text rows\n",
+        report.focus_rows, m.shape, m.other_answers, m.other_shapes,
+        m.image_rest, m.bos, m.text);
   }
   return out;
 }

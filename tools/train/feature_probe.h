@@ -30,6 +30,11 @@
 //   reaches the row that answers it.
 // - x row, head gathered (with a tokenizer): what the focus head gathered
 //   on each detect x row, the first place the decoder must hold the x.
+// - x row, gathered on shape (with a tokenizer): the same attention kept
+//   only on the shape's cells and scaled to sum to 1: what the head would
+//   gather without the mass it puts elsewhere (other shapes, bos), so set
+//   beside the row above it parts the loss to leaking from the loss to how
+//   unevenly it weighs the shape's own cells.
 // - detect x row / detect y row (with a tokenizer): the residual streams of
 //   the rows the region head reads the shape's x and y from, on the same
 //   sequences. Set beside the region head's answers, they say whether the
@@ -81,7 +86,11 @@ struct FeatureProbeReport {
   // text rows (the prompt and the answer so far). What lands off the shape
   // mixes other places into what the head gathers.
   struct FocusMass {
-    double shape = 0, other_shapes = 0, image_rest = 0, bos = 0, text = 0;
+    double shape = 0;
+    // The other shapes the same question asks for (a second circle), and
+    // those it does not.
+    double other_answers = 0, other_shapes = 0;
+    double image_rest = 0, bos = 0, text = 0;
   };
   FocusMass x_row_focus;
   int focus_rows = 0;
