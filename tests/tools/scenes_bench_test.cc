@@ -135,6 +135,21 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
   }
   EXPECT_EQ(bucketed, 2);
   EXPECT_EQ(counts_asked, 2);
+  // The detect and point answers again, by how many shapes each question
+  // asks for: each such question in one bucket, nothing else in any.
+  EXPECT_NE(r.out.find("by the shapes they ask for"), std::string::npos)
+      << r.out;
+  int detect_targets = 0, points = 0;
+  for (const nlohmann::json& bucket : report["by_shapes_asked"]) {
+    const nlohmann::json& t = bucket["tallies"];
+    detect_targets += t["detect"]["true_positives"].get<int>() +
+                      t["detect"]["false_negatives"].get<int>();
+    points += t["point"]["points"].get<int>();
+    EXPECT_EQ(t["count"]["asked"], 0) << bucket.dump();
+  }
+  EXPECT_EQ(detect_targets, detect["true_positives"].get<int>() +
+                                detect["false_negatives"].get<int>());
+  EXPECT_EQ(points, point["points"].get<int>());
 
   // The same targets as a gate: the random model fails it.
   const Result gated = RunBench(

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/types/span.h"
 #include "base/paths.h"
 #include "base/status_macros.h"
 #include "model/bundle.h"
@@ -310,11 +311,24 @@ std::string AspectBucketName(int bucket) {
                          kAspectLimits[bucket]);
 }
 
+// Detect and point questions by how many shapes they ask for: one, or
+// several (the region rows must then also pick which of them each answer
+// is, left to right).
+constexpr size_t kAnswerBuckets = 2;
+
+bool IsRegionTask(const SceneTask& task) {
+  return task.kind == scenes::TaskKind::kDetect ||
+         task.kind == scenes::TaskKind::kPoint;
+}
+
 struct EvalRun {
-  scenes::EvalTally tally;  // the buckets' sum
+  scenes::EvalTally tally;  // the aspect buckets' sum
   // The answers by AspectBucket.
   std::array<scenes::EvalTally, kAspectBuckets> by_aspect;
   std::array<int, kAspectBuckets> scenes_by_aspect{};
+  // The detect and point answers again, by how many shapes they ask for.
+  std::array<scenes::EvalTally, kAnswerBuckets> by_answers;
+  std::array<int, kAnswerBuckets> questions_by_answers{};
   int questions = 0;
   double seconds = 0;
 };
@@ -337,6 +351,11 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
     for (const SceneTask& task : scenes::SceneTasks(scene)) {
       ASSIGN_OR_RETURN(Answer answer, runner.Run(encoded, task));
       ++run.questions;
+      if (IsRegionTask(task)) {
+        const size_t several = task.targets.size() > 1 ? 1 : 0;
+        ++run.questions_by_answers[several];
+        Score(scene, task, answer, run.by_answers[several]);
+      }
       if (!Score(scene, task, answer, run.by_aspect[bucket]) &&
           errors_shown < opts.show_errors) {
         ++errors_shown;
@@ -355,22 +374,47 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
   return run;
 }
 
-// One line per aspect bucket (text), and the bucket's report (JSON).
-std::string AspectReport(const EvalRun& run, nlohmann::ordered_json* json) {
-  std::string text = "by image aspect (longer side / shorter side):\n";
-  for (size_t b = 0; b < kAspectBuckets; ++b) {
-    const int n = run.scenes_by_aspect[b];
-    if (n == 0) continue;
-    const std::vector<scenes::MetricLine> lines =
-        scenes::ReportLines(run.by_aspect[b]);
-    const std::string name = AspectBucketName(static_cast<int>(b));
-    absl::StrAppendFormat(&text, "  %-8s %3d scenes: %s\n", name, n,
+// A breakdown of the answers: one line per non-empty bucket (text) and its
+// report (JSON), each bucket named under `name_key` and its size (`n`
+// `unit`) under `unit`.
+struct Bucket {
+  std::string name;
+  int n = 0;
+  const scenes::EvalTally* tally = nullptr;
+};
+
+std::string BucketReport(const std::string& title, const char* name_key,
+                         const char* unit, absl::Span<const Bucket> buckets,
+                         nlohmann::ordered_json* json) {
+  std::string text = title + ":\n";
+  for (const Bucket& b : buckets) {
+    if (b.n == 0) continue;
+    const std::vector<scenes::MetricLine> lines = scenes::ReportLines(*b.tally);
+    absl::StrAppendFormat(&text, "  %-8s %4d %s: %s\n", b.name, b.n, unit,
                           scenes::FormatValuesLine(lines));
-    nlohmann::ordered_json bucket = {{"aspect", name}, {"scenes", n}};
-    bucket.update(scenes::ReportJson(run.by_aspect[b], lines));
+    nlohmann::ordered_json bucket = {{name_key, b.name}, {unit, b.n}};
+    bucket.update(scenes::ReportJson(*b.tally, lines));
     json->push_back(std::move(bucket));
   }
   return text;
+}
+
+std::string AspectReport(const EvalRun& run, nlohmann::ordered_json* json) {
+  std::vector<Bucket> buckets;
+  for (size_t b = 0; b < kAspectBuckets; ++b) {
+    buckets.push_back({AspectBucketName(static_cast<int>(b)),
+                       run.scenes_by_aspect[b], &run.by_aspect[b]});
+  }
+  return BucketReport("by image aspect (longer side / shorter side)", "aspect",
+                      "scenes", buckets, json);
+}
+
+std::string AnswersReport(const EvalRun& run, nlohmann::ordered_json* json) {
+  const std::vector<Bucket> buckets = {
+      {"one", run.questions_by_answers[0], &run.by_answers[0]},
+      {"several", run.questions_by_answers[1], &run.by_answers[1]}};
+  return BucketReport("detect and point questions by the shapes they ask for",
+                      "shapes_asked", "questions", buckets, json);
 }
 
 }  // namespace
@@ -398,10 +442,12 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
       std::string(DTypeLabel(model_options.dtype)).c_str(), opts.n_threads,
       run.seconds, scenes::FormatReport(lines).c_str());
   nlohmann::ordered_json by_aspect = nlohmann::ordered_json::array();
-  std::printf("%s\n%s\n%s",
+  nlohmann::ordered_json by_answers = nlohmann::ordered_json::array();
+  std::printf("%s\n%s\n%s%s",
               scenes::FormatBoxGeometry(run.tally.box_geometry).c_str(),
               scenes::FormatErrorKinds(run.tally.errors).c_str(),
-              AspectReport(run, &by_aspect).c_str());
+              AspectReport(run, &by_aspect).c_str(),
+              AnswersReport(run, &by_answers).c_str());
   if (!opts.json_path.empty()) {
     nlohmann::ordered_json report = {
         {"model", opts.model_dir},
@@ -415,6 +461,7 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
     };
     report.update(scenes::ReportJson(run.tally, lines));
     report["by_aspect"] = std::move(by_aspect);
+    report["by_shapes_asked"] = std::move(by_answers);
     RETURN_IF_ERROR(WriteJsonReport(report, opts.json_path));
   }
   if (opts.require_targets && !scenes::AllTargetsMet(lines)) {
