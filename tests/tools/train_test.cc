@@ -323,6 +323,81 @@ TEST(ExamplesTest, CoverageFocusGathersTheShapesCentroid) {
   EXPECT_EQ(one.shares, std::vector<float>{1.0f});
 }
 
+// PatchRanks: each shape cell holds 1 + its shape's rank left to right
+// among the shapes of its kind (or of its kind and colour), background 0.
+TEST(ExamplesTest, PatchRanksCountTheMatchingShapesToTheLeft) {
+  // Three squares in a row, red, blue, red, drawn out of order.
+  const scenes::Scene scene =
+      SceneOf({Square(28 * 12, 28, 42, scenes::Colour::kRed),
+               Square(28, 28, 42, scenes::Colour::kRed),
+               Square(28 * 7, 28, 42, scenes::Colour::kBlue)});
+  const std::vector<int> kind = PatchRanks(scene, 27, false);
+  const std::vector<int> pair = PatchRanks(scene, 27, true);
+  // Each square's middle cell (pixels 49 + 14·k: cell 3 + k) on row 3.
+  auto middle = [](int x_min) { return 3 * 27 + (x_min + 21) / 14; };
+  EXPECT_EQ(kind[middle(28)], 1);
+  EXPECT_EQ(kind[middle(28 * 7)], 2);
+  EXPECT_EQ(kind[middle(28 * 12)], 3);
+  EXPECT_EQ(pair[middle(28)], 1);
+  EXPECT_EQ(pair[middle(28 * 7)], 1);
+  EXPECT_EQ(pair[middle(28 * 12)], 2);
+  EXPECT_EQ(kind[20 * 27 + 20], 0);  // background
+  EXPECT_EQ(pair[20 * 27 + 20], 0);
+  const std::vector<int> kinds = PatchKinds(scene, 27);
+  for (size_t cell = 0; cell < kinds.size(); ++cell) {
+    EXPECT_EQ(kind[cell] == 0, kinds[cell] == 0) << cell;
+  }
+}
+
+// ExampleOptions::several_repeats: a detect or point question that asks for
+// two or more shapes is trained that many times, where it stands; every
+// other question once, as without it.
+TEST(ExamplesTest, SeveralRepeatsRepeatOnlyQuestionsForSeveralShapes) {
+  // Two squares: "square" asks for two (detect and point), "red square" and
+  // "blue square" for one.
+  const scenes::Scene scene =
+      SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
+               Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+  const Tokenizer tokenizer = TinyTokenizer();
+  absl::StatusOr<MoondreamConfig> config =
+      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<SceneExample> plain =
+      MakeSceneExample(scene, *config, tokenizer);
+  absl::StatusOr<SceneExample> thrice =
+      MakeSceneExample(scene, *config, tokenizer, {.several_repeats = 3});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(thrice.ok()) << thrice.status();
+  auto same = [](const Sequence& a, const Sequence& b) {
+    if (a.kind != b.kind || a.rows.size() != b.rows.size() ||
+        a.coordinates.size() != b.coordinates.size()) {
+      return false;
+    }
+    for (size_t i = 0; i < a.rows.size(); ++i) {
+      if (a.rows[i].kind != b.rows[i].kind ||
+          a.rows[i].token != b.rows[i].token ||
+          a.rows[i].value != b.rows[i].value) {
+        return false;
+      }
+    }
+    return true;
+  };
+  int several = 0;
+  size_t j = 0;
+  for (const Sequence& p : plain->sequences) {
+    // Two coordinate targets (x, y) per object answered.
+    const bool for_several = p.coordinates.size() >= 4;
+    several += for_several;
+    for (int r = 0; r < (for_several ? 3 : 1); ++r, ++j) {
+      ASSERT_LT(j, thrice->sequences.size());
+      EXPECT_TRUE(same(thrice->sequences[j], p))
+          << "sequence " << j << ", " << scenes::TaskKindName(p.kind);
+    }
+  }
+  EXPECT_EQ(several, 2);  // detect and point "square"
+  EXPECT_EQ(j, thrice->sequences.size());
+}
+
 // With ExampleOptions::focus_coverage a detection's and a point's rows
 // attend to their shape's CoverageFocus; the other rows are as without it.
 TEST(ExamplesTest, FocusCoverageChangesOnlyTheRegionRows) {
@@ -821,6 +896,32 @@ TEST(TrainerTest, FocusCoverageNeedsTheSpreadLoss) {
   EXPECT_GT(step->parts.focus, 0);
 }
 
+// --several-repeats: 1 to 8 (0 would drop the questions); the held-out
+// loss asks every question once whatever the training repeats, so stages
+// with and without compare.
+TEST(TrainerTest, SeveralRepeatsTrainOnlyAndInRange) {
+  TrainOptions o = SmallRun("several_repeats");
+  for (int bad : {0, 9}) {
+    o.examples.several_repeats = bad;
+    EXPECT_FALSE(Trainer::Create(o).ok()) << bad;
+  }
+  absl::StatusOr<std::unique_ptr<Trainer>> once =
+      Trainer::Create(SmallRun("several_once"));
+  TrainOptions three = SmallRun("several_thrice");
+  three.examples.several_repeats = 3;
+  absl::StatusOr<std::unique_ptr<Trainer>> thrice = Trainer::Create(three);
+  ASSERT_TRUE(once.ok()) << once.status();
+  ASSERT_TRUE(thrice.ok()) << thrice.status();
+  absl::StatusOr<double> a = (*once)->HeldOutLoss(7000000, 2);
+  absl::StatusOr<double> b = (*thrice)->HeldOutLoss(7000000, 2);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(*a, *b);
+  absl::StatusOr<StepStats> step = (*thrice)->Step();
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_TRUE(std::isfinite(step->loss));
+}
+
 // --vision-only: steps lower the patch-kind loss by changing the vision
 // tower, projection and probe only; the text decoder and region head keep
 // their bits. Without a patch-kind loss there is nothing to train.
@@ -1277,9 +1378,9 @@ TEST(TrainerTest, MaxShapesNarrowsTheTrainingScenes) {
 }
 
 // With the region head centred (its running mean folded into fc1's bias)
-// and the focus, position, head-patch, row-box, row-extent and row-centre
-// losses (and the readout diagnostic) on, a resumed run still takes the same
-// steps, and the written model is the one the trainer scores.
+// and the focus, position, head-patch, prefix-rank, row-box, row-extent and
+// row-centre losses (and the readout diagnostic) on, a resumed run still takes
+// the same steps, and the written model is the one the trainer scores.
 TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   TrainOptions o = SmallRun("centred");
   o.center_region_head = true;
@@ -1287,6 +1388,7 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   o.loss.focus_weight = 1;
   o.loss.position_weight = 1;
   o.loss.head_patch_weight = 1;
+  o.loss.prefix_rank_weight = 1;
   o.loss.row_box_weight = 1;
   o.loss.row_extent_weight = 1;
   o.loss.row_centre_weight = 1;
@@ -1296,6 +1398,7 @@ TEST(TrainerTest, CentredHeadAndFocusLossesResumeAndWriteExactly) {
   absl::StatusOr<StepStats> first = (*a)->Step();
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_GT(first->parts.head_patch, 0);
+  EXPECT_GT(first->parts.prefix_rank, 0);
   EXPECT_GT(first->parts.row_box, 0);
   EXPECT_GT(first->parts.row_extent, 0);
   EXPECT_GT(first->parts.row_centre, 0);

@@ -44,6 +44,7 @@ struct Flags {
   double patch_extent_weight = 0;
   double patch_colour_weight = 0;
   double head_patch_weight = 0;
+  double prefix_rank_weight = 0;
   double row_box_weight = 0;
   double row_extent_weight = 0;
   double row_centre_weight = 0;
@@ -52,6 +53,7 @@ struct Flags {
   bool focus_spread = false;
   bool focus_sink = false;
   bool focus_coverage = false;
+  int several_repeats = 1;
   double row_norm_weight = 0;
   bool centre_gradient = false;
   double row_norm_limit = 24;
@@ -160,6 +162,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
               "training-only loss: linear probes read each cell's kind, "
               "colour and box from the last text layer's first head's "
               "values (0: off)");
+  p.AddDouble("prefix-rank-weight", &f.prefix_rank_weight,
+              "training-only loss: linear probes read from each image "
+              "token's input to the last text layer the left-to-right rank "
+              "of its shape among those of its kind, and of its kind and "
+              "colour (0: off)");
   p.AddDouble("row-box-weight", &f.row_box_weight,
               "training-only loss: a linear probe reads from each row the "
               "region head reads the value it answers (0: off)");
@@ -232,6 +239,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "rows attend to every cell their shape overlaps, in shares of "
             "its area there (its centroid), not evenly to the cells whose "
             "centre it covers");
+  p.AddInt("several-repeats", &f.several_repeats,
+           "train each detect or point question that asks for two or more "
+           "shapes this many times per scene (1-8)");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -315,6 +325,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.patch_extent_weight = f.patch_extent_weight;
   o.loss.patch_colour_weight = f.patch_colour_weight;
   o.loss.head_patch_weight = f.head_patch_weight;
+  o.loss.prefix_rank_weight = f.prefix_rank_weight;
   o.loss.row_box_weight = f.row_box_weight;
   o.loss.row_extent_weight = f.row_extent_weight;
   o.loss.row_centre_weight = f.row_centre_weight;
@@ -323,6 +334,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.loss.focus_spread = f.focus_spread;
   o.examples.focus_sink = f.focus_sink;
   o.examples.focus_coverage = f.focus_coverage;
+  o.examples.several_repeats = f.several_repeats;
   o.loss.row_norm_weight = f.row_norm_weight;
   o.loss.centre_gradient = f.centre_gradient;
   o.loss.row_norm_limit = f.row_norm_limit;

@@ -258,6 +258,22 @@ std::vector<int> PatchColours(const Scene& scene, int grid) {
   });
 }
 
+std::vector<int> PatchRanks(const Scene& scene, int grid, bool with_colour) {
+  std::vector<int> rank(scene.shapes.size(), 0);
+  const std::vector<int> order = scenes::LeftToRight(scene);
+  for (size_t i = 0; i < order.size(); ++i) {
+    const scenes::Shape& s = scene.shapes[order[i]];
+    for (size_t j = 0; j < i; ++j) {
+      const scenes::Shape& left = scene.shapes[order[j]];
+      rank[order[i]] +=
+          left.kind == s.kind && (!with_colour || left.colour == s.colour);
+    }
+  }
+  return PatchLabels(scene, grid, [&](const scenes::Shape& s) {
+    return rank[static_cast<size_t>(&s - scene.shapes.data())];
+  });
+}
+
 Scene TrainingScene(uint64_t base_seed, uint64_t index, double wide_share,
                     double min_aspect) {
   const uint64_t seed = scenes::SceneSeed(base_seed, index);
@@ -313,7 +329,8 @@ std::vector<PatchBox> PatchBoxes(const Scene& scene, int grid) {
 
 PatchTruth ScenePatchTruth(const Scene& scene, int grid) {
   return {PatchKinds(scene, grid), PatchColours(scene, grid),
-          PatchBoxes(scene, grid)};
+          PatchBoxes(scene, grid), PatchRanks(scene, grid, false),
+          PatchRanks(scene, grid, true)};
 }
 
 Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
@@ -399,10 +416,13 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));
     if (IsRegion(task.kind)) {
-      example.sequences.push_back(RegionSequence(
+      const Sequence region = RegionSequence(
           task.kind, prompt, TruthOf(scene, task, grid, options.focus_coverage),
           eos, coordinate_bins, size_bins,
-          options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus()));
+          options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus());
+      const int repeats =
+          task.targets.size() > 1 ? std::max(1, options.several_repeats) : 1;
+      example.sequences.insert(example.sequences.end(), repeats, region);
     } else {
       ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));
       ASSIGN_OR_RETURN(std::vector<Focus> focus,

@@ -100,11 +100,13 @@ struct PatchBox {
 };
 
 // What the training-only patch probes read, per grid cell (PatchKinds,
-// PatchColours, PatchBoxes).
+// PatchColours, PatchBoxes, PatchRanks).
 struct PatchTruth {
   std::vector<int> kinds;
   std::vector<int> colours;
   std::vector<PatchBox> boxes;
+  std::vector<int> kind_ranks;
+  std::vector<int> pair_ranks;
 };
 
 struct SceneExample {
@@ -123,6 +125,12 @@ std::vector<bool> CoveredCells(const scenes::Scene& scene,
 std::vector<int> PatchKinds(const scenes::Scene& scene, int grid);
 // As PatchKinds, with 1 + the Colour of the shape covering the cell.
 std::vector<int> PatchColours(const scenes::Scene& scene, int grid);
+// For each cell, as PatchKinds: 1 + the rank, left to right, of the shape
+// covering it among the scene's shapes of its kind (`with_colour`: of its
+// kind and colour); 0 on background cells. The order detect and point
+// answer in: the rank is which of a question's answers the shape is.
+std::vector<int> PatchRanks(const scenes::Scene& scene, int grid,
+                            bool with_colour);
 // For each cell, as PatchKinds: the box of the shape covering its centre
 // (zeros on background cells).
 std::vector<PatchBox> PatchBoxes(const scenes::Scene& scene, int grid);
@@ -208,6 +216,12 @@ struct ExampleOptions {
   // A detect's or point's coordinate and size rows attend to their shape's
   // CoverageFocus instead of an even spread over its covered cells.
   bool focus_coverage = false;
+  // A detect or point question that asks for two or more shapes is trained
+  // this many times in its scene's example (>= 1): their rows must also
+  // pick which of the matching shapes each answer is, and they answer far
+  // worse than those that ask for one (scenes-eval's "by the shapes they
+  // ask for"), while only about one region question in eight is one.
+  int several_repeats = 1;
 };
 
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in

@@ -199,7 +199,10 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
     at::Tensor rows_attn =
         RowAttention(r_heads, p_heads, later_TT, block.attn,
                      last && taps != nullptr ? &taps->probs_BTP : nullptr);
-    if (last && taps != nullptr) taps->values_PD = p_heads.v.select(1, 0);
+    if (last && taps != nullptr) {
+      taps->values_PD = p_heads.v.select(1, 0);
+      taps->last_input_PC = ln_PC;
+    }
     rows = rows + rows_attn + Mlp(ln_BTC, block.mlp);
     if (!last) {
       prefix =

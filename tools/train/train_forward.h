@@ -50,6 +50,9 @@ at::Tensor EmbedSequences(absl::Span<const Sequence> sequences,
 struct FocusTaps {
   at::Tensor probs_BTP;  // [B, T, P]
   at::Tensor values_PD;  // [P, D]
+  // The prefix's input to the last layer, layer-normed as its keys and
+  // values read it: [P, C].
+  at::Tensor last_input_PC;
 };
 
 // All text blocks over the prefix and the sequences' rows after it: the
@@ -117,6 +120,17 @@ struct LossOptions {
   // colour and where it is, in a form the heads after it read linearly.
   double head_patch_weight = 0;
 
+  // The prefix-rank loss: two linear probes (kept out of the model) read
+  // from each image token's input to the last layer (FocusTaps::
+  // last_input_PC) the rank, left to right, of the shape covering it among
+  // the shapes of its kind, and among those of its kind and colour
+  // (PatchRanks); cross-entropy as the patch-kind loss's. A detect or point
+  // question that asks for several shapes answers them left to right, so
+  // each answer's row must attend to one of several matching shapes; the
+  // focus head can only pick it out by a feature of its keys, which the
+  // earlier layers (where image tokens attend to each other) can compute.
+  double prefix_rank_weight = 0;
+
   // The row-box loss: a linear probe (kept out of the model) reads from
   // each row the region head reads the value that row answers (x or y of
   // a coordinate row, w and h of a size row), each row layer-normed first;
@@ -167,7 +181,8 @@ struct LossOptions {
   double row_norm_limit = 24;
 
   bool Taps() const {
-    return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0;
+    return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0 ||
+           prefix_rank_weight > 0;
   }
 };
 
@@ -190,7 +205,8 @@ struct Losses {
   at::Tensor total;
   double token = 0, stop = 0, coordinate = 0, size = 0, focus = 0, position = 0,
          patch_kind = 0, patch_box = 0, patch_extent = 0, patch_colour = 0,
-         head_patch = 0, row_box = 0, row_extent = 0, row_centre = 0;
+         head_patch = 0, prefix_rank = 0, row_box = 0, row_extent = 0,
+         row_centre = 0;
   // Target rows' final hidden state: the row-norm penalty's mean and the
   // largest rms (per scene; logged whether or not the penalty is on).
   double row_norm = 0, row_rms_max = 0;

@@ -55,6 +55,7 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.patch_extent += scene.patch_extent;
   sum.patch_colour += scene.patch_colour;
   sum.head_patch += scene.head_patch;
+  sum.prefix_rank += scene.prefix_rank;
   sum.row_box += scene.row_box;
   sum.row_extent += scene.row_extent;
   sum.row_centre += scene.row_centre;
@@ -81,6 +82,7 @@ Losses MeanParts(Losses sum) {
   sum.patch_extent = mean(sum.patch_extent, sum.n_scenes);
   sum.patch_colour = mean(sum.patch_colour, sum.n_scenes);
   sum.head_patch = mean(sum.head_patch, sum.n_scenes);
+  sum.prefix_rank = mean(sum.prefix_rank, sum.n_scenes);
   sum.row_box = mean(sum.row_box, sum.n_scenes);
   sum.row_extent = mean(sum.row_extent, sum.n_scenes);
   sum.row_centre = mean(sum.row_centre, sum.n_scenes);
@@ -145,6 +147,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
   }
   if (!(opts.vision_lr_scale >= 0)) {
     return absl::InvalidArgumentError("the vision lr scale must be >= 0");
+  }
+  if (opts.examples.several_repeats < 1 || opts.examples.several_repeats > 8) {
+    return absl::InvalidArgumentError(
+        "several repeats must be in [1, 8] (1: every question once)");
   }
   if (opts.examples.focus_coverage &&
       (!opts.loss.focus_spread || opts.loss.focus_weight <= 0)) {
@@ -425,6 +431,10 @@ absl::StatusOr<StepStats> Trainer::Step() {
         losses.total =
             losses.total + HeadPatchLoss(taps, example.patches, losses);
       }
+      if (opts_.loss.prefix_rank_weight > 0) {
+        losses.total =
+            losses.total + PrefixRankLoss(taps, example.patches, losses);
+      }
       losses.total = losses.total + RowLosses(rows_BTC, sequences, losses);
       lap(stats.text_seconds);
       (losses.total / opts_.scenes_per_step).backward();
@@ -451,13 +461,17 @@ absl::StatusOr<StepStats> Trainer::Step() {
 }
 
 absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
+  // Every question once, as asked: held-out losses stay comparable across
+  // stages with and without repeats.
+  ExampleOptions as_asked = opts_.examples;
+  as_asked.several_repeats = 1;
   double total = 0;
   for (int i = 0; i < count; ++i) {
     const scenes::Scene scene = scenes::GenerateScene(
         scenes::SceneSeed(base_seed, static_cast<uint64_t>(i)));
     ASSIGN_OR_RETURN(
         SceneExample example,
-        MakeSceneExample(scene, opts_.config, tokenizer_, opts_.examples));
+        MakeSceneExample(scene, opts_.config, tokenizer_, as_asked));
     RETURN_IF_ERROR(CatchTorchStatus("held-out loss", [&] {
       at::NoGradGuard no_grad;
       total += SceneLosses(example, example.sequences, ServedWeights(),
@@ -543,7 +557,8 @@ absl::Status Trainer::Run() {
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
           "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f extent %.3f "
-          "colour %.3f head %.3f row %.3f row-extent %.3f row-centre %.3f "
+          "colour %.3f head %.3f rank %.3f row %.3f row-extent %.3f "
+          "row-centre %.3f "
           "x-R2 rows %.3f "
           "gathered %.3f "
           "rms-max %.0f norm %.3f) lr "
@@ -553,9 +568,9 @@ absl::Status Trainer::Run() {
           parts.stop, parts.coordinate, parts.size, parts.focus,
           parts.focus_region, parts.position, parts.patch_kind, parts.patch_box,
           parts.patch_extent, parts.patch_colour, parts.head_patch,
-          parts.row_box, parts.row_extent, parts.row_centre, readout.first,
-          readout.second, parts.row_rms_max, parts.row_norm, s.learning_rate,
-          s.grad_norm, window_sequences / window_seconds,
+          parts.prefix_rank, parts.row_box, parts.row_extent, parts.row_centre,
+          readout.first, readout.second, parts.row_rms_max, parts.row_norm,
+          s.learning_rate, s.grad_norm, window_sequences / window_seconds,
           window_seconds / window_steps, 100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,

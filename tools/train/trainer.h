@@ -286,6 +286,8 @@ class Trainer {
   // LossOptions::head_patch_weight's probes (training only; not vision
   // parameters: they read the text decoder).
   LinearWeights head_kind_probe_, head_colour_probe_, head_box_probe_;
+  // LossOptions::prefix_rank_weight's probes (training only).
+  LinearWeights kind_rank_probe_, pair_rank_probe_;
   // LossOptions::row_box_weight's probe (training only).
   LinearWeights row_box_probe_;
   // LossOptions::row_extent_weight's probe (training only).
@@ -303,6 +305,9 @@ class Trainer {
   at::Tensor RowLosses(const at::Tensor& rows_BTC,
                        absl::Span<const Sequence> sequences,
                        Losses& losses) const;
+  // The weighted prefix-rank loss on the decoder's taps.
+  at::Tensor PrefixRankLoss(const FocusTaps& taps, const PatchTruth& truth,
+                            Losses& losses) const;
   // The weighted head-patch loss on the decoder's taps.
   at::Tensor HeadPatchLoss(const FocusTaps& taps, const PatchTruth& truth,
                            Losses& losses) const;

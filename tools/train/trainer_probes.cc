@@ -61,6 +61,17 @@ void Trainer::AddProbes(at::Generator& gen) {
         at::zeros({colours}));
     add("head_box_probe", head_box_probe_, 4, head_dim, typical_box.clone());
   }
+  if (opts_.loss.prefix_rank_weight > 0) {
+    // Background and the four ranks a scene of up to four shapes has.
+    const int64_t ranks = 1 + scenes::kMaxShapes;
+    add("kind_rank_probe", kind_rank_probe_, ranks, dim, at::zeros({ranks}));
+    add("pair_rank_probe", pair_rank_probe_, ranks, dim, at::zeros({ranks}));
+    // Zero weights, as the row-extent probe's: a trained decoder feels
+    // nothing until the probes have learnt what its tokens already say.
+    at::NoGradGuard no_grad;
+    kind_rank_probe_.weight.zero_();
+    pair_rank_probe_.weight.zero_();
+  }
   if (opts_.loss.row_box_weight > 0) {
     add("row_box_probe", row_box_probe_, 4, dim, typical_box.clone());
   }
@@ -164,6 +175,19 @@ at::Tensor Trainer::HeadPatchLoss(const FocusTaps& taps,
       PatchBoxLoss(values_PD, truth.kinds, truth.boxes, head_box_probe_);
   losses.head_patch = loss.item<double>();
   return opts_.loss.head_patch_weight * loss;
+}
+
+at::Tensor Trainer::PrefixRankLoss(const FocusTaps& taps,
+                                   const PatchTruth& truth,
+                                   Losses& losses) const {
+  const int64_t cells = static_cast<int64_t>(truth.kind_ranks.size());
+  // last_input_PC's first row is BOS's.
+  const at::Tensor image_PC = taps.last_input_PC.narrow(0, 1, cells);
+  const at::Tensor loss =
+      PatchClassLoss(image_PC, truth.kind_ranks, kind_rank_probe_) +
+      PatchClassLoss(image_PC, truth.pair_ranks, pair_rank_probe_);
+  losses.prefix_rank = loss.item<double>();
+  return opts_.loss.prefix_rank_weight * loss;
 }
 
 absl::StatusOr<PatchProbeEval> Trainer::HeldOutPatchProbes(uint64_t base_seed,
