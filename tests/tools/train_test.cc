@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/status_macros.h"
 #include "model/bundle.h"
 #include "model/config/config.h"
 #include "model/io/safetensors.h"
@@ -247,16 +248,20 @@ TEST(ExamplesTest, FocusCoversTheGridCellsOfAShape) {
   EXPECT_EQ(FocusPositions(tiny, {0}, 27), (std::vector<int>{1 + 2 * 27 + 2}));
 }
 
+// The scene's training sequences for the tiny model, with `options`.
+absl::StatusOr<SceneExample> TinyExample(const scenes::Scene& scene,
+                                         const ExampleOptions& options = {}) {
+  ASSIGN_OR_RETURN(
+      const MoondreamConfig config,
+      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config()));
+  return MakeSceneExample(scene, config, TinyTokenizer(), options);
+}
+
 // The scene's training sequences laid out plainly and with `options`.
 void PlainAndWith(const scenes::Scene& scene, const ExampleOptions& options,
                   SceneExample* plain, SceneExample* with) {
-  const Tokenizer tokenizer = TinyTokenizer();
-  absl::StatusOr<MoondreamConfig> config =
-      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
-  ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<SceneExample> a = MakeSceneExample(scene, *config, tokenizer);
-  absl::StatusOr<SceneExample> b =
-      MakeSceneExample(scene, *config, tokenizer, options);
+  absl::StatusOr<SceneExample> a = TinyExample(scene);
+  absl::StatusOr<SceneExample> b = TinyExample(scene, options);
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_EQ(a->sequences.size(), b->sequences.size());
@@ -358,14 +363,9 @@ TEST(ExamplesTest, SeveralRepeatsRepeatOnlyQuestionsForSeveralShapes) {
   const scenes::Scene scene =
       SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
                Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
-  const Tokenizer tokenizer = TinyTokenizer();
-  absl::StatusOr<MoondreamConfig> config =
-      LoadConfigFile(kTinyDir + "/config.json", Moondream2Config());
-  ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<SceneExample> plain =
-      MakeSceneExample(scene, *config, tokenizer);
+  absl::StatusOr<SceneExample> plain = TinyExample(scene);
   absl::StatusOr<SceneExample> thrice =
-      MakeSceneExample(scene, *config, tokenizer, {.several_repeats = 3});
+      TinyExample(scene, {.several_repeats = 3});
   ASSERT_TRUE(plain.ok()) << plain.status();
   ASSERT_TRUE(thrice.ok()) << thrice.status();
   auto same = [](const Sequence& a, const Sequence& b) {

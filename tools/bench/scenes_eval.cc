@@ -351,13 +351,15 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
     for (const SceneTask& task : scenes::SceneTasks(scene)) {
       ASSIGN_OR_RETURN(Answer answer, runner.Run(encoded, task));
       ++run.questions;
+      scenes::EvalTally scored;
+      const bool right = Score(scene, task, answer, scored);
+      run.by_aspect[bucket] += scored;
       if (IsRegionTask(task)) {
         const size_t several = task.targets.size() > 1 ? 1 : 0;
         ++run.questions_by_answers[several];
-        Score(scene, task, answer, run.by_answers[several]);
+        run.by_answers[several] += scored;
       }
-      if (!Score(scene, task, answer, run.by_aspect[bucket]) &&
-          errors_shown < opts.show_errors) {
+      if (!right && errors_shown < opts.show_errors) {
         ++errors_shown;
         std::printf("wrong: scene %d: %s\n", i,
                     Describe(scene, task, answer).c_str());
