@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -396,6 +398,118 @@ TEST(ExamplesTest, SeveralRepeatsRepeatOnlyQuestionsForSeveralShapes) {
   }
   EXPECT_EQ(several, 2);  // detect and point "square"
   EXPECT_EQ(j, thrice->sequences.size());
+}
+
+// ExampleOptions::any_order: a region question that asks for several shapes
+// answers them in a drawn order; each object's x row accepts, and attends
+// to, every shape not yet answered, and its y (and size) rows follow the
+// shape whose x was fed. Questions about one shape are as without it.
+TEST(ExamplesTest, AnyOrderAcceptsEveryShapeNotYetAnswered) {
+  const scenes::Scene scene =
+      SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
+               Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+  absl::StatusOr<SceneExample> plain = TinyExample(scene);
+  absl::StatusOr<SceneExample> any =
+      TinyExample(scene, {.several_repeats = 8, .any_order = true});
+  absl::StatusOr<SceneExample> again =
+      TinyExample(scene, {.several_repeats = 8, .any_order = true});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(any.ok()) << any.status();
+  ASSERT_TRUE(again.ok()) << again.status();
+  // Each square's (x, y) bins, from the left-to-right answers; its rows'
+  // focus.
+  std::map<int, int> y_of_x;
+  for (const Sequence& p : plain->sequences) {
+    for (size_t k = 0; k + 1 < p.coordinates.size(); k += 2) {
+      y_of_x[p.coordinates[k].bin] = p.coordinates[k + 1].bin;
+    }
+  }
+  ASSERT_EQ(y_of_x.size(), 2u);
+  std::vector<Focus> foci;
+  for (int i : {0, 1}) {
+    foci.push_back({FocusPositions(scene, {i}, 27), {}});
+  }
+  const Focus both = MergedFocus(foci);
+  ASSERT_EQ(both.positions.size(),
+            foci[0].positions.size() + foci[1].positions.size());
+  EXPECT_NEAR(std::accumulate(both.shares.begin(), both.shares.end(), 0.0), 1.0,
+              1e-6);
+
+  size_t j = 0;
+  std::set<int> first_x;
+  for (const Sequence& p : plain->sequences) {
+    const bool several = p.coordinates.size() >= 4;
+    for (int r = 0; r < (several ? 8 : 1); ++r, ++j) {
+      ASSERT_LT(j, any->sequences.size());
+      const Sequence& a = any->sequences[j];
+      EXPECT_EQ(a.rows.size(), again->sequences[j].rows.size());
+      ASSERT_EQ(a.coordinates.size(), p.coordinates.size());
+      for (size_t k = 0; k < a.coordinates.size(); ++k) {
+        EXPECT_EQ(a.coordinates[k].bin, again->sequences[j].coordinates[k].bin);
+        EXPECT_EQ(a.coordinates[k].row, p.coordinates[k].row);
+      }
+      if (!several) {
+        for (size_t k = 0; k < a.coordinates.size(); ++k) {
+          EXPECT_EQ(a.coordinates[k].bin, p.coordinates[k].bin);
+          EXPECT_TRUE(a.coordinates[k].also.empty());
+        }
+        continue;
+      }
+      // x, y of the first object, x, y of the second.
+      const std::vector<CoordinateTarget>& c = a.coordinates;
+      first_x.insert(c[0].bin);
+      ASSERT_EQ(c[0].also.size(), 1u);
+      EXPECT_NE(c[0].also[0], c[0].bin);
+      EXPECT_EQ(c[2].bin, c[0].also[0]);
+      EXPECT_TRUE(c[1].also.empty());
+      EXPECT_TRUE(c[2].also.empty());
+      EXPECT_EQ(c[1].bin, y_of_x.at(c[0].bin));
+      EXPECT_EQ(c[3].bin, y_of_x.at(c[2].bin));
+      // The first x row attends to both squares, the rest to their own.
+      ASSERT_FALSE(a.focuses.empty());
+      EXPECT_EQ(a.focuses[0].row, c[0].row);
+      EXPECT_EQ(a.focuses[0].positions, both.positions);
+      EXPECT_EQ(a.focuses[0].shares, both.shares);
+      EXPECT_EQ(a.focuses[1].row, c[1].row);
+      EXPECT_EQ(a.focuses[1].positions.size(), foci[0].positions.size());
+    }
+  }
+  EXPECT_EQ(j, any->sequences.size());
+  // Over eight repeats of two questions, both squares come first.
+  EXPECT_EQ(first_x.size(), 2u);
+}
+
+// BinSetLoss: an even mixture over the set; either of its bins alone costs
+// the same, and one bin without sigma is its negative log-likelihood.
+TEST(TrainForwardTest, BinSetLossAcceptsAnyBinOfTheSet) {
+  auto peaked = [](int64_t bin) {
+    at::Tensor logits = at::zeros({1, 64});
+    logits[0][bin] = 12.0;
+    return logits;
+  };
+  for (double sigma : {0.0, 2.0}) {
+    SCOPED_TRACE(sigma);
+    const double at_10 =
+        BinSetLoss(peaked(10), {{10, 40}}, sigma).item<double>();
+    const double at_40 =
+        BinSetLoss(peaked(40), {{10, 40}}, sigma).item<double>();
+    const double at_25 =
+        BinSetLoss(peaked(25), {{10, 40}}, sigma).item<double>();
+    EXPECT_NEAR(at_10, at_40, 1e-4);
+    EXPECT_GT(at_25, at_10 + 1.0);
+    // A head that spreads its mass over both matches the mixture better
+    // than one that picks one.
+    at::Tensor two = at::zeros({1, 64});
+    two[0][10] = 12.0;
+    two[0][40] = 12.0;
+    EXPECT_LT(BinSetLoss(two, {{10, 40}}, 0.0).item<double>(), 1e-3);
+  }
+  const at::Tensor logits = at::randn({3, 64});
+  const at::Tensor nll = BinSetLoss(logits, {{1}, {7}, {63}}, 0.0);
+  const at::Tensor lp = at::log_softmax(logits, -1);
+  EXPECT_NEAR(nll[0].item<double>(), -lp[0][1].item<double>(), 1e-6);
+  EXPECT_NEAR(nll[1].item<double>(), -lp[1][7].item<double>(), 1e-6);
+  EXPECT_NEAR(nll[2].item<double>(), -lp[2][63].item<double>(), 1e-6);
 }
 
 // With ExampleOptions::focus_coverage a detection's and a point's rows
@@ -812,6 +926,14 @@ TEST(TrainForwardTest, RowCentreLossReadsXOnXRowsAndYOnYRows) {
   // Sequences without coordinate rows cost nothing.
   Sequence caption;
   EXPECT_EQ(RowCentreLoss(rows_BTC, {caption}, kBins, exact).item<double>(), 0);
+  // An x row that may answer another shape too (--any-order) has no centre
+  // to read: the swapped probe then pays for the y row alone.
+  Sequence either = seq;
+  either.coordinates[0].also = {900};
+  EXPECT_NEAR(RowCentreLoss(rows_BTC, {either}, kBins, swapped).item<double>(),
+              (x - y) * (x - y) / 0.05, 1e-5);
+  EXPECT_NEAR(RowCentreLoss(rows_BTC, {either}, kBins, reader).item<double>(),
+              y * y / 0.05, 1e-5);
 }
 
 // ShrinkScene: a scene too big for one crop is scaled to fit it, boxes

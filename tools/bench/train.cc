@@ -54,6 +54,7 @@ struct Flags {
   bool focus_sink = false;
   bool focus_coverage = false;
   int several_repeats = 1;
+  bool any_order = false;
   double row_norm_weight = 0;
   bool centre_gradient = false;
   double row_norm_limit = 24;
@@ -242,6 +243,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddInt("several-repeats", &f.several_repeats,
            "train each detect or point question that asks for two or more "
            "shapes this many times per scene (1-8)");
+  p.AddBool("any-order", &f.any_order,
+            "a detect or point question that asks for several shapes "
+            "answers them in a drawn order, and each object's first row "
+            "accepts (and attends to) every shape not yet answered");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -335,6 +340,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.examples.focus_sink = f.focus_sink;
   o.examples.focus_coverage = f.focus_coverage;
   o.examples.several_repeats = f.several_repeats;
+  o.examples.any_order = f.any_order;
   o.loss.row_norm_weight = f.row_norm_weight;
   o.loss.centre_gradient = f.centre_gradient;
   o.loss.row_norm_limit = f.row_norm_limit;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,16 @@ std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task,
     }
   }
   return out;
+}
+
+// A region question's objects in an order drawn from the scene's seed and
+// the sequence's index in its example (ExampleOptions::any_order).
+void ShuffleObjects(uint64_t scene_seed, size_t sequence,
+                    std::vector<RegionTruth>& objects) {
+  scenes::ScenePrng prng(scenes::SceneSeed(scene_seed, sequence));
+  for (size_t i = objects.size(); i > 1; --i) {
+    std::swap(objects[i - 1], objects[prng.UniformInt(0, i - 1)]);
+  }
 }
 
 absl::StatusOr<std::vector<int>> PromptOf(const MoondreamConfig& config,
@@ -350,21 +361,51 @@ Sequence TextSequence(TaskKind kind, absl::Span<const int> prompt,
   return seq;
 }
 
+Focus MergedFocus(absl::Span<const Focus> foci) {
+  std::map<int, double> share_of;
+  for (const Focus& f : foci) {
+    for (size_t j = 0; j < f.positions.size(); ++j) {
+      const double share = f.shares.empty() ? 1.0 / f.positions.size()
+                                            : static_cast<double>(f.shares[j]);
+      share_of[f.positions[j]] += share / foci.size();
+    }
+  }
+  Focus merged;
+  for (const auto& [position, share] : share_of) {
+    merged.positions.push_back(position);
+    merged.shares.push_back(static_cast<float>(share));
+  }
+  return merged;
+}
+
 Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,
                         int coordinate_bins, int size_bins,
-                        const Focus& stop_focus) {
+                        const Focus& stop_focus, bool any_order) {
   (void)eos_id;  // stop targets name eos by meaning, not id
   Sequence seq;
   seq.kind = kind;
   for (int t : prompt) AddToken(seq, t);
-  for (const RegionTruth& o : objects) {
+  for (size_t k = 0; k < objects.size(); ++k) {
+    const RegionTruth& o = objects[k];
     // The row that decides "another object" also gives its x.
     const int x_bin = ValueBin(o.x, coordinate_bins);
     const int y_bin = ValueBin(o.y, coordinate_bins);
     seq.stops.push_back({LastRow(seq), false});
     seq.coordinates.push_back({LastRow(seq), x_bin});
-    AddFocus(seq, o.focus);
+    if (any_order && k + 1 < objects.size()) {
+      std::vector<Focus> open;
+      for (size_t j = k; j < objects.size(); ++j) {
+        if (j > k) {
+          seq.coordinates.back().also.push_back(
+              ValueBin(objects[j].x, coordinate_bins));
+        }
+        open.push_back(objects[j].focus);
+      }
+      AddFocus(seq, MergedFocus(open));
+    } else {
+      AddFocus(seq, o.focus);
+    }
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(x_bin, coordinate_bins), 0}});
     seq.coordinates.push_back({LastRow(seq), y_bin});
@@ -416,13 +457,20 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
     ASSIGN_OR_RETURN(std::vector<int> prompt,
                      PromptOf(config, tokenizer, task));
     if (IsRegion(task.kind)) {
-      const Sequence region = RegionSequence(
-          task.kind, prompt, TruthOf(scene, task, grid, options.focus_coverage),
-          eos, coordinate_bins, size_bins,
-          options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus());
+      std::vector<RegionTruth> truth =
+          TruthOf(scene, task, grid, options.focus_coverage);
+      const bool any_order = options.any_order && truth.size() > 1;
       const int repeats =
           task.targets.size() > 1 ? std::max(1, options.several_repeats) : 1;
-      example.sequences.insert(example.sequences.end(), repeats, region);
+      for (int r = 0; r < repeats; ++r) {
+        if (any_order) {
+          ShuffleObjects(scene.seed, example.sequences.size(), truth);
+        }
+        example.sequences.push_back(RegionSequence(
+            task.kind, prompt, truth, eos, coordinate_bins, size_bins,
+            options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus(),
+            any_order));
+      }
     } else {
       ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));
       ASSIGN_OR_RETURN(std::vector<Focus> focus,

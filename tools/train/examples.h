@@ -58,6 +58,10 @@ struct StopTarget {
 struct CoordinateTarget {
   int row = 0;
   int bin = 0;
+  // Training only (ExampleOptions::any_order): bins as right as `bin` (the
+  // x of each matching shape not yet answered); the head's target is then
+  // an even mixture of all of them.
+  std::vector<int> also = {};
 };
 struct SizeTarget {
   int row = 0;
@@ -197,10 +201,16 @@ Sequence TextSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
                       absl::Span<const Focus> focus = {});
 // Detect (with sizes) or point, objects in the order given. `stop_focus`
 // (may be empty) is what the final row, the one that stops, attends to.
+// With `any_order`, each x row accepts (CoordinateTarget::also) and attends
+// to every object not yet answered, in equal shares (MergedFocus).
 Sequence RegionSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,
                         int coordinate_bins, int size_bins,
-                        const Focus& stop_focus = {});
+                        const Focus& stop_focus = {}, bool any_order = false);
+
+// The foci in equal shares, each spread as it is (evenly over its positions
+// unless it gives shares); a position in several adds their shares.
+Focus MergedFocus(absl::Span<const Focus> foci);
 
 // The scene as the served skills see it: rendered, as RGB (what decoding
 // its PNG gives), cut into the model's crops.
@@ -222,6 +232,16 @@ struct ExampleOptions {
   // worse than those that ask for one (scenes-eval's "by the shapes they
   // ask for"), while only about one region question in eight is one.
   int several_repeats = 1;
+  // A detect or point question that asks for several shapes answers them in
+  // an order drawn for it (from the scene's seed; each repeat its own), and
+  // the row that starts an object is trained toward the x of every matching
+  // shape not yet answered, attending to all of them (RegionSequence's
+  // any_order); its y and size rows follow the shape whose x was fed. The
+  // specification leaves the order of boxes and points free, and the
+  // left-to-right order makes that row pick the leftmost of the shapes
+  // that match, which the focus head does not learn (tools/train/
+  // README.md): here it need only avoid the ones already answered.
+  bool any_order = false;
 };
 
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in

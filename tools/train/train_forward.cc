@@ -71,20 +71,37 @@ at::Tensor RowAttention(const HeadsOf& rows, const HeadsOf& prefix,
   return Linear(out_BHTD.permute({0, 2, 1, 3}).reshape({b, t, -1}), w.proj);
 }
 
-// Loss of `bins` under logits [N, X]: their negative log-likelihood, or
-// with sigma > 0 the KL divergence from a normalised Gaussian around each
-// bin (cross-entropy less the target's entropy: the same gradient, and 0
-// when the head matches the target, so logs read alike for any sigma).
+// The target distribution over n_bins of each row: an even mixture over
+// its set of bins of a normalised Gaussian around each (sigma > 0) or the
+// bin itself.
+at::Tensor BinTargets(int64_t n_bins,
+                      const std::vector<std::vector<int64_t>>& sets,
+                      double sigma) {
+  std::vector<int64_t> owner, centre;
+  std::vector<float> weight;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    for (int64_t bin : sets[i]) {
+      owner.push_back(static_cast<int64_t>(i));
+      centre.push_back(bin);
+      weight.push_back(1.0f / static_cast<float>(sets[i].size()));
+    }
+  }
+  at::Tensor x_1X = at::arange(n_bins, at::kFloat).unsqueeze(0);
+  at::Tensor centre_M1 = at::tensor(centre, at::kLong).unsqueeze(1);
+  at::Tensor each_MX = sigma > 0
+                           ? at::exp(-(x_1X - centre_M1.to(at::kFloat)).pow(2) /
+                                     (2 * sigma * sigma))
+                           : (x_1X == centre_M1.to(at::kFloat)).to(at::kFloat);
+  each_MX = each_MX / each_MX.sum(-1, true) * at::tensor(weight).unsqueeze(1);
+  return at::zeros({static_cast<int64_t>(sets.size()), n_bins}, at::kFloat)
+      .index_add_(0, at::tensor(owner, at::kLong), each_MX);
+}
+
 at::Tensor BinLoss(const at::Tensor& logits_NX,
                    const std::vector<int64_t>& bins, double sigma) {
-  at::Tensor lp_NX = at::log_softmax(logits_NX, -1);
-  at::Tensor bins_N1 = at::tensor(bins, at::kLong).unsqueeze(1);
-  if (sigma <= 0) return -lp_NX.gather(1, bins_N1).squeeze(1);
-  at::Tensor x_1X = at::arange(logits_NX.size(1), lp_NX.options()).unsqueeze(0);
-  at::Tensor target_NX =
-      at::exp(-(x_1X - bins_N1.to(at::kFloat)).pow(2) / (2 * sigma * sigma));
-  target_NX = target_NX / target_NX.sum(-1, true);
-  return (target_NX * (target_NX.clamp_min(1e-30).log() - lp_NX)).sum(-1);
+  std::vector<std::vector<int64_t>> sets;
+  for (int64_t bin : bins) sets.push_back({bin});
+  return BinSetLoss(logits_NX, sets, sigma);
 }
 
 at::Tensor RowsOf(const at::Tensor& flat_NC, const std::vector<int64_t>& rows) {
@@ -108,6 +125,16 @@ double MeanOf(const at::Tensor& losses) {
 }
 
 }  // namespace
+
+at::Tensor BinSetLoss(const at::Tensor& logits_NX,
+                      const std::vector<std::vector<int64_t>>& sets,
+                      double sigma) {
+  at::Tensor lp_NX = at::log_softmax(logits_NX, -1);
+  at::Tensor target_NX = BinTargets(logits_NX.size(1), sets, sigma);
+  // Cross-entropy less the target's entropy: the same gradient, and logs
+  // that read alike for any sigma.
+  return (target_NX * (target_NX.clamp_min(1e-30).log() - lp_NX)).sum(-1);
+}
 
 at::Tensor ImageEmbedding(const ImageCrops& image, const Weights& w,
                           const VisionConfig& config) {
@@ -299,8 +326,9 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                       const FocusTaps* taps, const LinearWeights* probe) {
   const int64_t t = rows_BTC.size(1);
   const at::Tensor flat_NC = rows_BTC.reshape({-1, rows_BTC.size(2)});
-  std::vector<int64_t> token_rows, token_ids, stop_rows, coord_rows, coord_bins,
-      size_rows, size_bins;
+  std::vector<int64_t> token_rows, token_ids, stop_rows, coord_rows, size_rows,
+      size_bins;
+  std::vector<std::vector<int64_t>> coord_sets;
   std::vector<uint8_t> stop_eos;
   for (size_t i = 0; i < sequences.size(); ++i) {
     const Sequence& s = sequences[i];
@@ -315,7 +343,9 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
     }
     for (const CoordinateTarget& x : s.coordinates) {
       coord_rows.push_back(base + x.row);
-      coord_bins.push_back(x.bin);
+      coord_sets.push_back({x.bin});
+      coord_sets.back().insert(coord_sets.back().end(), x.also.begin(),
+                               x.also.end());
     }
     for (const SizeTarget& x : s.sizes) {
       size_rows.push_back(base + x.row);
@@ -345,10 +375,10 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                                              : nll_N));
   }
   if (!coord_rows.empty()) {
-    at::Tensor nll_N =
-        BinLoss(DecodeCoordinate(
-                    HeadInput(RowsOf(flat_NC, coord_rows), options), w.region),
-                coord_bins, options.bin_sigma);
+    at::Tensor nll_N = BinSetLoss(
+        DecodeCoordinate(HeadInput(RowsOf(flat_NC, coord_rows), options),
+                         w.region),
+        coord_sets, options.bin_sigma);
     out.coordinate = MeanOf(nll_N.detach());
     out.n_coordinate = static_cast<int>(coord_rows.size());
     all.push_back(nll_N);
@@ -516,6 +546,8 @@ void AddCentreReads(const Sequence& sequence, int64_t base, int coordinate_bins,
                     RowReads& reads) {
   const std::vector<CoordinateTarget>& coords = sequence.coordinates;
   for (size_t k = 0; k < coords.size(); ++k) {
+    // A row that may answer several shapes has no one centre to read.
+    if (!coords[k].also.empty()) continue;
     reads.Add(base + coords[k].row, static_cast<int64_t>(k % 2),
               BinValue(coords[k].bin, coordinate_bins));
   }

@@ -199,6 +199,14 @@ inline constexpr int kGoOnToken = 0;
 at::Tensor StopNll(const at::Tensor& logits_NV, absl::Span<const uint8_t> eos,
                    int eos_id);
 
+// Loss of each row's set of acceptable bins under logits [N, X]: the KL
+// divergence from an even mixture over the set of a normalised Gaussian
+// around each bin (sigma > 0) or of the bins themselves; 0 when the head
+// matches that target. One bin, no sigma: its negative log-likelihood.
+at::Tensor BinSetLoss(const at::Tensor& logits_NX,
+                      const std::vector<std::vector<int64_t>>& sets,
+                      double sigma);
+
 // Mean per target of each kind (detached, for logs) and the differentiable
 // mean over all targets.
 struct Losses {
