@@ -234,12 +234,17 @@ std::vector<int> Cells(int col_min, int row_min, int n) {
   return positions;
 }
 
+// A red and a blue square apart: "square" asks for two (detect and point),
+// "red square" and "blue square" for one.
+scenes::Scene TwoSquares() {
+  return SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
+                  Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+}
+
 // A square over cells 2..4 (pixels 28..70) covers their centres and no
 // other: 9 image tokens, at prefix positions 1 + row·27 + col.
 TEST(ExamplesTest, FocusCoversTheGridCellsOfAShape) {
-  const scenes::Scene scene =
-      SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
-               Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+  const scenes::Scene scene = TwoSquares();
   EXPECT_EQ(FocusPositions(scene, {0}, 27), Cells(2, 2, 3));
   std::vector<int> both = Cells(2, 2, 3);
   const std::vector<int> second = Cells(14, 14, 3);
@@ -360,11 +365,7 @@ TEST(ExamplesTest, PatchRanksCountTheMatchingShapesToTheLeft) {
 // two or more shapes is trained that many times, where it stands; every
 // other question once, as without it.
 TEST(ExamplesTest, SeveralRepeatsRepeatOnlyQuestionsForSeveralShapes) {
-  // Two squares: "square" asks for two (detect and point), "red square" and
-  // "blue square" for one.
-  const scenes::Scene scene =
-      SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
-               Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+  const scenes::Scene scene = TwoSquares();
   absl::StatusOr<SceneExample> plain = TinyExample(scene);
   absl::StatusOr<SceneExample> thrice =
       TinyExample(scene, {.several_repeats = 3});
@@ -405,9 +406,7 @@ TEST(ExamplesTest, SeveralRepeatsRepeatOnlyQuestionsForSeveralShapes) {
 // to, every shape not yet answered, and its y (and size) rows follow the
 // shape whose x was fed. Questions about one shape are as without it.
 TEST(ExamplesTest, AnyOrderAcceptsEveryShapeNotYetAnswered) {
-  const scenes::Scene scene =
-      SceneOf({Square(28, 28, 42, scenes::Colour::kRed),
-               Square(28 * 7, 28 * 7, 42, scenes::Colour::kBlue)});
+  const scenes::Scene scene = TwoSquares();
   absl::StatusOr<SceneExample> plain = TinyExample(scene);
   absl::StatusOr<SceneExample> any =
       TinyExample(scene, {.several_repeats = 8, .any_order = true});
