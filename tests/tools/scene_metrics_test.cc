@@ -1,6 +1,7 @@
 // scenes-eval's scoring on hand-made answers (tools/scenes/metrics.h).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <vector>
 
 #include "tools/scenes/metrics.h"
@@ -119,6 +120,40 @@ TEST(SceneMetricsTest, PointsMustFallInTheShapeNotOnlyItsBox) {
   EXPECT_EQ(both.inside, 2);
   EXPECT_EQ(both.reached, 1);
   EXPECT_EQ(both.targets, 2);
+}
+
+// Points by their place in the answer: the first two places alone, the
+// third and later together; shapes beyond the points are missing.
+TEST(SceneMetricsTest, PointPlacesSplitAnAnswerByItsOrder) {
+  const Scene scene = ThreeShapes();
+  const std::vector<int> square_and_circle = {0, 2};
+  // First on the square, second on the background: the second went wrong.
+  PointPlaceTally t =
+      ScorePointPlaces(scene, square_and_circle,
+                       {FractionPoint(150, 150), FractionPoint(450, 400)});
+  EXPECT_EQ(t.points, (std::array<int, 3>{1, 1, 0}));
+  EXPECT_EQ(t.inside, (std::array<int, 3>{1, 0, 0}));
+  EXPECT_EQ(t.missing, 0);
+  // One point for two shapes: one missing.
+  const PointPlaceTally one =
+      ScorePointPlaces(scene, square_and_circle, {FractionPoint(850, 350)});
+  EXPECT_EQ(one.points, (std::array<int, 3>{1, 0, 0}));
+  EXPECT_EQ(one.inside, (std::array<int, 3>{1, 0, 0}));
+  EXPECT_EQ(one.missing, 1);
+  // Four points: the third and fourth share the last place; the triangle
+  // was not asked for.
+  const PointPlaceTally four =
+      ScorePointPlaces(scene, square_and_circle,
+                       {FractionPoint(850, 350), FractionPoint(150, 150),
+                        FractionPoint(600, 215), FractionPoint(850, 350)});
+  EXPECT_EQ(four.points, (std::array<int, 3>{1, 1, 2}));
+  EXPECT_EQ(four.inside, (std::array<int, 3>{1, 1, 1}));
+  EXPECT_EQ(four.missing, 0);
+  t += four;
+  t += one;
+  EXPECT_EQ(t.points, (std::array<int, 3>{3, 2, 2}));
+  EXPECT_EQ(t.inside, (std::array<int, 3>{3, 1, 1}));
+  EXPECT_EQ(t.missing, 1);
 }
 
 TEST(SceneMetricsTest, ReportMarksTargets) {

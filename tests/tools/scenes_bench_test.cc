@@ -150,6 +150,25 @@ TEST(ScenesBenchTest, EvaluatesTheTinyModelEndToEnd) {
   EXPECT_EQ(detect_targets, detect["true_positives"].get<int>() +
                                 detect["false_negatives"].get<int>());
   EXPECT_EQ(points, point["points"].get<int>());
+  // The point answers to questions about several shapes, by place: each of
+  // their points in one place, and no more shapes missing than they ask for.
+  EXPECT_NE(r.out.find("by their place in the answer"), std::string::npos)
+      << r.out;
+  int placed = 0, several_points = 0, several_targets = 0;
+  for (const nlohmann::json& place :
+       report["several_points_by_place"]["places"]) {
+    placed += place["points"].get<int>();
+    EXPECT_LE(place["inside"].get<int>(), place["points"].get<int>());
+  }
+  for (const nlohmann::json& bucket : report["by_shapes_asked"]) {
+    if (bucket["shapes_asked"] != "several") continue;
+    several_points = bucket["tallies"]["point"]["points"].get<int>();
+    several_targets = bucket["tallies"]["point"]["targets"].get<int>();
+  }
+  EXPECT_EQ(placed, several_points);
+  EXPECT_LE(
+      report["several_points_by_place"]["shapes_without_a_point"].get<int>(),
+      several_targets);
 
   // The same targets as a gate: the random model fails it.
   const Result gated = RunBench(

@@ -329,6 +329,8 @@ struct EvalRun {
   // The detect and point answers again, by how many shapes they ask for.
   std::array<scenes::EvalTally, kAnswerBuckets> by_answers;
   std::array<int, kAnswerBuckets> questions_by_answers{};
+  // The points of the point questions about several shapes, by place.
+  scenes::PointPlaceTally several_point_places;
   int questions = 0;
   double seconds = 0;
 };
@@ -358,6 +360,10 @@ absl::StatusOr<EvalRun> Evaluate(const ModelBundle& bundle,
         const size_t several = task.targets.size() > 1 ? 1 : 0;
         ++run.questions_by_answers[several];
         run.by_answers[several] += scored;
+        if (several && task.kind == scenes::TaskKind::kPoint) {
+          run.several_point_places +=
+              scenes::ScorePointPlaces(scene, task.targets, answer.points);
+        }
       }
       if (!right && errors_shown < opts.show_errors) {
         ++errors_shown;
@@ -419,6 +425,30 @@ std::string AnswersReport(const EvalRun& run, nlohmann::ordered_json* json) {
                       "shapes_asked", "questions", buckets, json);
 }
 
+// Which answer of a question about several shapes goes wrong: the first
+// (picking the leftmost) or those after it (passing over the shapes already
+// answered).
+std::string PointPlacesReport(const scenes::PointPlaceTally& t,
+                              nlohmann::ordered_json* json) {
+  constexpr std::array<const char*, scenes::PointPlaceTally::kPlaces> kNames = {
+      "1st", "2nd", "3rd+"};
+  std::string text =
+      "points of the point questions for several shapes, by their place in "
+      "the answer:";
+  for (int k = 0; k < scenes::PointPlaceTally::kPlaces; ++k) {
+    const double share =
+        t.points[k] > 0 ? 100.0 * t.inside[k] / t.points[k] : 0.0;
+    absl::StrAppendFormat(&text, "%s %s %.1f%% inside (%d/%d)",
+                          k == 0 ? "" : ",", kNames[k], share, t.inside[k],
+                          t.points[k]);
+    json->push_back({{"place", kNames[k]},
+                     {"points", t.points[k]},
+                     {"inside", t.inside[k]}});
+  }
+  absl::StrAppendFormat(&text, "; %d shapes without a point\n", t.missing);
+  return text;
+}
+
 }  // namespace
 
 absl::Status RunScenesEval(const std::vector<std::string>& args) {
@@ -445,11 +475,14 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
       run.seconds, scenes::FormatReport(lines).c_str());
   nlohmann::ordered_json by_aspect = nlohmann::ordered_json::array();
   nlohmann::ordered_json by_answers = nlohmann::ordered_json::array();
-  std::printf("%s\n%s\n%s%s",
-              scenes::FormatBoxGeometry(run.tally.box_geometry).c_str(),
-              scenes::FormatErrorKinds(run.tally.errors).c_str(),
-              AspectReport(run, &by_aspect).c_str(),
-              AnswersReport(run, &by_answers).c_str());
+  nlohmann::ordered_json point_places = nlohmann::ordered_json::array();
+  std::printf(
+      "%s\n%s\n%s%s%s",
+      scenes::FormatBoxGeometry(run.tally.box_geometry).c_str(),
+      scenes::FormatErrorKinds(run.tally.errors).c_str(),
+      AspectReport(run, &by_aspect).c_str(),
+      AnswersReport(run, &by_answers).c_str(),
+      PointPlacesReport(run.several_point_places, &point_places).c_str());
   if (!opts.json_path.empty()) {
     nlohmann::ordered_json report = {
         {"model", opts.model_dir},
@@ -464,6 +497,9 @@ absl::Status RunScenesEval(const std::vector<std::string>& args) {
     report.update(scenes::ReportJson(run.tally, lines));
     report["by_aspect"] = std::move(by_aspect);
     report["by_shapes_asked"] = std::move(by_answers);
+    report["several_points_by_place"] = {
+        {"places", std::move(point_places)},
+        {"shapes_without_a_point", run.several_point_places.missing}};
     RETURN_IF_ERROR(WriteJsonReport(report, opts.json_path));
   }
   if (opts.require_targets && !scenes::AllTargetsMet(lines)) {

@@ -208,6 +208,32 @@ PointTally ScorePoints(const Scene& scene, absl::Span<const int> targets,
   return tally;
 }
 
+PointPlaceTally& PointPlaceTally::operator+=(const PointPlaceTally& other) {
+  for (int k = 0; k < kPlaces; ++k) {
+    points[k] += other.points[k];
+    inside[k] += other.inside[k];
+  }
+  missing += other.missing;
+  return *this;
+}
+
+PointPlaceTally ScorePointPlaces(const Scene& scene,
+                                 absl::Span<const int> targets,
+                                 absl::Span<const Point> predicted) {
+  PointPlaceTally tally;
+  for (size_t i = 0; i < predicted.size(); ++i) {
+    const int place =
+        std::min(static_cast<int>(i), PointPlaceTally::kPlaces - 1);
+    ++tally.points[place];
+    tally.inside[place] +=
+        InsideAnyTarget(scene, targets, predicted[i].x * scene.width,
+                        predicted[i].y * scene.height);
+  }
+  tally.missing = std::max(
+      0, static_cast<int>(targets.size()) - static_cast<int>(predicted.size()));
+  return tally;
+}
+
 TextTally* EvalTally::TextFor(TaskKind kind) {
   switch (kind) {
     case TaskKind::kCount:

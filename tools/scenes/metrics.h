@@ -12,6 +12,7 @@
 #ifndef MOONDREAM_TOOLS_SCENES_METRICS_H_
 #define MOONDREAM_TOOLS_SCENES_METRICS_H_
 
+#include <array>
 #include <cstddef>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -58,6 +59,18 @@ struct PointTally {
   PointTally& operator+=(const PointTally& other);
 };
 
+// A point answer's points by their place in it (first, second, third and
+// later): a question about several shapes answers them left to right, and
+// this tells picking the first from passing over it to the next.
+struct PointPlaceTally {
+  static constexpr int kPlaces = 3;
+  std::array<int, kPlaces> points{};  // answered at each place
+  std::array<int, kPlaces> inside{};  // of them, inside a matching shape
+  int missing = 0;                    // matching shapes beyond the points
+
+  PointPlaceTally& operator+=(const PointPlaceTally& other);
+};
+
 // Exact match of `answer` against `expected`, surrounding whitespace aside.
 bool AnswerMatches(absl::string_view answer, absl::string_view expected);
 
@@ -88,6 +101,12 @@ DetectTally ScoreDetections(const Scene& scene, absl::Span<const int> targets,
 // shapes `scene.shapes[targets]`.
 PointTally ScorePoints(const Scene& scene, absl::Span<const int> targets,
                        absl::Span<const Point> predicted);
+
+// `predicted` points by their place in the answer, against the shapes
+// `scene.shapes[targets]` (inside as ScorePoints counts it).
+PointPlaceTally ScorePointPlaces(const Scene& scene,
+                                 absl::Span<const int> targets,
+                                 absl::Span<const Point> predicted);
 
 // Everything one evaluation run scored.
 struct EvalTally {
