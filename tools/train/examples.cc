@@ -393,19 +393,13 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
     const int y_bin = ValueBin(o.y, coordinate_bins);
     seq.stops.push_back({LastRow(seq), false});
     seq.coordinates.push_back({LastRow(seq), x_bin});
-    if (any_order && k + 1 < objects.size()) {
-      std::vector<Focus> open;
-      for (size_t j = k; j < objects.size(); ++j) {
-        if (j > k) {
-          seq.coordinates.back().also.push_back(
-              ValueBin(objects[j].x, coordinate_bins));
-        }
-        open.push_back(objects[j].focus);
-      }
-      AddFocus(seq, MergedFocus(open));
-    } else {
-      AddFocus(seq, o.focus);
+    std::vector<Focus> open = {o.focus};
+    for (size_t j = k + 1; any_order && j < objects.size(); ++j) {
+      seq.coordinates.back().also.push_back(
+          ValueBin(objects[j].x, coordinate_bins));
+      open.push_back(objects[j].focus);
     }
+    AddFocus(seq, open.size() == 1 ? o.focus : MergedFocus(open));
     seq.rows.push_back(
         {RowKind::kCoordinate, 0, {BinValue(x_bin, coordinate_bins), 0}});
     seq.coordinates.push_back({LastRow(seq), y_bin});

@@ -163,12 +163,21 @@ at::Tensor Trainer::RowLosses(const at::Tensor& rows_BTC,
   return total;
 }
 
+namespace {
+
+// A prefix tap's rows of the image tokens, one per grid cell of `truth`
+// (the prefix's first row is bos's).
+at::Tensor ImageTokenRows(const at::Tensor& prefix_PX,
+                          const PatchTruth& truth) {
+  return prefix_PX.narrow(0, 1, static_cast<int64_t>(truth.kinds.size()));
+}
+
+}  // namespace
+
 at::Tensor Trainer::HeadPatchLoss(const FocusTaps& taps,
                                   const PatchTruth& truth,
                                   Losses& losses) const {
-  const int64_t cells = static_cast<int64_t>(truth.kinds.size());
-  // values_PD's first row is BOS's.
-  const at::Tensor values_PD = taps.values_PD.narrow(0, 1, cells);
+  const at::Tensor values_PD = ImageTokenRows(taps.values_PD, truth);
   const at::Tensor loss =
       PatchClassLoss(values_PD, truth.kinds, head_kind_probe_) +
       PatchClassLoss(values_PD, truth.colours, head_colour_probe_) +
@@ -180,9 +189,7 @@ at::Tensor Trainer::HeadPatchLoss(const FocusTaps& taps,
 at::Tensor Trainer::PrefixRankLoss(const FocusTaps& taps,
                                    const PatchTruth& truth,
                                    Losses& losses) const {
-  const int64_t cells = static_cast<int64_t>(truth.kind_ranks.size());
-  // last_input_PC's first row is BOS's.
-  const at::Tensor image_PC = taps.last_input_PC.narrow(0, 1, cells);
+  const at::Tensor image_PC = ImageTokenRows(taps.last_input_PC, truth);
   const at::Tensor loss =
       PatchClassLoss(image_PC, truth.kind_ranks, kind_rank_probe_) +
       PatchClassLoss(image_PC, truth.pair_ranks, pair_rank_probe_);
