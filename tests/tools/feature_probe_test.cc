@@ -99,8 +99,12 @@ TEST_F(FeatureProbeModelTest, EveryShapeAndCoveredCellIsARow) {
   EXPECT_EQ(report_->shapes, with_cells);
   EXPECT_EQ(report_->shapes + report_->shapes_without_cells, shapes);
   EXPECT_EQ(report_->shape_cells, cells);
-  ASSERT_EQ(report_->readouts.size(), 14u);
+  ASSERT_EQ(report_->readouts.size(), 15u);
   for (const FeatureReadout& r : report_->readouts) {
+    if (r.name == "answers, 2nd+ objects") {
+      EXPECT_EQ(r.rows, report_->later_focus_rows);
+      continue;
+    }
     const bool per_cell = r.name.find("per cell") != std::string::npos;
     const bool detect_row = r.name.find(" row") != std::string::npos ||
                             r.name == "region head's answers";
@@ -161,6 +165,22 @@ TEST_F(FeatureProbeModelTest, SplitsTheFocusHeadsAttentionOnEachXRow) {
                   m.bos + m.text,
               1, 1e-5);
   EXPECT_NE(FormatFeatureProbe(*report_).find("on the shape it answers"),
+            std::string::npos);
+
+  // The rows of second and later objects, split out: every object but the
+  // first of each answer. Only they have shapes answered before them.
+  const FeatureProbeReport::FocusMass& later = report_->later_x_row_focus;
+  ASSERT_GT(report_->later_focus_rows, 0);
+  EXPECT_LT(report_->later_focus_rows, report_->focus_rows);
+  EXPECT_NEAR(later.shape + later.other_answers + later.other_shapes +
+                  later.image_rest + later.bos + later.text,
+              1, 1e-5);
+  EXPECT_GT(later.answered, 0);
+  EXPECT_LE(later.answered, later.other_answers);
+  EXPECT_LE(m.answered, m.other_answers);
+  EXPECT_NEAR(m.answered * report_->focus_rows,
+              later.answered * report_->later_focus_rows, 1e-6);
+  EXPECT_NE(FormatFeatureProbe(*report_).find("second and later objects"),
             std::string::npos);
 }
 

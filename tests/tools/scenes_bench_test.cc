@@ -207,11 +207,16 @@ TEST(ScenesBenchTest, FeatureProbeReportsEveryReadout) {
   EXPECT_EQ(report["scenes"], 8);
   // The tower's five readouts, the focus head's two, the detect size row's
   // two, the x row's gathered values (all of them and the shape's
-  // alone), the x and y rows and the region head's answers (the shipped
-  // model has a tokenizer).
-  ASSERT_EQ(report["readouts"].size(), 14u);
+  // alone), the x and y rows and the region head's answers, all and of
+  // the second and later objects (the shipped model has a tokenizer).
+  ASSERT_EQ(report["readouts"].size(), 15u);
   EXPECT_EQ(report["readouts"][13]["readout"], "region head's answers");
+  EXPECT_EQ(report["readouts"][14]["readout"], "answers, 2nd+ objects");
+  EXPECT_EQ(report["readouts"][14]["rows"], report["later_focus_rows"]);
   EXPECT_GT(report["x_row_focus"]["shape"].get<double>(), 0);
+  EXPECT_GE(report["x_row_focus"]["answered"].get<double>(), 0);
+  EXPECT_GE(report["later_focus_rows"].get<int>(), 0);
+  EXPECT_TRUE(report["later_x_row_focus"].contains("answered"));
   for (const auto& readout : report["readouts"]) {
     EXPECT_EQ(readout["r2"].size(), 5u) << readout.dump();
     EXPECT_GT(readout["rows"].get<int>(), 0) << readout.dump();

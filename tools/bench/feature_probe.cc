@@ -73,6 +73,17 @@ absl::StatusOr<ProbeFlags> ParseProbeFlags(const std::vector<std::string>& args,
   return f;
 }
 
+nlohmann::ordered_json FocusMassJson(
+    const train::FeatureProbeReport::FocusMass& m) {
+  return {{"shape", m.shape},
+          {"other_answers", m.other_answers},
+          {"answered", m.answered},
+          {"other_shapes", m.other_shapes},
+          {"image_rest", m.image_rest},
+          {"bos", m.bos},
+          {"text", m.text}};
+}
+
 nlohmann::ordered_json ProbeJson(const train::FeatureProbeReport& report,
                                  const ProbeFlags& f) {
   nlohmann::ordered_json readouts = nlohmann::ordered_json::array();
@@ -89,14 +100,10 @@ nlohmann::ordered_json ProbeJson(const train::FeatureProbeReport& report,
           {"shapes", report.shapes},
           {"shapes_without_cells", report.shapes_without_cells},
           {"shape_cells", report.shape_cells},
-          {"x_row_focus",
-           {{"shape", report.x_row_focus.shape},
-            {"other_answers", report.x_row_focus.other_answers},
-            {"other_shapes", report.x_row_focus.other_shapes},
-            {"image_rest", report.x_row_focus.image_rest},
-            {"bos", report.x_row_focus.bos},
-            {"text", report.x_row_focus.text}}},
+          {"x_row_focus", FocusMassJson(report.x_row_focus)},
           {"focus_rows", report.focus_rows},
+          {"later_x_row_focus", FocusMassJson(report.later_x_row_focus)},
+          {"later_focus_rows", report.later_focus_rows},
           {"readouts", std::move(readouts)}};
 }
 

@@ -125,9 +125,9 @@ int ArgmaxBin(const at::Tensor& logits_X) {
 }
 
 // R² of the answers themselves on the scored (odd) scenes, per target.
-FeatureReadout ScoreAnswers(const HeadAnswers& a) {
+FeatureReadout ScoreAnswers(const HeadAnswers& a, std::string name) {
   FeatureReadout out;
-  out.name = "region head's answers";
+  out.name = std::move(name);
   out.rows = static_cast<int>(a.truths.size());
   for (int t = 0; t < kProbeTargets; ++t) {
     double sum = 0, n = 0;
@@ -146,25 +146,28 @@ FeatureReadout ScoreAnswers(const HeadAnswers& a) {
   return out;
 }
 
-// Adds one row's attention `probs_P` (over the prefix) to the report's
-// FocusMass: on `target` (prefix positions), on `other_answers` (the cells
-// of the other shapes the question asks for), on the other positions of
-// `shape_cells` (every shape's), on bos, on the rest of the image, and off
-// the prefix (the text rows).
+// Adds one row's attention `probs_P` (over the prefix) to `m`: on `target`
+// (prefix positions), on `other_answers` (the cells of the other shapes the
+// question asks for; of them on `answered`, those answered before), on the
+// other positions of `shape_cells` (every shape's), on bos, on the rest of
+// the image, and off the prefix (the text rows). The caller counts the row.
 void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
                   absl::Span<const int> other_answers,
+                  absl::Span<const int> answered,
                   absl::Span<const int> shape_cells,
-                  FeatureProbeReport& report) {
+                  FeatureProbeReport::FocusMass& m) {
   const at::Tensor p = probs_P.to(at::kDouble).contiguous();
   const double* mass = p.data_ptr<double>();
   const int64_t n = p.size(0);
   std::vector<bool> counted(static_cast<size_t>(n), false);
-  FeatureProbeReport::FocusMass& m = report.x_row_focus;
   double prefix = 0;
   for (int64_t i = 0; i < n; ++i) prefix += mass[i];
   for (int position : target) {
     m.shape += mass[position];
     counted[position] = true;
+  }
+  for (int position : answered) {
+    if (!counted[position]) m.answered += mass[position];
   }
   for (int position : other_answers) {
     if (counted[position]) continue;
@@ -182,22 +185,32 @@ void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
     if (!counted[i]) m.image_rest += mass[i];
   }
   m.text += 1 - prefix;
-  ++report.focus_rows;
 }
 
 // The focus positions of `seq`'s objects other than the one whose x row is
-// `x_row`: the cells of the other shapes its question asks for.
-std::vector<int> OtherAnswersCells(const Sequence& seq, int x_row) {
+// `x_row` (with `before_only`, of those answered before it): the cells of
+// the other shapes its question asks for.
+std::vector<int> OtherAnswersCells(const Sequence& seq, int x_row,
+                                   bool before_only = false) {
   std::vector<int> cells;
   for (size_t k = 0; k < seq.sizes.size(); ++k) {
     const int row = seq.coordinates[2 * k].row;
-    if (row == x_row) continue;
+    if (row == x_row || (before_only && row > x_row)) continue;
     for (const FocusTarget& f : seq.focuses) {
       if (f.row == row)
         cells.insert(cells.end(), f.positions.begin(), f.positions.end());
     }
   }
   return cells;
+}
+
+// The sums of `rows` rows' shares, as their means.
+void MeanOver(int rows, FeatureProbeReport::FocusMass& m) {
+  if (rows == 0) return;
+  for (double* share : {&m.shape, &m.other_answers, &m.other_shapes,
+                        &m.image_rest, &m.bos, &m.text, &m.answered}) {
+    *share /= rows;
+  }
 }
 
 // `probs_P` kept only on `positions` and scaled to sum to 1: what a head
@@ -222,6 +235,7 @@ struct DetectReadouts {
   ProbeRows x_row{"detect x row"};
   ProbeRows y_row{"detect y row"};
   HeadAnswers answers;
+  HeadAnswers later_answers;  // of the second and later objects alone
 };
 
 // Adds each answered object's rows in `detects` to `out`, with the object's
@@ -257,8 +271,16 @@ void AddDetectRows(absl::Span<const Sequence> detects,
       const at::Tensor x_probs_P = taps.probs_BTP[b][x_row];
       for (const FocusTarget& f : seq.focuses) {
         if (f.row != x_row) continue;
-        AddFocusMass(x_probs_P, f.positions, OtherAnswersCells(seq, x_row),
-                     shape_cells, report);
+        const std::vector<int> others = OtherAnswersCells(seq, x_row);
+        const std::vector<int> answered = OtherAnswersCells(seq, x_row, true);
+        AddFocusMass(x_probs_P, f.positions, others, answered, shape_cells,
+                     report.x_row_focus);
+        ++report.focus_rows;
+        if (k > 0) {
+          AddFocusMass(x_probs_P, f.positions, others, answered, shape_cells,
+                       report.later_x_row_focus);
+          ++report.later_focus_rows;
+        }
         out.x_gathered_shape.Add(
             at::matmul(OnlyOn(x_probs_P, f.positions), taps.values_PD), t,
             fit_side);
@@ -275,12 +297,16 @@ void AddDetectRows(absl::Span<const Sequence> detects,
           DecodeSize(row_of(b, size.row), region).view({2, -1});
       const double aw = BinValue(ArgmaxBin(size_2X[0]), size_bins);
       const double ah = BinValue(ArgmaxBin(size_2X[1]), size_bins);
-      out.answers.answers.push_back(
-          {BinValue(ArgmaxBin(x_X), coordinate_bins),
-           BinValue(ArgmaxBin(y_X), coordinate_bins), aw, ah,
-           std::log(std::max(aw, 1e-3) / std::max(ah, 1e-3))});
-      out.answers.truths.push_back(t);
-      out.answers.fit.push_back(fit_side);
+      const Targets answer = {
+          BinValue(ArgmaxBin(x_X), coordinate_bins),
+          BinValue(ArgmaxBin(y_X), coordinate_bins), aw, ah,
+          std::log(std::max(aw, 1e-3) / std::max(ah, 1e-3))};
+      for (HeadAnswers* a : {&out.answers, &out.later_answers}) {
+        if (a == &out.later_answers && k == 0) continue;
+        a->answers.push_back(answer);
+        a->truths.push_back(t);
+        a->fit.push_back(fit_side);
+      }
     }
   }
 }
@@ -388,16 +414,17 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
       if (rows->targets.empty()) continue;
       report.readouts.push_back(FitReadout(*rows));
     }
-    if (!detect_rows.answers.truths.empty())
-      report.readouts.push_back(ScoreAnswers(detect_rows.answers));
-  }));
-  if (report.focus_rows > 0) {
-    FeatureProbeReport::FocusMass& m = report.x_row_focus;
-    for (double* share : {&m.shape, &m.other_answers, &m.other_shapes,
-                          &m.image_rest, &m.bos, &m.text}) {
-      *share /= report.focus_rows;
+    if (!detect_rows.answers.truths.empty()) {
+      report.readouts.push_back(
+          ScoreAnswers(detect_rows.answers, "region head's answers"));
     }
-  }
+    if (!detect_rows.later_answers.truths.empty()) {
+      report.readouts.push_back(
+          ScoreAnswers(detect_rows.later_answers, "answers, 2nd+ objects"));
+    }
+  }));
+  MeanOver(report.focus_rows, report.x_row_focus);
+  MeanOver(report.later_focus_rows, report.later_x_row_focus);
   return report;
 }
 
@@ -427,6 +454,17 @@ std::string FormatFeatureProbe(const FeatureProbeReport& report) {
         "%.3f on bos, %.3f on the text rows\n",
         report.focus_rows, m.shape, m.other_answers, m.other_shapes,
         m.image_rest, m.bos, m.text);
+  }
+  if (report.later_focus_rows > 0) {
+    const FeatureProbeReport::FocusMass& m = report.later_x_row_focus;
+    absl::StrAppendFormat(
+        &out,
+        "... on the x rows of second and later objects (%d rows): %.3f on "
+        "the shape it answers, %.3f on the question's other answers (%.3f "
+        "on those answered before), %.3f on the shapes it does not ask for, "
+        "%.3f on the rest of the image, %.3f on bos, %.3f on the text rows\n",
+        report.later_focus_rows, m.shape, m.other_answers, m.answered,
+        m.other_shapes, m.image_rest, m.bos, m.text);
   }
   return out;
 }

@@ -91,9 +91,16 @@ struct FeatureProbeReport {
     // those it does not.
     double other_answers = 0, other_shapes = 0;
     double image_rest = 0, bos = 0, text = 0;
+    // Of other_answers, the shapes of the objects answered before this row
+    // (left of it): zero on a first object's row.
+    double answered = 0;
   };
   FocusMass x_row_focus;
   int focus_rows = 0;
+  // The same over the x rows of the second and later objects of an answer
+  // alone: the rows that must pass over the shapes already answered.
+  FocusMass later_x_row_focus;
+  int later_focus_rows = 0;
 };
 
 // Encodes scenes SceneSeed(base_seed, 0 .. count−1) at full size, as
