@@ -478,6 +478,78 @@ TEST(ExamplesTest, AnyOrderAcceptsEveryShapeNotYetAnswered) {
   EXPECT_EQ(first_x.size(), 2u);
 }
 
+// ExampleOptions::fed_jitter / fed_size_jitter: the coordinates and sizes
+// a region answer's rows are fed move off the truth by about the asked
+// error, each snapped to its bin, the same for the same scene; every
+// target, focus and token row stays as without them.
+TEST(ExamplesTest, FedJitterMovesWhatIsFedNotTheTargets) {
+  const scenes::Scene scene = TwoSquares();
+  constexpr double kSigma = 0.05, kSizeSigma = 0.2;
+  constexpr float kBins = 1024;  // the tiny config's coordinate and size bins
+  const ExampleOptions jitter = {.fed_jitter = kSigma,
+                                 .fed_size_jitter = kSizeSigma};
+  SceneExample plain, moved;
+  PlainAndWith(scene, jitter, &plain, &moved);
+  absl::StatusOr<SceneExample> again = TinyExample(scene, jitter);
+  ASSERT_TRUE(again.ok()) << again.status();
+  std::vector<double> coordinate_moves, size_log_moves;
+  for (size_t i = 0; i < plain.sequences.size(); ++i) {
+    const Sequence& p = plain.sequences[i];
+    const Sequence& m = moved.sequences[i];
+    ASSERT_EQ(m.rows.size(), p.rows.size());
+    EXPECT_EQ(m.coordinates.size(), p.coordinates.size());
+    for (size_t k = 0; k < m.coordinates.size(); ++k) {
+      EXPECT_EQ(m.coordinates[k].bin, p.coordinates[k].bin);
+      EXPECT_EQ(m.coordinates[k].row, p.coordinates[k].row);
+    }
+    ASSERT_EQ(m.sizes.size(), p.sizes.size());
+    for (size_t k = 0; k < m.sizes.size(); ++k) {
+      EXPECT_EQ(m.sizes[k].w_bin, p.sizes[k].w_bin);
+      EXPECT_EQ(m.sizes[k].h_bin, p.sizes[k].h_bin);
+    }
+    EXPECT_EQ(m.tokens.size(), p.tokens.size());
+    EXPECT_EQ(m.stops.size(), p.stops.size());
+    ASSERT_EQ(m.focuses.size(), p.focuses.size());
+    for (size_t k = 0; k < m.focuses.size(); ++k) {
+      EXPECT_EQ(m.focuses[k].positions, p.focuses[k].positions);
+    }
+    for (size_t r = 0; r < p.rows.size(); ++r) {
+      const InputRow &pr = p.rows[r], &mr = m.rows[r];
+      ASSERT_EQ(mr.kind, pr.kind);
+      EXPECT_EQ(mr.token, pr.token);
+      EXPECT_EQ(mr.value, again->sequences[i].rows[r].value);
+      for (int v = 0; v < (mr.kind == RowKind::kSize ? 2 : 1); ++v) {
+        EXPECT_GE(mr.value[v], 0.0f);
+        EXPECT_LT(mr.value[v], 1.0f);
+        EXPECT_EQ(mr.value[v] * kBins, std::nearbyint(mr.value[v] * kBins));
+      }
+      if (mr.kind == RowKind::kCoordinate) {
+        coordinate_moves.push_back(std::abs(mr.value[0] - pr.value[0]));
+      } else if (mr.kind == RowKind::kSize) {
+        for (int v : {0, 1}) {
+          size_log_moves.push_back(
+              std::abs(std::log(mr.value[v] / pr.value[v])));
+        }
+      } else {
+        EXPECT_EQ(mr.value, pr.value);
+      }
+    }
+  }
+  // The mean |error| of a normal one is 0.8 sigma; with this many draws
+  // the mean lands well inside [0.4, 1.2] sigma.
+  auto mean = [](const std::vector<double>& v) {
+    return std::accumulate(v.begin(), v.end(), 0.0) / v.size();
+  };
+  ASSERT_GE(coordinate_moves.size(), 16u);
+  ASSERT_GE(size_log_moves.size(), 8u);
+  EXPECT_GT(mean(coordinate_moves), 0.4 * kSigma);
+  EXPECT_LT(mean(coordinate_moves), 1.2 * kSigma);
+  EXPECT_GT(mean(size_log_moves), 0.4 * kSizeSigma);
+  EXPECT_LT(mean(size_log_moves), 1.2 * kSizeSigma);
+  EXPECT_LT(*std::max_element(coordinate_moves.begin(), coordinate_moves.end()),
+            6 * kSigma);
+}
+
 // BinSetLoss: an even mixture over the set; either of its bins alone costs
 // the same, and one bin without sigma is its negative log-likelihood.
 TEST(TrainForwardTest, BinSetLossAcceptsAnyBinOfTheSet) {
@@ -765,6 +837,43 @@ TEST(ExamplesTest, FocusSinkRowsDecideHowMany) {
   EXPECT_TRUE(saw_count);
   EXPECT_TRUE(saw_caption);
   EXPECT_TRUE(saw_detect);
+}
+
+// ExampleOptions::free_region_stop: a detect's or point's stop row loses
+// its sink focus; every other row keeps what focus_sink gives it.
+TEST(ExamplesTest, FreeRegionStopDropsOnlyTheRegionStopsFocus) {
+  const scenes::Scene scene =
+      SceneOf({Square(28 * 10, 28, 42, scenes::Colour::kGreen),
+               Square(28, 28, 42, scenes::Colour::kRed)});
+  SceneExample plain, sink;
+  ASSERT_NO_FATAL_FAILURE(
+      PlainAndWith(scene, {.focus_sink = true}, &plain, &sink));
+  absl::StatusOr<SceneExample> freed =
+      TinyExample(scene, {.focus_sink = true, .free_region_stop = true});
+  ASSERT_TRUE(freed.ok()) << freed.status();
+  ASSERT_EQ(freed->sequences.size(), sink.sequences.size());
+  int regions = 0;
+  for (size_t i = 0; i < sink.sequences.size(); ++i) {
+    const Sequence& s = sink.sequences[i];
+    const Sequence& f = freed->sequences[i];
+    const bool region = !s.stops.empty();
+    regions += region;
+    ASSERT_EQ(f.focuses.size() + (region ? 1 : 0), s.focuses.size());
+    for (size_t k = 0; k < f.focuses.size(); ++k) {
+      EXPECT_EQ(f.focuses[k].row, s.focuses[k].row);
+      EXPECT_EQ(f.focuses[k].positions, s.focuses[k].positions);
+      EXPECT_EQ(f.focuses[k].shares, s.focuses[k].shares);
+    }
+    if (region) {
+      // The dropped one is the stop row's, on the sink alone.
+      EXPECT_EQ(s.focuses.back().row, s.stops.back().row);
+      EXPECT_EQ(s.focuses.back().positions, std::vector<int>{0});
+      // (A question for a shape the scene lacks has no other row.)
+      EXPECT_TRUE(f.focuses.empty() ||
+                  f.focuses.back().row != f.stops.back().row);
+    }
+  }
+  EXPECT_GE(regions, 4);  // detect and point, for square and each colour
 }
 
 // PatchKinds marks the cells a shape covers with 1 + its kind; the loss

@@ -52,9 +52,12 @@ struct Flags {
   double stop_weight = 1;
   bool focus_spread = false;
   bool focus_sink = false;
+  bool free_region_stop = false;
   bool focus_coverage = false;
   int several_repeats = 1;
   bool any_order = false;
+  double fed_jitter = 0;
+  double fed_size_jitter = 0;
   double row_norm_weight = 0;
   bool centre_gradient = false;
   double row_norm_limit = 24;
@@ -235,6 +238,9 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "rows that decide how many (a count, a caption's separators "
             "and end, a detection's stop) attend to bos and the shapes not "
             "yet answered, in equal shares");
+  p.AddBool("free-region-stop", &f.free_region_stop,
+            "(with --focus-sink) a detect's or point's stop row gets no "
+            "focus target; the other rows that decide how many keep theirs");
   p.AddBool("focus-coverage", &f.focus_coverage,
             "(with --focus-spread) a detect's or point's coordinate and size "
             "rows attend to every cell their shape overlaps, in shares of "
@@ -247,6 +253,12 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
             "a detect or point question that asks for several shapes "
             "answers them in a drawn order, and each object's first row "
             "accepts (and attends to) every shape not yet answered");
+  p.AddDouble("fed-jitter", &f.fed_jitter,
+              "a detect's or point's rows are fed coordinates off the truth "
+              "by a normal error of this many image fractions (as the "
+              "model's own answers are; targets stay true; 0: exact)");
+  p.AddDouble("fed-size-jitter", &f.fed_size_jitter,
+              "... and sizes scaled by exp of a normal error of this");
   p.AddInt("seed", &f.seed, "initial weights and question draws");
   p.AddInt("train-seed", &f.train_base_seed,
            "base seed of the training scenes (keep it far from eval seeds)");
@@ -341,6 +353,9 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.examples.focus_coverage = f.focus_coverage;
   o.examples.several_repeats = f.several_repeats;
   o.examples.any_order = f.any_order;
+  o.examples.free_region_stop = f.free_region_stop;
+  o.examples.fed_jitter = f.fed_jitter;
+  o.examples.fed_size_jitter = f.fed_size_jitter;
   o.loss.row_norm_weight = f.row_norm_weight;
   o.loss.centre_gradient = f.centre_gradient;
   o.loss.row_norm_limit = f.row_norm_limit;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <numbers>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,13 @@ std::vector<RegionTruth> TruthOf(const Scene& scene, const SceneTask& task,
     }
   }
   return out;
+}
+
+// A standard normal draw (Box-Muller), portable as ScenePrng is.
+double NormalDraw(scenes::ScenePrng& prng) {
+  const double u = 1.0 - prng.UniformReal();  // (0, 1]: log is finite
+  const double v = prng.UniformReal();
+  return std::sqrt(-2.0 * std::log(u)) * std::cos(2.0 * std::numbers::pi * v);
 }
 
 // A region question's objects in an order drawn from the scene's seed and
@@ -422,6 +430,24 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
   return seq;
 }
 
+void JitterFedRows(uint64_t seed, double coordinate_sigma, double size_sigma,
+                   int coordinate_bins, int size_bins, Sequence& seq) {
+  scenes::ScenePrng prng(seed);
+  auto snapped = [](double v, int bins) {
+    return BinValue(ValueBin(v, bins), bins);
+  };
+  for (InputRow& row : seq.rows) {
+    if (row.kind == RowKind::kCoordinate && coordinate_sigma > 0) {
+      row.value[0] = snapped(row.value[0] + coordinate_sigma * NormalDraw(prng),
+                             coordinate_bins);
+    } else if (row.kind == RowKind::kSize && size_sigma > 0) {
+      for (float& v : row.value) {
+        v = snapped(v * std::exp(size_sigma * NormalDraw(prng)), size_bins);
+      }
+    }
+  }
+}
+
 absl::StatusOr<ImageCrops> SceneCrops(const Scene& scene,
                                       const VisionConfig& config) {
   cv::Mat rgb;
@@ -462,8 +488,17 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
         }
         example.sequences.push_back(RegionSequence(
             task.kind, prompt, truth, eos, coordinate_bins, size_bins,
-            options.focus_sink ? SinkAndShapes(scene, {}, grid) : Focus(),
+            options.focus_sink && !options.free_region_stop
+                ? SinkAndShapes(scene, {}, grid)
+                : Focus(),
             any_order));
+        if (options.fed_jitter > 0 || options.fed_size_jitter > 0) {
+          // Its own stream: ShuffleObjects draws from SceneSeed(seed, i).
+          JitterFedRows(
+              scenes::SceneSeed(~scene.seed, example.sequences.size()),
+              options.fed_jitter, options.fed_size_jitter, coordinate_bins,
+              size_bins, example.sequences.back());
+        }
       }
     } else {
       ASSIGN_OR_RETURN(std::vector<int> answer, tokenizer.Encode(task.answer));

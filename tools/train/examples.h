@@ -223,6 +223,12 @@ struct ExampleOptions {
   // and the shapes not yet answered; a region's go-on rows already attend
   // to the next object.
   bool focus_sink = false;
+  // With focus_sink, a detect's or point's last row (its stop) is left
+  // without a focus target: it is the row after an object's last value, as
+  // every later object's first row is, and its pull toward the sink takes
+  // 13% of their attention (feature-probe's rows of second and later
+  // objects; tools/train/README.md).
+  bool free_region_stop = false;
   // A detect's or point's coordinate and size rows attend to their shape's
   // CoverageFocus instead of an even spread over its covered cells.
   bool focus_coverage = false;
@@ -242,7 +248,22 @@ struct ExampleOptions {
   // that match, which the focus head does not learn (tools/train/
   // README.md): here it need only avoid the ones already answered.
   bool any_order = false;
+  // Training only: the coordinates and sizes a detect's or point's rows are
+  // fed (the answers so far) are drawn near the truth, as the served skills
+  // feed the model's own argmax bins, which miss by a few hundredths; the
+  // targets stay the truth. A coordinate moves by a normal error of
+  // `fed_jitter` (image fractions), a size is scaled by exp of a normal
+  // error of `fed_size_jitter`; each is then snapped to its bin. 0: exact,
+  // as before.
+  double fed_jitter = 0;
+  double fed_size_jitter = 0;
 };
+
+// Moves the coordinates and sizes `seq` is fed (not its targets) as
+// ExampleOptions::fed_jitter and fed_size_jitter say, with draws from
+// `seed`.
+void JitterFedRows(uint64_t seed, double coordinate_sigma, double size_sigma,
+                   int coordinate_bins, int size_bins, Sequence& seq);
 
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in
 // their order), and its crops.

@@ -152,6 +152,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
     return absl::InvalidArgumentError(
         "several repeats must be in [1, 8] (1: every question once)");
   }
+  if (!(opts.examples.fed_jitter >= 0 && opts.examples.fed_jitter <= 0.5) ||
+      !(opts.examples.fed_size_jitter >= 0 &&
+        opts.examples.fed_size_jitter <= 2)) {
+    return absl::InvalidArgumentError(
+        "fed jitter must be in [0, 0.5] (image fractions) and fed size "
+        "jitter in [0, 2] (log scale)");
+  }
   if (opts.examples.focus_coverage &&
       (!opts.loss.focus_spread || opts.loss.focus_weight <= 0)) {
     return absl::InvalidArgumentError(
@@ -465,6 +472,8 @@ absl::StatusOr<double> Trainer::HeldOutLoss(uint64_t base_seed, int count) {
   // stages with and without repeats.
   ExampleOptions as_asked = opts_.examples;
   as_asked.several_repeats = 1;
+  as_asked.fed_jitter = 0;
+  as_asked.fed_size_jitter = 0;
   double total = 0;
   for (int i = 0; i < count; ++i) {
     const scenes::Scene scene = scenes::GenerateScene(
