@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -428,6 +429,24 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   return report;
 }
 
+namespace {
+
+// One line of where the focus head's attention goes on `rows` rows.
+void AppendFocusMass(std::string_view rows_name, int rows,
+                     const FeatureProbeReport::FocusMass& m, std::string& out) {
+  if (rows == 0) return;
+  absl::StrAppendFormat(
+      &out,
+      "focus head's attention on %s (mean of %d rows): %.3f on the shape it "
+      "answers, %.3f on the question's other answers (%.3f on those answered "
+      "before), %.3f on the shapes it does not ask for, %.3f on the rest of "
+      "the image, %.3f on bos, %.3f on the text rows\n",
+      rows_name, rows, m.shape, m.other_answers, m.answered, m.other_shapes,
+      m.image_rest, m.bos, m.text);
+}
+
+}  // namespace
+
 std::string FormatFeatureProbe(const FeatureProbeReport& report) {
   std::string out = absl::StrFormat(
       "feature-probe: %d scenes, %d shapes (%d cover no cell centre, left "
@@ -444,28 +463,9 @@ std::string FormatFeatureProbe(const FeatureProbeReport& report) {
     for (double r2 : r.r2) absl::StrAppendFormat(&out, " %10.3f", r2);
     absl::StrAppendFormat(&out, " %8d\n", r.rows);
   }
-  if (report.focus_rows > 0) {
-    const FeatureProbeReport::FocusMass& m = report.x_row_focus;
-    absl::StrAppendFormat(
-        &out,
-        "focus head's attention on a detect x row (mean of %d rows): %.3f on "
-        "the shape it answers, %.3f on the question's other answers, %.3f "
-        "on the shapes it does not ask for, %.3f on the rest of the image, "
-        "%.3f on bos, %.3f on the text rows\n",
-        report.focus_rows, m.shape, m.other_answers, m.other_shapes,
-        m.image_rest, m.bos, m.text);
-  }
-  if (report.later_focus_rows > 0) {
-    const FeatureProbeReport::FocusMass& m = report.later_x_row_focus;
-    absl::StrAppendFormat(
-        &out,
-        "... on the x rows of second and later objects (%d rows): %.3f on "
-        "the shape it answers, %.3f on the question's other answers (%.3f "
-        "on those answered before), %.3f on the shapes it does not ask for, "
-        "%.3f on the rest of the image, %.3f on bos, %.3f on the text rows\n",
-        report.later_focus_rows, m.shape, m.other_answers, m.answered,
-        m.other_shapes, m.image_rest, m.bos, m.text);
-  }
+  AppendFocusMass("a detect x row", report.focus_rows, report.x_row_focus, out);
+  AppendFocusMass("the x rows of second and later objects",
+                  report.later_focus_rows, report.later_x_row_focus, out);
   return out;
 }
 
