@@ -62,6 +62,27 @@ double NormalDraw(scenes::ScenePrng& prng) {
   return std::sqrt(-2.0 * std::log(u)) * std::cos(2.0 * std::numbers::pi * v);
 }
 
+// Moves the coordinates and sizes `seq` is fed (not its targets) as
+// ExampleOptions::fed_jitter and fed_size_jitter say, with draws from
+// `seed`.
+void JitterFedRows(uint64_t seed, double coordinate_sigma, double size_sigma,
+                   int coordinate_bins, int size_bins, Sequence& seq) {
+  scenes::ScenePrng prng(seed);
+  auto snapped = [](double v, int bins) {
+    return BinValue(ValueBin(v, bins), bins);
+  };
+  for (InputRow& row : seq.rows) {
+    if (row.kind == RowKind::kCoordinate && coordinate_sigma > 0) {
+      row.value[0] = snapped(row.value[0] + coordinate_sigma * NormalDraw(prng),
+                             coordinate_bins);
+    } else if (row.kind == RowKind::kSize && size_sigma > 0) {
+      for (float& v : row.value) {
+        v = snapped(v * std::exp(size_sigma * NormalDraw(prng)), size_bins);
+      }
+    }
+  }
+}
+
 // A region question's objects in an order drawn from the scene's seed and
 // the sequence's index in its example (ExampleOptions::any_order).
 void ShuffleObjects(uint64_t scene_seed, size_t sequence,
@@ -428,24 +449,6 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
   seq.stops.push_back({LastRow(seq), true});
   AddFocus(seq, stop_focus);
   return seq;
-}
-
-void JitterFedRows(uint64_t seed, double coordinate_sigma, double size_sigma,
-                   int coordinate_bins, int size_bins, Sequence& seq) {
-  scenes::ScenePrng prng(seed);
-  auto snapped = [](double v, int bins) {
-    return BinValue(ValueBin(v, bins), bins);
-  };
-  for (InputRow& row : seq.rows) {
-    if (row.kind == RowKind::kCoordinate && coordinate_sigma > 0) {
-      row.value[0] = snapped(row.value[0] + coordinate_sigma * NormalDraw(prng),
-                             coordinate_bins);
-    } else if (row.kind == RowKind::kSize && size_sigma > 0) {
-      for (float& v : row.value) {
-        v = snapped(v * std::exp(size_sigma * NormalDraw(prng)), size_bins);
-      }
-    }
-  }
 }
 
 absl::StatusOr<ImageCrops> SceneCrops(const Scene& scene,

@@ -259,12 +259,6 @@ struct ExampleOptions {
   double fed_size_jitter = 0;
 };
 
-// Moves the coordinates and sizes `seq` is fed (not its targets) as
-// ExampleOptions::fed_jitter and fed_size_jitter say, with draws from
-// `seed`.
-void JitterFedRows(uint64_t seed, double coordinate_sigma, double size_sigma,
-                   int coordinate_bins, int size_bins, Sequence& seq);
-
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in
 // their order), and its crops.
 absl::StatusOr<SceneExample> MakeSceneExample(

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -147,16 +148,17 @@ FeatureReadout ScoreAnswers(const HeadAnswers& a, std::string name) {
   return out;
 }
 
-// Adds one row's attention `probs_P` (over the prefix) to `m`: on `target`
+// One row's attention `probs_P` (over the prefix) split: on `target`
 // (prefix positions), on `other_answers` (the cells of the other shapes the
 // question asks for; of them on `answered`, those answered before), on the
 // other positions of `shape_cells` (every shape's), on bos, on the rest of
-// the image, and off the prefix (the text rows). The caller counts the row.
-void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
-                  absl::Span<const int> other_answers,
-                  absl::Span<const int> answered,
-                  absl::Span<const int> shape_cells,
-                  FeatureProbeReport::FocusMass& m) {
+// the image, and off the prefix (the text rows).
+FeatureProbeReport::FocusMass RowFocusMass(const at::Tensor& probs_P,
+                                           absl::Span<const int> target,
+                                           absl::Span<const int> other_answers,
+                                           absl::Span<const int> answered,
+                                           absl::Span<const int> shape_cells) {
+  FeatureProbeReport::FocusMass m;
   const at::Tensor p = probs_P.to(at::kDouble).contiguous();
   const double* mass = p.data_ptr<double>();
   const int64_t n = p.size(0);
@@ -186,6 +188,7 @@ void AddFocusMass(const at::Tensor& probs_P, absl::Span<const int> target,
     if (!counted[i]) m.image_rest += mass[i];
   }
   m.text += 1 - prefix;
+  return m;
 }
 
 // The focus positions of `seq`'s objects other than the one whose x row is
@@ -205,13 +208,24 @@ std::vector<int> OtherAnswersCells(const Sequence& seq, int x_row,
   return cells;
 }
 
+// Every share of `m`, in one order.
+std::array<double*, 7> Shares(FeatureProbeReport::FocusMass& m) {
+  return {&m.shape, &m.other_answers, &m.other_shapes, &m.image_rest,
+          &m.bos,   &m.text,          &m.answered};
+}
+
+// Adds one row's shares to `sum` and counts the row.
+void AddRow(FeatureProbeReport::FocusMass row,
+            FeatureProbeReport::FocusMass& sum, int& rows) {
+  const std::array<double*, 7> from = Shares(row), to = Shares(sum);
+  for (size_t i = 0; i < to.size(); ++i) *to[i] += *from[i];
+  ++rows;
+}
+
 // The sums of `rows` rows' shares, as their means.
 void MeanOver(int rows, FeatureProbeReport::FocusMass& m) {
   if (rows == 0) return;
-  for (double* share : {&m.shape, &m.other_answers, &m.other_shapes,
-                        &m.image_rest, &m.bos, &m.text, &m.answered}) {
-    *share /= rows;
-  }
+  for (double* share : Shares(m)) *share /= rows;
 }
 
 // `probs_P` kept only on `positions` and scaled to sum to 1: what a head
@@ -272,15 +286,12 @@ void AddDetectRows(absl::Span<const Sequence> detects,
       const at::Tensor x_probs_P = taps.probs_BTP[b][x_row];
       for (const FocusTarget& f : seq.focuses) {
         if (f.row != x_row) continue;
-        const std::vector<int> others = OtherAnswersCells(seq, x_row);
-        const std::vector<int> answered = OtherAnswersCells(seq, x_row, true);
-        AddFocusMass(x_probs_P, f.positions, others, answered, shape_cells,
-                     report.x_row_focus);
-        ++report.focus_rows;
+        const FeatureProbeReport::FocusMass row =
+            RowFocusMass(x_probs_P, f.positions, OtherAnswersCells(seq, x_row),
+                         OtherAnswersCells(seq, x_row, true), shape_cells);
+        AddRow(row, report.x_row_focus, report.focus_rows);
         if (k > 0) {
-          AddFocusMass(x_probs_P, f.positions, others, answered, shape_cells,
-                       report.later_x_row_focus);
-          ++report.later_focus_rows;
+          AddRow(row, report.later_x_row_focus, report.later_focus_rows);
         }
         out.x_gathered_shape.Add(
             at::matmul(OnlyOn(x_probs_P, f.positions), taps.values_PD), t,
@@ -302,12 +313,13 @@ void AddDetectRows(absl::Span<const Sequence> detects,
           BinValue(ArgmaxBin(x_X), coordinate_bins),
           BinValue(ArgmaxBin(y_X), coordinate_bins), aw, ah,
           std::log(std::max(aw, 1e-3) / std::max(ah, 1e-3))};
-      for (HeadAnswers* a : {&out.answers, &out.later_answers}) {
-        if (a == &out.later_answers && k == 0) continue;
-        a->answers.push_back(answer);
-        a->truths.push_back(t);
-        a->fit.push_back(fit_side);
-      }
+      auto add_answer = [&](HeadAnswers& a) {
+        a.answers.push_back(answer);
+        a.truths.push_back(t);
+        a.fit.push_back(fit_side);
+      };
+      add_answer(out.answers);
+      if (k > 0) add_answer(out.later_answers);
     }
   }
 }
