@@ -1815,6 +1815,47 @@ TEST(TrainerTest, GrowTextInsertsBlocksBeforeTheLast) {
       << smaller.status();
 }
 
+// A fresh decoder of another shape on a written model's tower: the tower
+// and projection come from the directory, every other weight is the fresh
+// run's own.
+TEST(TrainerTest, AFreshDecoderMayStartOnAWrittenModelsTower) {
+  TrainOptions o = SmallRun("tower_source");
+  o.seed += 17;  // a tower unlike the fresh run's own
+  const std::unique_ptr<Trainer> source = WrittenModel(o);
+  ASSERT_NE(source, nullptr);
+
+  TrainOptions d = SmallRun("tower_decoder");
+  d.config.text.n_layers = o.config.text.n_layers + 2;
+  absl::StatusOr<std::unique_ptr<Trainer>> fresh = Trainer::Create(d);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  d.out_dir += "_init";
+  d.init_vision_from = source->model_dir();
+  absl::StatusOr<std::unique_ptr<Trainer>> on_tower = Trainer::Create(d);
+  ASSERT_TRUE(on_tower.ok()) << on_tower.status();
+  const Weights& tower = source->weights();
+  const Weights& got = (*on_tower)->weights();
+  EXPECT_TRUE(
+      at::equal(got.vision.patch_emb.weight, tower.vision.patch_emb.weight));
+  EXPECT_TRUE(at::equal(got.vision.blocks.back().mlp.fc2.weight,
+                        tower.vision.blocks.back().mlp.fc2.weight));
+  EXPECT_TRUE(at::equal(got.vision.proj_mlp.fc2.weight,
+                        tower.vision.proj_mlp.fc2.weight));
+  EXPECT_FALSE(at::equal(got.vision.patch_emb.weight,
+                         (*fresh)->weights().vision.patch_emb.weight));
+  EXPECT_TRUE(at::equal(got.text.wte, (*fresh)->weights().text.wte));
+  EXPECT_TRUE(at::equal(got.region.coord_decoder.fc2.weight,
+                        (*fresh)->weights().region.coord_decoder.fc2.weight));
+  EXPECT_EQ((*on_tower)->step(), 0);
+
+  TrainOptions other = SmallRun("tower_other");
+  other.init_vision_from = source->model_dir();
+  other.config.vision.enc_dim *= 2;
+  absl::StatusOr<std::unique_ptr<Trainer>> refused = Trainer::Create(other);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("vision config"), std::string::npos)
+      << refused.status();
+}
+
 // A new stage on a written model (its checkpoint gone): every weight comes
 // from the directory, and the served function does not jump when the first
 // step measures the region rows' mean the directory's heads have folded in.

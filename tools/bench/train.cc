@@ -192,7 +192,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddString("init-vision-from", &f.init_vision_from,
               "a fresh run starts its vision tower, projection and "
               "patch probes from this checkpoint.pt (e.g. a "
-              "--vision-only run's)");
+              "--vision-only run's), or its tower and projection from this "
+              "model directory (e.g. a shipped one)");
   p.AddString("init-from", &f.init_from,
               "a fresh run starts every model weight from this model "
               "directory (e.g. a shipped one); probes, the optimizer and the "

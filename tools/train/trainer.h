@@ -81,8 +81,10 @@ struct TrainOptions {
   // and the patch losses are off, which makes a step ~2× cheaper.
   double vision_lr_scale = 1.0;
   // A fresh run starts its vision tower, projection and patch-kind probe
-  // from this checkpoint's (typically a vision_only stage's); everything
-  // else, the optimizer and the schedule start anew. The shapes must match.
+  // from this checkpoint's (typically a vision_only stage's), or its tower
+  // and projection from this model directory's (a fresh decoder, of any
+  // shape, on a trained tower); everything else, the optimizer and the
+  // schedule start anew. The tower's shapes must match.
   std::string init_vision_from;
   // A fresh run starts every model weight from this model directory's
   // model.safetensors (one WriteModelDirectory wrote, e.g. a shipped model):
@@ -246,7 +248,9 @@ class Trainer {
   void AddProbes(at::Generator& gen);
   void MakeOptimizer();
   absl::Status LoadCheckpoint();
-  absl::Status LoadVisionFrom(const std::string& checkpoint);
+  // A checkpoint.pt, or a model directory (LoadVisionFromModel).
+  absl::Status LoadVisionFrom(const std::string& source);
+  absl::Status LoadVisionFromModel(const std::string& model_dir);
   absl::Status LoadModelFrom(const std::string& model_dir);
   // init_from's model's config: this run's, or with grow_vision or
   // grow_text the directory's, checked to differ in the layers that may

@@ -161,7 +161,10 @@ absl::Status Trainer::LoadCheckpoint() {
   });
 }
 
-absl::Status Trainer::LoadVisionFrom(const std::string& checkpoint) {
+absl::Status Trainer::LoadVisionFrom(const std::string& source) {
+  std::error_code ec;
+  if (fs::is_directory(source, ec)) return LoadVisionFromModel(source);
+  const std::string& checkpoint = source;
   return CatchTorchStatus("loading the vision tower", [&] {
     torch::serialize::InputArchive archive;
     archive.load_from(checkpoint);
@@ -260,6 +263,37 @@ std::string GrownName(const std::string& name, int source_layers, int layers) {
 }
 
 }  // namespace
+
+// A model directory holds no probes: they start fresh. Its config.json
+// may differ from this run's anywhere but in the vision tower and the
+// projection (a fresh decoder of another shape on a trained tower).
+absl::Status Trainer::LoadVisionFromModel(const std::string& model_dir) {
+  const std::string path = (fs::path(model_dir) / "model.safetensors").string();
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                   SafetensorsFile::Open(path));
+  ASSIGN_OR_RETURN(
+      const MoondreamConfig source,
+      LoadConfigFile((fs::path(model_dir) / "config.json").string(),
+                     opts_.config));
+  ASSIGN_OR_RETURN(Weights loaded, LoadWeights(*file, source, {}));
+  return CatchTorchStatus("loading the vision tower", [&] {
+    at::NoGradGuard no_grad;
+    int copied = 0;
+    for (const auto& [name, saved] : NamedParameters(source, loaded)) {
+      if (!IsVisionParameter(name)) continue;
+      at::Tensor& tensor = Parameter(name);
+      if (!saved.sizes().equals(tensor.sizes())) {
+        throw std::runtime_error(
+            absl::StrCat(name, " has another shape in ", path,
+                         ": its vision config differs from this run's"));
+      }
+      tensor.copy_(saved);
+      ++copied;
+    }
+    std::printf("train: vision tower (%d tensors) from %s\n", copied,
+                path.c_str());
+  });
+}
 
 absl::Status Trainer::LoadModelFrom(const std::string& model_dir) {
   const std::string path = (fs::path(model_dir) / "model.safetensors").string();
