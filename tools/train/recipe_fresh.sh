@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A fresh text decoder and region head trained through the whole text
+# curriculum in one run, on the shipped model's vision tower, with every
+# flag the staged recipe (recipe.sh) found necessary on from its first step;
+# then a second stage on fresh scenes at half the learning rate. Not the
+# shipped model's recipe: see tools/train/README.md, "2026-12-07".
+#
+#   tools/train/recipe_fresh.sh [OUT] [TEXT_LAYERS]   # default ~/scenes-fresh, 6
+#   moondream-bench scenes-eval --model=OUT/fresh/model --count=200 --seed=5
+#
+# Resumable: rerun it after a stop (a finished stage leaves a marker file).
+# One thread per stage; ~1.1-1.4 s/step at 6 text layers on a 2-core VM.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${1:-$HOME/scenes-fresh}"
+LAYERS="${2:-6}"
+BENCH="${MD_BENCH:-build/tools/moondream-bench}"
+LOG="$OUT/recipe.log"
+export OMP_WAIT_POLICY=PASSIVE
+mkdir -p "$OUT"
+
+if [ ! -f "$OUT/config.json" ]; then
+  sed "s/\"n_layers\": 4/\"n_layers\": $LAYERS/" models/scenes-demo/config.json \
+    > "$OUT/config.json"
+  grep -q "\"n_layers\": $LAYERS" "$OUT/config.json"
+fi
+FLAGS="--config=$OUT/config.json --vision-lr-scale=0 --head-patch-weight=1 \
+  --row-box-weight=1 --center-region-head --fourier-bins --clip=1000 \
+  --warmup=50 --bin-sigma=16 --eval-every=500 --readout-probe \
+  --focus-weight=4 --focus-spread --focus-sink --balance-stops \
+  --position-weight=1 --row-norm-weight=10 --centre-gradient \
+  --row-extent-weight=1 --row-centre-weight=1 --threads=1"
+
+# stage NAME DIR START FLAGS...: one `train` call, skipped once done; START
+# is the flag a fresh directory starts from, replaced by --resume once the
+# directory has a checkpoint.
+stage() {
+  local name="$1" dir="$2" start="$3"
+  shift 3
+  [ -f "$dir/done.$name" ] && return 0
+  echo "== stage $name: $*" | tee -a "$LOG"
+  mkdir -p "$dir"
+  [ -f "$dir/checkpoint.pt" ] && start=--resume
+  "$BENCH" train --out="$dir" $FLAGS "$start" "$@" >> "$LOG" 2>&1
+  touch "$dir/done.$name"
+}
+
+# 1. One cosine over 5,000 steps at 1e-3: one shape to step 300, two to
+#    1,500, then all four (--stop-after ends each part; the resume changes
+#    only --max-shapes).
+TOWER="--init-vision-from=models/scenes-demo"
+stage one "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=1 \
+  --stop-after=300
+stage two "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=2 \
+  --stop-after=1500
+stage four "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=4
+# 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4.
+stage more "$OUT/more" "--init-from=$OUT/fresh/model" --lr=5e-4 \
+  --steps=8000 --max-shapes=4 --train-seed=2000000
+echo "done: $OUT/more/model" | tee -a "$LOG"
