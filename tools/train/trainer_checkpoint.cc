@@ -161,6 +161,21 @@ absl::Status Trainer::LoadCheckpoint() {
   });
 }
 
+namespace {
+
+// Under NoGradGuard; throws, naming the tensor, when the shapes differ.
+void CopyVisionTensor(const std::string& name, const at::Tensor& saved,
+                      const std::string& source, at::Tensor& into) {
+  if (!saved.sizes().equals(into.sizes())) {
+    throw std::runtime_error(
+        absl::StrCat(name, " has another shape in ", source,
+                     ": its vision config differs from this run's"));
+  }
+  into.copy_(saved);
+}
+
+}  // namespace
+
 absl::Status Trainer::LoadVisionFrom(const std::string& source) {
   std::error_code ec;
   if (fs::is_directory(source, ec)) return LoadVisionFromModel(source);
@@ -178,12 +193,7 @@ absl::Status Trainer::LoadVisionFrom(const std::string& source) {
         if (absl::StartsWith(name, "train_only.")) continue;
         throw std::runtime_error(absl::StrCat(checkpoint, " has no ", name));
       }
-      if (!saved.sizes().equals(tensor.sizes())) {
-        throw std::runtime_error(
-            absl::StrCat(name, " has another shape in ", checkpoint,
-                         ": its vision config differs from this run's"));
-      }
-      tensor.copy_(saved);
+      CopyVisionTensor(name, saved, checkpoint, tensor);
       ++copied;
     }
     std::printf("train: vision tower (%d tensors) from %s\n", copied,
@@ -281,13 +291,7 @@ absl::Status Trainer::LoadVisionFromModel(const std::string& model_dir) {
     int copied = 0;
     for (const auto& [name, saved] : NamedParameters(source, loaded)) {
       if (!IsVisionParameter(name)) continue;
-      at::Tensor& tensor = Parameter(name);
-      if (!saved.sizes().equals(tensor.sizes())) {
-        throw std::runtime_error(
-            absl::StrCat(name, " has another shape in ", path,
-                         ": its vision config differs from this run's"));
-      }
-      tensor.copy_(saved);
+      CopyVisionTensor(name, saved, path, Parameter(name));
       ++copied;
     }
     std::printf("train: vision tower (%d tensors) from %s\n", copied,
