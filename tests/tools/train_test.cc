@@ -1854,6 +1854,15 @@ TEST(TrainerTest, AFreshDecoderMayStartOnAWrittenModelsTower) {
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("vision config"), std::string::npos)
       << refused.status();
+
+  // So is a tower with fewer layers, which would leave ours half random.
+  TrainOptions deeper = SmallRun("tower_deeper");
+  deeper.init_vision_from = source->model_dir();
+  deeper.config.vision.enc_n_layers += 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> partial = Trainer::Create(deeper);
+  ASSERT_FALSE(partial.ok());
+  EXPECT_NE(partial.status().message().find("vision config"), std::string::npos)
+      << partial.status();
 }
 
 // A new stage on a written model (its checkpoint gone): every weight comes

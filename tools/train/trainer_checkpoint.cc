@@ -294,6 +294,15 @@ absl::Status Trainer::LoadVisionFromModel(const std::string& model_dir) {
       CopyVisionTensor(name, saved, path, Parameter(name));
       ++copied;
     }
+    const auto tower_tensors = absl::c_count_if(params_, [](const auto& p) {
+      return IsVisionParameter(p.first) &&
+             !absl::StartsWith(p.first, "train_only.");
+    });
+    if (copied != tower_tensors) {  // a tower with fewer layers than ours
+      throw std::runtime_error(absl::StrCat(
+          path, " holds ", copied, " of this run's ", tower_tensors,
+          " vision tensors: its vision config differs"));
+    }
     std::printf("train: vision tower (%d tensors) from %s\n", copied,
                 path.c_str());
   });
