@@ -9,6 +9,9 @@
 #   moondream-bench scenes-eval --model=OUT/fresh/model --count=200 --seed=5
 #
 # Resumable: rerun it after a stop (a finished stage leaves a marker file).
+# MD_EXTRA_FLAGS="--flag ..." adds training flags to every stage (the
+# variants of "2026-12-07, later" in the README); MD_FRESH_ONLY=1 stops
+# after the first stage.
 # One thread per stage; ~1.1-1.4 s/step at 6 text layers on a 2-core VM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +32,8 @@ FLAGS="--config=$OUT/config.json --vision-lr-scale=0 --head-patch-weight=1 \
   --warmup=50 --bin-sigma=16 --eval-every=500 --readout-probe \
   --focus-weight=4 --focus-spread --focus-sink --balance-stops \
   --position-weight=1 --row-norm-weight=10 --centre-gradient \
-  --row-extent-weight=1 --row-centre-weight=1 --threads=1"
+  --row-extent-weight=1 --row-centre-weight=1 --threads=1 \
+  ${MD_EXTRA_FLAGS:-}"
 
 # stage NAME DIR START FLAGS...: one `train` call, skipped once done; START
 # is the flag a fresh directory starts from, replaced by --resume once the
@@ -55,6 +59,10 @@ stage two "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=2 \
   --stop-after=1500
 stage four "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=4
 # 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4.
+if [ -n "${MD_FRESH_ONLY:-}" ]; then
+  echo "done: $OUT/fresh/model" | tee -a "$LOG"
+  exit 0
+fi
 stage more "$OUT/more" "--init-from=$OUT/fresh/model" --lr=5e-4 \
   --steps=8000 --max-shapes=4 --train-seed=2000000
 echo "done: $OUT/more/model" | tee -a "$LOG"
