@@ -58,11 +58,11 @@ stage one "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=1 \
 stage two "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=2 \
   --stop-after=1500
 stage four "$OUT/fresh" "$TOWER" --lr=1e-3 --steps=5000 --max-shapes=4
-# 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4.
 if [ -n "${MD_FRESH_ONLY:-}" ]; then
   echo "done: $OUT/fresh/model" | tee -a "$LOG"
   exit 0
 fi
+# 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4.
 stage more "$OUT/more" "--init-from=$OUT/fresh/model" --lr=5e-4 \
   --steps=8000 --max-shapes=4 --train-seed=2000000
 echo "done: $OUT/more/model" | tee -a "$LOG"
