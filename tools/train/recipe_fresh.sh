@@ -11,7 +11,8 @@
 # Resumable: rerun it after a stop (a finished stage leaves a marker file).
 # MD_EXTRA_FLAGS="--flag ..." adds training flags to every stage (the
 # variants of "2026-12-07, later" in the README); MD_FRESH_ONLY=1 stops
-# after the first stage.
+# after the first stage; MD_MORE_STEPS=N shortens the second (default 8000)
+# to a cosine of N steps, one that fits a session on a 2-core VM.
 # One thread per stage; ~1.1-1.4 s/step at 6 text layers on a 2-core VM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,5 +65,5 @@ if [ -n "${MD_FRESH_ONLY:-}" ]; then
 fi
 # 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4.
 stage more "$OUT/more" "--init-from=$OUT/fresh/model" --lr=5e-4 \
-  --steps=8000 --max-shapes=4 --train-seed=2000000
+  --steps="${MD_MORE_STEPS:-8000}" --max-shapes=4 --train-seed=2000000
 echo "done: $OUT/more/model" | tee -a "$LOG"
