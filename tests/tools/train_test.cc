@@ -876,6 +876,57 @@ TEST(ExamplesTest, FreeRegionStopDropsOnlyTheRegionStopsFocus) {
   EXPECT_GE(regions, 4);  // detect and point, for square and each colour
 }
 
+// ExampleOptions::answered_focus: a region answer's x row of each object
+// after the first gets the objects before it as an answered target, and its
+// stop row all of them; nothing else gets one, and the focus targets do
+// not change.
+TEST(ExamplesTest, AnsweredFocusNamesTheShapesAnsweredBefore) {
+  const scenes::Scene scene =
+      SceneOf({Square(28 * 10, 28, 42, scenes::Colour::kGreen),
+               Square(28, 28, 42, scenes::Colour::kRed)});
+  SceneExample plain, with;
+  ASSERT_NO_FATAL_FAILURE(
+      PlainAndWith(scene, {.answered_focus = true}, &plain, &with));
+  int with_two = 0, with_one = 0;
+  for (size_t i = 0; i < with.sequences.size(); ++i) {
+    const Sequence& p = plain.sequences[i];
+    const Sequence& s = with.sequences[i];
+    EXPECT_TRUE(p.answered.empty());
+    ASSERT_EQ(s.focuses.size(), p.focuses.size());
+    for (size_t k = 0; k < s.focuses.size(); ++k) {
+      EXPECT_EQ(s.focuses[k].positions, p.focuses[k].positions);
+    }
+    if (s.stops.empty() || s.coordinates.empty()) {
+      EXPECT_TRUE(s.answered.empty());  // text, or no matching shape
+      continue;
+    }
+    // Objects left to right: the red square (cells 2-4), then the green.
+    const std::vector<int> red = Cells(2, 2, 3), green = Cells(20, 2, 3);
+    if (s.stops.size() == 3) {  // "square": both
+      ++with_two;
+      ASSERT_EQ(s.answered.size(), 2u);
+      EXPECT_EQ(s.answered[0].row, s.coordinates[2].row);  // 2nd object's x
+      EXPECT_EQ(s.answered[0].positions, red);
+      EXPECT_EQ(s.answered[1].row, s.stops.back().row);
+      std::vector<int> both = red;
+      both.insert(both.end(), green.begin(), green.end());
+      std::sort(both.begin(), both.end());
+      EXPECT_EQ(s.answered[1].positions, both);
+      ASSERT_EQ(s.answered[1].shares.size(), both.size());
+      EXPECT_FLOAT_EQ(s.answered[1].shares[0], 0.5f / red.size());
+    } else {
+      ++with_one;
+      ASSERT_EQ(s.stops.size(), 2u);
+      ASSERT_EQ(s.answered.size(), 1u);  // the stop row, on its one shape
+      EXPECT_EQ(s.answered[0].row, s.stops.back().row);
+      EXPECT_EQ(s.answered[0].positions,
+                s.coordinates[0].bin < 1024 / 2 ? red : green);
+    }
+  }
+  EXPECT_EQ(with_two, 2);  // detect and point "square"
+  EXPECT_GE(with_one, 4);  // "red", "green", "red square", "green square"
+}
+
 // PatchKinds marks the cells a shape covers with 1 + its kind; the loss
 // weighs background and shape cells alike: ln 4 for a probe that knows
 // nothing, ~0 for one that reads the kind off the embedding.
@@ -1124,6 +1175,28 @@ TEST(TrainerTest, FocusCoverageNeedsTheSpreadLoss) {
   ASSERT_TRUE(step.ok()) << step.status();
   EXPECT_TRUE(std::isfinite(step->parts.focus));
   EXPECT_GT(step->parts.focus, 0);
+}
+
+// --answered-weight: its head is in the layer before the last, and its
+// loss reaches the step (a fresh model attends evenly, so it is large).
+TEST(TrainerTest, AnsweredLossNeedsTwoLayersAndTrains) {
+  TrainOptions o = SmallRun("answered");
+  o.loss.answered_weight = -1;
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.loss.answered_weight = 1;
+  TrainOptions one_layer = o;
+  one_layer.config.text.n_layers = 1;
+  EXPECT_FALSE(Trainer::Create(one_layer).ok());
+  ASSERT_GE(o.config.text.n_layers, 2);
+  o.sequences_per_scene = 0;  // every question: some ask for two shapes
+  o.max_shapes = 4;
+  absl::StatusOr<std::unique_ptr<Trainer>> t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<StepStats> step = (*t)->Step();
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_GT(step->parts.n_answered, 0);
+  EXPECT_TRUE(std::isfinite(step->parts.answered));
+  EXPECT_GT(step->parts.answered, 0.5);
 }
 
 // --several-repeats: 1 to 8 (0 would drop the questions); the held-out

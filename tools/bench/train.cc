@@ -53,6 +53,7 @@ struct Flags {
   bool focus_spread = false;
   bool focus_sink = false;
   bool free_region_stop = false;
+  double answered_weight = 0;
   bool focus_coverage = false;
   int several_repeats = 1;
   bool any_order = false;
@@ -242,6 +243,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args,
   p.AddBool("free-region-stop", &f.free_region_stop,
             "(with --focus-sink) a detect's or point's stop row gets no "
             "focus target; the other rows that decide how many keep theirs");
+  p.AddDouble("answered-weight", &f.answered_weight,
+              "training-only loss: the first head of the layer before the "
+              "last attends, on a detect's or point's rows that start a "
+              "later object and on its stop row, to the shapes answered so "
+              "far (0: off)");
   p.AddBool("focus-coverage", &f.focus_coverage,
             "(with --focus-spread) a detect's or point's coordinate and size "
             "rows attend to every cell their shape overlaps, in shares of "
@@ -355,6 +361,7 @@ absl::StatusOr<train::TrainOptions> ToOptions(const Flags& f) {
   o.examples.several_repeats = f.several_repeats;
   o.examples.any_order = f.any_order;
   o.examples.free_region_stop = f.free_region_stop;
+  o.loss.answered_weight = f.answered_weight;
   o.examples.fed_jitter = f.fed_jitter;
   o.examples.fed_size_jitter = f.fed_size_jitter;
   o.loss.row_norm_weight = f.row_norm_weight;

@@ -123,6 +123,17 @@ void AddFocus(Sequence& seq, const Focus& focus) {
   }
 }
 
+// The objects answered before the current row, in equal shares.
+void AddAnswered(Sequence& seq, absl::Span<const RegionTruth> before) {
+  std::vector<Focus> foci;
+  for (const RegionTruth& o : before) {
+    if (!o.focus.positions.empty()) foci.push_back(o.focus);
+  }
+  if (foci.empty()) return;
+  const Focus merged = MergedFocus(foci);
+  seq.answered.push_back({LastRow(seq), merged.positions, merged.shares});
+}
+
 // For each token of `answer`, the prefix positions of the shapes its words
 // are about: in a caption, the shape of the phrase the token belongs to
 // (phrases end at each shape's kind name; a separator belongs to the phrase
@@ -410,7 +421,8 @@ Focus MergedFocus(absl::Span<const Focus> foci) {
 Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,
                         int coordinate_bins, int size_bins,
-                        const Focus& stop_focus, bool any_order) {
+                        const Focus& stop_focus, bool any_order,
+                        bool answered) {
   (void)eos_id;  // stop targets name eos by meaning, not id
   Sequence seq;
   seq.kind = kind;
@@ -422,6 +434,7 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
     const int y_bin = ValueBin(o.y, coordinate_bins);
     seq.stops.push_back({LastRow(seq), false});
     seq.coordinates.push_back({LastRow(seq), x_bin});
+    if (answered && k > 0) AddAnswered(seq, objects.first(k));
     std::vector<Focus> open = {o.focus};
     for (size_t j = k + 1; any_order && j < objects.size(); ++j) {
       seq.coordinates.back().also.push_back(
@@ -448,6 +461,7 @@ Sequence RegionSequence(TaskKind kind, absl::Span<const int> prompt,
   }
   seq.stops.push_back({LastRow(seq), true});
   AddFocus(seq, stop_focus);
+  if (answered && !objects.empty()) AddAnswered(seq, objects);
   return seq;
 }
 
@@ -494,7 +508,7 @@ absl::StatusOr<SceneExample> MakeSceneExample(const Scene& scene,
             options.focus_sink && !options.free_region_stop
                 ? SinkAndShapes(scene, {}, grid)
                 : Focus(),
-            any_order));
+            any_order, options.answered_focus));
         if (options.fed_jitter > 0 || options.fed_size_jitter > 0) {
           // Its own stream: ShuffleObjects draws from SceneSeed(seed, i).
           JitterFedRows(

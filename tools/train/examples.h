@@ -90,6 +90,11 @@ struct Sequence {
   std::vector<CoordinateTarget> coordinates;
   std::vector<SizeTarget> sizes;
   std::vector<FocusTarget> focuses;  // not counted in n_targets
+  // Training only (ExampleOptions::answered_focus): what the layer before
+  // the focus head's first head should attend to on a region answer's
+  // rows that start an object after the first, and on its stop row: the
+  // shapes answered so far. Not counted in n_targets.
+  std::vector<FocusTarget> answered;
 
   int n_targets() const {
     return static_cast<int>(tokens.size() + stops.size() + coordinates.size() +
@@ -202,11 +207,14 @@ Sequence TextSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
 // Detect (with sizes) or point, objects in the order given. `stop_focus`
 // (may be empty) is what the final row, the one that stops, attends to.
 // With `any_order`, each x row accepts (CoordinateTarget::also) and attends
-// to every object not yet answered, in equal shares (MergedFocus).
+// to every object not yet answered, in equal shares (MergedFocus). With
+// `answered`, the x row of each object after the first and the stop row
+// get Sequence::answered targets: the objects before, in equal shares.
 Sequence RegionSequence(scenes::TaskKind kind, absl::Span<const int> prompt,
                         absl::Span<const RegionTruth> objects, int eos_id,
                         int coordinate_bins, int size_bins,
-                        const Focus& stop_focus = {}, bool any_order = false);
+                        const Focus& stop_focus = {}, bool any_order = false,
+                        bool answered = false);
 
 // The foci in equal shares, each spread as it is (evenly over its positions
 // unless it gives shares); a position in several adds their shares.
@@ -257,6 +265,15 @@ struct ExampleOptions {
   // as before.
   double fed_jitter = 0;
   double fed_size_jitter = 0;
+  // Training only: a region answer's rows that start an object after the
+  // first, and its stop row, get Sequence::answered targets (the shapes
+  // answered so far), for a head of the layer before the focus head. The
+  // focus head of later objects' rows puts its stray mass on the shapes
+  // answered before (feature-probe); the fed coordinates name them only in
+  // the region encoder's terms, while a head that gathers those shapes'
+  // own image tokens puts, in the row the focus head's query reads, what
+  // the keys to pass over look like.
+  bool answered_focus = false;
 };
 
 // Every question of `scene` as a sequence (all of SceneTasks' tasks, in

@@ -223,9 +223,14 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
     HeadsOf r_heads =
         QueryKeyValue(ln_BTC, block.attn, config.n_heads, cos_TF, sin_TF);
     const bool last = l + 1 == w.blocks.size();
+    const bool before_last = l + 2 == w.blocks.size();
+    at::Tensor* head_probs_BTP = nullptr;
+    if (taps != nullptr && last) head_probs_BTP = &taps->probs_BTP;
+    if (taps != nullptr && before_last) {
+      head_probs_BTP = &taps->answered_probs_BTP;
+    }
     at::Tensor rows_attn =
-        RowAttention(r_heads, p_heads, later_TT, block.attn,
-                     last && taps != nullptr ? &taps->probs_BTP : nullptr);
+        RowAttention(r_heads, p_heads, later_TT, block.attn, head_probs_BTP);
     if (last && taps != nullptr) {
       taps->values_PD = p_heads.v.select(1, 0);
       taps->last_input_PC = ln_PC;
@@ -239,16 +244,18 @@ at::Tensor DecoderForward(const at::Tensor& prefix_PC,
   return rows;
 }
 
-// Per focus row: −log of the attention mass on its positions, or with
-// `spread` the KL from the target's spread over them (even unless it gives
-// shares).
-at::Tensor FocusLoss(const at::Tensor& probs_BTP,
-                     absl::Span<const Sequence> sequences, bool spread) {
+// Per focus row (the targets in `targets` of each sequence): −log of the
+// attention mass on its positions, or with `spread` the KL from the
+// target's spread over them (even unless it gives shares).
+at::Tensor FocusLoss(
+    const at::Tensor& probs_BTP, absl::Span<const Sequence> sequences,
+    bool spread,
+    std::vector<FocusTarget> Sequence::*targets = &Sequence::focuses) {
   const int64_t t = probs_BTP.size(1), p = probs_BTP.size(2);
   std::vector<int64_t> rows;
   std::vector<float> mask, cells;
   for (size_t i = 0; i < sequences.size(); ++i) {
-    for (const FocusTarget& f : sequences[i].focuses) {
+    for (const FocusTarget& f : sequences[i].*targets) {
       rows.push_back(static_cast<int64_t>(i) * t + f.row);
       cells.push_back(static_cast<float>(f.positions.size()));
       const size_t start = mask.size();
@@ -430,6 +437,16 @@ Losses SequenceLosses(const at::Tensor& rows_BTC,
                            out.n_focus_region;
       }
       out.total = out.total + options.focus_weight * nll_N.mean();
+    }
+  }
+  if (taps != nullptr && taps->answered_probs_BTP.defined() &&
+      options.answered_weight > 0) {
+    at::Tensor nll_N = FocusLoss(taps->answered_probs_BTP, sequences,
+                                 /*spread=*/true, &Sequence::answered);
+    if (nll_N.defined()) {
+      out.answered = MeanOf(nll_N.detach());
+      out.n_answered = static_cast<int>(nll_N.size(0));
+      out.total = out.total + options.answered_weight * nll_N.mean();
     }
   }
   if (taps != nullptr && taps->values_PD.defined() && probe != nullptr &&

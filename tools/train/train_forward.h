@@ -53,6 +53,10 @@ struct FocusTaps {
   // The prefix's input to the last layer, layer-normed as its keys and
   // values read it: [P, C].
   at::Tensor last_input_PC;
+  // The layer before the last's first head: each row's attention to the
+  // prefix [B, T, P] (undefined with one layer), what the answered loss
+  // reads.
+  at::Tensor answered_probs_BTP;
 };
 
 // All text blocks over the prefix and the sequences' rows after it: the
@@ -180,9 +184,15 @@ struct LossOptions {
   double row_norm_weight = 0;
   double row_norm_limit = 24;
 
+  // The answered loss: the focus loss's spread, for the layer before the
+  // last's first head on the rows with Sequence::answered targets (the
+  // shapes a region answer has given so far), so that the row the focus
+  // head's query reads holds what those shapes' keys look like.
+  double answered_weight = 0;
+
   bool Taps() const {
     return focus_weight > 0 || position_weight > 0 || head_patch_weight > 0 ||
-           prefix_rank_weight > 0;
+           prefix_rank_weight > 0 || answered_weight > 0;
   }
 };
 
@@ -223,6 +233,9 @@ struct Losses {
   // logs).
   double focus_region = 0;
   int n_focus_region = 0;
+  // The answered loss, per target row.
+  double answered = 0;
+  int n_answered = 0;
   int n_scenes = 0;  // summed Losses: how many scenes the per-scene parts sum
 
   int n_targets() const { return n_token + n_stop + n_coordinate + n_size; }

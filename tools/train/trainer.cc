@@ -49,6 +49,8 @@ void AddParts(const Losses& scene, Losses& sum) {
   sum.focus += scene.focus * scene.n_focus;
   sum.focus_region += scene.focus_region * scene.n_focus_region;
   sum.n_focus_region += scene.n_focus_region;
+  sum.answered += scene.answered * scene.n_answered;
+  sum.n_answered += scene.n_answered;
   sum.position += scene.position;  // one per scene
   sum.patch_kind += scene.patch_kind;
   sum.patch_box += scene.patch_box;
@@ -76,6 +78,7 @@ Losses MeanParts(Losses sum) {
   sum.size = mean(sum.size, sum.n_size);
   sum.focus = mean(sum.focus, sum.n_focus);
   sum.focus_region = mean(sum.focus_region, sum.n_focus_region);
+  sum.answered = mean(sum.answered, sum.n_answered);
   sum.position = mean(sum.position, sum.n_scenes);
   sum.patch_kind = mean(sum.patch_kind, sum.n_scenes);
   sum.patch_box = mean(sum.patch_box, sum.n_scenes);
@@ -165,6 +168,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions opts) {
         "focus coverage shares are a spread the focus loss matches: it needs "
         "--focus-spread and a focus weight > 0");
   }
+  if (opts.loss.answered_weight < 0 ||
+      (opts.loss.answered_weight > 0 && opts.config.text.n_layers < 2)) {
+    return absl::InvalidArgumentError(
+        "the answered weight must be >= 0, and its head is in the layer "
+        "before the last: it needs at least two text layers");
+  }
+  opts.examples.answered_focus = opts.loss.answered_weight > 0;
   ASSIGN_OR_RETURN(Tokenizer tokenizer,
                    Tokenizer::FromHuggingFaceJson(opts.tokenizer_path));
   if (tokenizer.vocab_size() > opts.config.text.vocab_size) {
@@ -565,7 +575,8 @@ absl::Status Trainer::Run() {
       const double per_step = SecondsSince(start) / (step_ - first_step);
       std::printf(
           "step %d/%d loss %.4f (text %.3f stop %.3f xy %.3f wh %.3f focus "
-          "%.3f focus-region %.3f pos %.3f kind %.3f box %.3f extent %.3f "
+          "%.3f focus-region %.3f answered %.3f pos %.3f kind %.3f box %.3f "
+          "extent %.3f "
           "colour %.3f head %.3f rank %.3f row %.3f row-extent %.3f "
           "row-centre %.3f "
           "x-R2 rows %.3f "
@@ -575,12 +586,13 @@ absl::Status Trainer::Run() {
           "text %.0f%% backward %.0f%%) eta %s\n",
           step_, opts_.steps, window_loss / window_steps, parts.token,
           parts.stop, parts.coordinate, parts.size, parts.focus,
-          parts.focus_region, parts.position, parts.patch_kind, parts.patch_box,
-          parts.patch_extent, parts.patch_colour, parts.head_patch,
-          parts.prefix_rank, parts.row_box, parts.row_extent, parts.row_centre,
-          readout.first, readout.second, parts.row_rms_max, parts.row_norm,
-          s.learning_rate, s.grad_norm, window_sequences / window_seconds,
-          window_seconds / window_steps, 100 * window_data / window_seconds,
+          parts.focus_region, parts.answered, parts.position, parts.patch_kind,
+          parts.patch_box, parts.patch_extent, parts.patch_colour,
+          parts.head_patch, parts.prefix_rank, parts.row_box, parts.row_extent,
+          parts.row_centre, readout.first, readout.second, parts.row_rms_max,
+          parts.row_norm, s.learning_rate, s.grad_norm,
+          window_sequences / window_seconds, window_seconds / window_steps,
+          100 * window_data / window_seconds,
           100 * window_vision / window_seconds,
           100 * window_text / window_seconds,
           100 * window_backward / window_seconds,
