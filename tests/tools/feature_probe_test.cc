@@ -182,6 +182,13 @@ TEST_F(FeatureProbeModelTest, SplitsTheFocusHeadsAttentionOnEachXRow) {
               later.answered * report_->later_focus_rows, 1e-6);
   EXPECT_NE(FormatFeatureProbe(*report_).find("second and later objects"),
             std::string::npos);
+  // The layer before's first head on the same rows: some of its mass is on
+  // the shapes answered before, never all of it (bos and the text rows get
+  // some under any softmax).
+  EXPECT_GT(report_->later_x_row_before_last_on_answered, 0);
+  EXPECT_LT(report_->later_x_row_before_last_on_answered, 1);
+  EXPECT_NE(FormatFeatureProbe(*report_).find("layer before it"),
+            std::string::npos);
 }
 
 TEST_F(FeatureProbeModelTest, TheTableNamesEveryReadoutAndTarget) {

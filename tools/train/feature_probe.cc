@@ -191,6 +191,17 @@ FeatureProbeReport::FocusMass RowFocusMass(const at::Tensor& probs_P,
   return m;
 }
 
+// The attention `probs_P` puts on `positions` (each counted once).
+double MassOn(const at::Tensor& probs_P, absl::Span<const int> positions) {
+  std::vector<int64_t> unique(positions.begin(), positions.end());
+  std::sort(unique.begin(), unique.end());
+  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+  if (unique.empty()) return 0;
+  return probs_P.index_select(0, at::tensor(unique, at::kLong))
+      .sum()
+      .item<double>();
+}
+
 // The focus positions of `seq`'s objects other than the one whose x row is
 // `x_row` (with `before_only`, of those answered before it): the cells of
 // the other shapes its question asks for.
@@ -292,6 +303,11 @@ void AddDetectRows(absl::Span<const Sequence> detects,
         AddRow(row, report.x_row_focus, report.focus_rows);
         if (k > 0) {
           AddRow(row, report.later_x_row_focus, report.later_focus_rows);
+          if (taps.answered_probs_BTP.defined()) {
+            report.later_x_row_before_last_on_answered +=
+                MassOn(taps.answered_probs_BTP[b][x_row],
+                       OtherAnswersCells(seq, x_row, /*before_only=*/true));
+          }
         }
         out.x_gathered_shape.Add(
             at::matmul(OnlyOn(x_probs_P, f.positions), taps.values_PD), t,
@@ -438,6 +454,9 @@ absl::StatusOr<FeatureProbeReport> ProbeImageFeatures(
   }));
   MeanOver(report.focus_rows, report.x_row_focus);
   MeanOver(report.later_focus_rows, report.later_x_row_focus);
+  if (report.later_focus_rows > 0) {
+    report.later_x_row_before_last_on_answered /= report.later_focus_rows;
+  }
   return report;
 }
 
@@ -478,6 +497,13 @@ std::string FormatFeatureProbe(const FeatureProbeReport& report) {
   AppendFocusMass("a detect x row", report.focus_rows, report.x_row_focus, out);
   AppendFocusMass("the x rows of second and later objects",
                   report.later_focus_rows, report.later_x_row_focus, out);
+  if (report.later_focus_rows > 0) {
+    absl::StrAppendFormat(
+        &out,
+        "layer before it, first head, on those rows: %.3f on the shapes "
+        "answered before\n",
+        report.later_x_row_before_last_on_answered);
+  }
   return out;
 }
 

@@ -101,6 +101,10 @@ struct FeatureProbeReport {
   // alone: the rows that must pass over the shapes already answered.
   FocusMass later_x_row_focus;
   int later_focus_rows = 0;
+  // On those rows, the mean mass that the first head of the layer before
+  // the focus head puts on the shapes answered before the row (what the
+  // trainer's --answered-weight asks of it).
+  double later_x_row_before_last_on_answered = 0;
 };
 
 // Encodes scenes SceneSeed(base_seed, 0 .. count−1) at full size, as
