@@ -839,12 +839,16 @@ TEST(ExamplesTest, FocusSinkRowsDecideHowMany) {
   EXPECT_TRUE(saw_detect);
 }
 
+// A red square at cells 2-4 and a green one at cells 20-22, in one row.
+scenes::Scene RedAndGreenSquares() {
+  return SceneOf({Square(28 * 10, 28, 42, scenes::Colour::kGreen),
+                  Square(28, 28, 42, scenes::Colour::kRed)});
+}
+
 // ExampleOptions::free_region_stop: a detect's or point's stop row loses
 // its sink focus; every other row keeps what focus_sink gives it.
 TEST(ExamplesTest, FreeRegionStopDropsOnlyTheRegionStopsFocus) {
-  const scenes::Scene scene =
-      SceneOf({Square(28 * 10, 28, 42, scenes::Colour::kGreen),
-               Square(28, 28, 42, scenes::Colour::kRed)});
+  const scenes::Scene scene = RedAndGreenSquares();
   SceneExample plain, sink;
   ASSERT_NO_FATAL_FAILURE(
       PlainAndWith(scene, {.focus_sink = true}, &plain, &sink));
@@ -881,9 +885,7 @@ TEST(ExamplesTest, FreeRegionStopDropsOnlyTheRegionStopsFocus) {
 // stop row all of them; nothing else gets one, and the focus targets do
 // not change.
 TEST(ExamplesTest, AnsweredFocusNamesTheShapesAnsweredBefore) {
-  const scenes::Scene scene =
-      SceneOf({Square(28 * 10, 28, 42, scenes::Colour::kGreen),
-               Square(28, 28, 42, scenes::Colour::kRed)});
+  const scenes::Scene scene = RedAndGreenSquares();
   SceneExample plain, with;
   ASSERT_NO_FATAL_FAILURE(
       PlainAndWith(scene, {.answered_focus = true}, &plain, &with));
