@@ -191,17 +191,6 @@ FeatureProbeReport::FocusMass RowFocusMass(const at::Tensor& probs_P,
   return m;
 }
 
-// The attention `probs_P` puts on `positions` (each counted once).
-double MassOn(const at::Tensor& probs_P, absl::Span<const int> positions) {
-  std::vector<int64_t> unique(positions.begin(), positions.end());
-  std::sort(unique.begin(), unique.end());
-  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
-  if (unique.empty()) return 0;
-  return probs_P.index_select(0, at::tensor(unique, at::kLong))
-      .sum()
-      .item<double>();
-}
-
 // The focus positions of `seq`'s objects other than the one whose x row is
 // `x_row` (with `before_only`, of those answered before it): the cells of
 // the other shapes its question asks for.
@@ -304,9 +293,13 @@ void AddDetectRows(absl::Span<const Sequence> detects,
         if (k > 0) {
           AddRow(row, report.later_x_row_focus, report.later_focus_rows);
           if (taps.answered_probs_BTP.defined()) {
+            // RowFocusMass's share on its target: the answered cells.
             report.later_x_row_before_last_on_answered +=
-                MassOn(taps.answered_probs_BTP[b][x_row],
-                       OtherAnswersCells(seq, x_row, /*before_only=*/true));
+                RowFocusMass(
+                    taps.answered_probs_BTP[b][x_row],
+                    OtherAnswersCells(seq, x_row, /*before_only=*/true), {}, {},
+                    {})
+                    .shape;
           }
         }
         out.x_gathered_shape.Add(
