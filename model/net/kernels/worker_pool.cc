@@ -101,8 +101,7 @@ uint64_t WorkerPool::WaitForNewJob(uint64_t seen) {
   return job;
 }
 
-void WorkerPool::HelperLoop(int helper_index) {
-  uint64_t seen = job_.load();
+void WorkerPool::HelperLoop(int helper_index, uint64_t seen) {
   for (;;) {
     seen = WaitForNewJob(seen);
     if (helper_index < HelpersWanted(seen)) RunTasksOf(Generation(seen));
@@ -110,9 +109,14 @@ void WorkerPool::HelperLoop(int helper_index) {
 }
 
 void WorkerPool::EnsureHelpers(int n_helpers) {
+  // A new helper starts from the job word as it is before Run publishes the
+  // job it was started for, not from whatever word its thread first reads:
+  // a thread that starts late (a loaded machine) would otherwise take that
+  // job for one it had seen and leave all of it to the caller.
+  const uint64_t before = job_.load();
   for (; n_helpers_started_ < n_helpers; ++n_helpers_started_) {
     const int index = n_helpers_started_;
-    std::thread([this, index] { HelperLoop(index); }).detach();
+    std::thread([this, index, before] { HelperLoop(index, before); }).detach();
   }
 }
 

@@ -62,7 +62,8 @@ class WorkerPool {
   // Claims and runs tasks of the job whose generation is `generation` until
   // none is left.
   void RunTasksOf(uint64_t generation);
-  void HelperLoop(int helper_index);
+  // A helper's life: wait for a job newer than `seen`, help with it, repeat.
+  void HelperLoop(int helper_index, uint64_t seen);
   // Waits (spinning, then sleeping) until the job word's generation differs
   // from `seen`; returns the new word.
   uint64_t WaitForNewJob(uint64_t seen);
