@@ -13,6 +13,10 @@
 # variants of "2026-12-07, later" in the README); MD_FRESH_ONLY=1 stops
 # after the first stage; MD_MORE_STEPS=N shortens the second (default 8000)
 # to a cosine of N steps, one that fits a session on a 2-core VM.
+# MD_MORE_SEEDS="2000000 3000000 ..." runs the second stage once per train
+# seed (the first in OUT/more, the others in OUT/more-SEED), one after the
+# other, and writes the mean of their models to OUT/mean (the shipped
+# model's averaging, recipe.sh's "soup" steps).
 # One thread per stage; ~1.1-1.4 s/step at 6 text layers on a 2-core VM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,7 +67,20 @@ if [ -n "${MD_FRESH_ONLY:-}" ]; then
   echo "done: $OUT/fresh/model" | tee -a "$LOG"
   exit 0
 fi
-# 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4.
-stage more "$OUT/more" "--init-from=$OUT/fresh/model" --lr=5e-4 \
-  --steps="${MD_MORE_STEPS:-8000}" --max-shapes=4 --train-seed=2000000
-echo "done: $OUT/more/model" | tee -a "$LOG"
+# 2. The same losses on scenes stage 1 never saw, a fresh cosine from 5e-4;
+#    once per train seed, all from stage 1's model, so that they share its
+#    basin and their mean answers better than each.
+read -r -a SEEDS <<< "${MD_MORE_SEEDS:-2000000}"
+MODELS=()
+for seed in "${SEEDS[@]}"; do
+  dir="$OUT/more"
+  [ "$seed" = "${SEEDS[0]}" ] || dir="$OUT/more-$seed"
+  stage more "$dir" "--init-from=$OUT/fresh/model" --lr=5e-4 \
+    --steps="${MD_MORE_STEPS:-8000}" --max-shapes=4 --train-seed="$seed"
+  echo "done: $dir/model" | tee -a "$LOG"
+  MODELS+=("$dir/model")
+done
+if [ "${#MODELS[@]}" -gt 1 ]; then
+  python3 tools/train/average_weights.py "$OUT/mean" "${MODELS[@]}" \
+    | tee -a "$LOG"
+fi
