@@ -2,8 +2,9 @@
 # A fresh text decoder and region head trained through the whole text
 # curriculum in one run, on the shipped model's vision tower, with every
 # flag the staged recipe (recipe.sh) found necessary on from its first step;
-# then a second stage on fresh scenes at half the learning rate. Not the
-# shipped model's recipe: see tools/train/README.md, "2026-12-07".
+# then a second stage on fresh scenes at half the learning rate. With
+# MD_EXTRA_FLAGS=--focus-coverage and 6 layers it is the shipped model's
+# recipe (tools/train/README.md, "2026-12-07, last").
 #
 #   tools/train/recipe_fresh.sh [OUT] [TEXT_LAYERS]   # default ~/scenes-fresh, 6
 #   moondream-bench scenes-eval --model=OUT/fresh/model --count=200 --seed=5
